@@ -1,0 +1,78 @@
+"""``lpse-ops lab``: real Debian 12 hosts on this machine for tests and the demo."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from lpse_ops import terminal
+from lpse_ops.backends.docker import DockerError
+from lpse_ops.lab import lab as lab_actions
+
+
+@click.group(name="lab")
+def lab() -> None:
+    """Bring up, inspect and remove the lab of real hosts (systemd containers)."""
+
+
+@lab.command(name="up")
+@click.option("--sites", default=3, show_default=True, help="Number of site hosts.")
+@click.option("--port-base", default=2220, show_default=True,
+              help="Offsite SSH on BASE, site i SSH on BASE+i, S3 on BASE+100, site i HTTPS on BASE+100+i.")
+@click.option("--lock-days", default=14, show_default=True, help="Object Lock retention (COMPLIANCE) in days.")
+@click.option("--json", "as_json", is_flag=True, help="Print the lab state as JSON.")
+def up_command(sites: int, port_base: int, lock_days: int, as_json: bool) -> None:
+    """Build (or reuse) the base image and start the lab; write its inventory and SSH key."""
+    try:
+        plan = lab_actions.plan(sites=sites, port_base=port_base)
+        with terminal.err.status("bringing the lab up") as spinner:
+            def progress(message: str) -> None:
+                spinner.update(message)
+                terminal.info(f"  {message}")
+            state = lab_actions.up(plan, progress, lock_days=lock_days)
+    except (lab_actions.LabError, DockerError) as error:
+        raise terminal.fail(str(error)) from error
+    if as_json:
+        terminal.emit_json(state)
+        return
+    terminal.info(f"lab is up: {len(state['hosts']) - 1} site(s) and the offsite S3 host")
+    terminal.out.print(f"inventory: {state['inventory']}")
+
+
+@lab.command(name="status")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def status_command(as_json: bool) -> None:
+    """Show each lab host: container, SSH, and SPSE health through nginx."""
+    try:
+        report = lab_actions.status()
+    except DockerError as error:
+        raise terminal.fail(str(error)) from error
+    if as_json:
+        terminal.emit_json(report)
+    else:
+        table = Table(title=f"lab {report.get('name', '')}".strip())
+        for column in ("host", "role", "container", "ssh", "service"):
+            table.add_column(column)
+        for row in report["hosts"]:
+            if row["role"] == "offsite":
+                service = "S3 up" if row.get("s3") else "S3 down"
+            elif row["spse"]:
+                service = f"SPSE {row['spse'].get('version')} ({row['spse'].get('status')})"
+            else:
+                service = "SPSE not answering"
+            table.add_row(row["name"], row["role"], row["container"],
+                          f"127.0.0.1:{row['ssh_port']} {'ok' if row['ssh'] else 'down'}", service)
+        terminal.out.print(table) if report["hosts"] else terminal.info(report.get("message", ""))
+    if not report["up"]:
+        raise SystemExit(1)
+
+
+@lab.command(name="down")
+@click.option("--purge", is_flag=True, help="Also delete the lab folder (SSH key, inventory, credentials).")
+def down_command(purge: bool) -> None:
+    """Remove the lab's containers, network and egress filter (the image cache stays)."""
+    try:
+        removed = lab_actions.down(purge=purge)
+    except DockerError as error:
+        raise terminal.fail(str(error)) from error
+    terminal.info(f"removed: {', '.join(removed) if removed else 'nothing (no lab)'}")

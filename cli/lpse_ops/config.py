@@ -1,0 +1,40 @@
+"""Where lpse-ops keeps its files, and who is running it.
+
+Everything is overridable from the environment so that CI, AWX and operators can relocate it:
+``LPSE_OPS_HOME`` (state, artifacts, lab files), ``LPSE_OPS_STATE_URL`` (a SQLAlchemy URL for a
+shared PostgreSQL store), ``LPSE_OPS_ACTOR`` (the engineer's name recorded in the audit log).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import socket
+from pathlib import Path
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+"""The repository root: playbooks/, roles/ and inventory.example/ live here (an AWX project)."""
+
+
+def home() -> Path:
+    """Return the lpse-ops data folder (created on demand), outside git."""
+    path = Path(os.environ.get("LPSE_OPS_HOME") or Path.home() / ".local/share/lpse-ops")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def state_url() -> str:
+    """Return the state store URL: ``LPSE_OPS_STATE_URL`` or an SQLite file in :func:`home`."""
+    return os.environ.get("LPSE_OPS_STATE_URL") or f"sqlite:///{home() / 'state.db'}"
+
+
+def actor() -> str:
+    """Return who is acting, as recorded in runs and the audit log."""
+    name = os.environ.get("LPSE_OPS_ACTOR")
+    if name:
+        return name
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = str(os.getuid())
+    return f"{user}@{socket.gethostname()}"

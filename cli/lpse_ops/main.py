@@ -1,0 +1,36 @@
+"""The ``lpse-ops`` command: one click group per area, registered from ``lpse_ops.commands``."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from lpse_ops import __version__
+
+# Each module defines a click command or group named in the tuple; a registry, not an if/elif chain.
+COMMANDS: tuple[tuple[str, str], ...] = (
+    ("lpse_ops.commands.lab", "lab"),
+    ("lpse_ops.commands.inventory", "inventory"),
+    ("lpse_ops.commands.bundle", "bundle"),
+    ("lpse_ops.commands.preflight", "preflight"),
+    ("lpse_ops.commands.install", "install"),
+    ("lpse_ops.commands.runs", "runs"),
+    ("lpse_ops.commands.audit", "audit_log"),
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="lpse-ops")
+def main() -> None:
+    """Install, upgrade, back up, harden and recover SPSE across the LPSE fleet."""
+
+
+for module_name, attribute in COMMANDS:
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as error:  # a command area not built yet
+        if error.name != module_name:
+            raise
+        continue
+    main.add_command(getattr(module, attribute))
