@@ -7,7 +7,6 @@ Data goes to stdout, progress and messages to stderr; spinners and live tables o
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 import click

@@ -1,0 +1,124 @@
+"""Run one fleet operation (a playbook of this project) end to end.
+
+Validate the inventory, resolve the target hosts, record the run in the state store and the audit
+log, run the playbook through ansible-runner with live progress, and return what happened.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lpse_ops import config, inventory
+from lpse_ops.backends import ansible
+from lpse_ops.progress import HostProgress
+from lpse_ops.runner_events import PlayTracker
+
+EXIT_OK = 0
+EXIT_REFUSED = 1
+EXIT_HOSTS_FAILED = 3
+EXIT_HOSTS_UNREACHABLE = 4
+
+
+class OperationRefused(Exception):
+    """Nothing was run: the input is wrong. The message lists every problem and what to do."""
+
+
+@dataclass
+class OperationContext:
+    """What to run, where, and which task results to keep."""
+
+    operation: str
+    playbook: str
+    inventory: Path
+    limit: str | None = None
+    extravars: dict = field(default_factory=dict)
+    capture: tuple[str, ...] = ()
+    check: bool = False
+    forks: int = 10
+    group: str = "sites"
+    state_url: str | None = None
+    show_progress: bool = True
+    record_args: dict = field(default_factory=dict)
+
+
+@dataclass
+class OperationResult:
+    """What a run did: per-host states, the overall result, the exit code, and where its artifacts are."""
+
+    run_id: int | None
+    hosts: list[str]
+    tracker: PlayTracker
+    result: str
+    exit_code: int
+    duration_s: float
+    artifact_dir: str
+
+    def as_dict(self) -> dict:
+        return {"run_id": self.run_id, "result": self.result, "exit_code": self.exit_code,
+                "duration_s": round(self.duration_s, 1), "artifact_dir": self.artifact_dir,
+                "hosts": {name: state.as_dict() for name, state in sorted(self.tracker.hosts.items())}}
+
+
+def target_hosts(inventory_path: Path, group: str, limit: str | None) -> list[str]:
+    """Return the hosts a playbook on *group* with *limit* would touch (Ansible's own host matching)."""
+    argv = [str(Path(sys.executable).with_name("ansible")), group, "-i", str(inventory_path), "--list-hosts"]
+    if limit:
+        argv += ["--limit", limit]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120,
+                          env={**os.environ, "ANSIBLE_CONFIG": str(config.PROJECT_DIR / "ansible.cfg")})
+    lines = [line.strip() for line in done.stdout.splitlines()[1:] if line.strip()]
+    return [] if done.returncode != 0 else lines
+
+
+def preflight_input(ctx: OperationContext) -> inventory.InventoryReport:
+    """Validate the inventory for *ctx*; raise OperationRefused listing every problem."""
+    try:
+        report = inventory.validate(ctx.inventory, ctx.operation)
+    except inventory.InventoryError as error:
+        raise OperationRefused(str(error)) from error
+    if not report.ok:
+        listing = "\n  - ".join(report.problems)
+        raise OperationRefused(f"inventory {ctx.inventory} has {len(report.problems)} problem(s); "
+                               f"no host was touched:\n  - {listing}")
+    return report
+
+
+def run(ctx: OperationContext) -> OperationResult:
+    """Validate, record, run and summarise one operation. Raises OperationRefused on bad input."""
+    from lpse_ops.state import StateStore
+
+    preflight_input(ctx)
+    hosts = target_hosts(ctx.inventory, ctx.group, ctx.limit)
+    if not hosts:
+        raise OperationRefused(f"no host matches group '{ctx.group}'"
+                               f"{f' with --limit {ctx.limit}' if ctx.limit else ''}: check the names")
+    store = StateStore.open(ctx.state_url or config.state_url())
+    args = {"inventory": str(ctx.inventory), "limit": ctx.limit, "check": ctx.check, **ctx.record_args}
+    run_id = store.start_run(ctx.operation, args, hosts, actor=config.actor())
+    tracker = PlayTracker(capture=ctx.capture)
+    started = time.monotonic()
+    artifact_dir = ""
+    try:
+        with HostProgress(tracker, f"{ctx.operation}: {len(hosts)} host(s)", enabled=ctx.show_progress) as display:
+            outcome = ansible.run_playbook(ctx.playbook, ctx.inventory, display.event, limit=ctx.limit,
+                                           extravars=ctx.extravars, check=ctx.check, forks=ctx.forks)
+        artifact_dir = outcome.artifact_dir
+    except BaseException:
+        store.finish_run(run_id, "aborted", {}, artifact_dir or None, summary={"error": "interrupted or crashed"})
+        raise
+    duration = time.monotonic() - started
+    states = tracker.hosts
+    if any(s.unreachable for s in states.values()):
+        result, code = "failed", EXIT_HOSTS_UNREACHABLE
+    elif any(s.failed for s in states.values()) or outcome.rc != 0:
+        result, code = "failed", EXIT_HOSTS_FAILED
+    else:
+        result, code = "ok", EXIT_OK
+    store.finish_run(run_id, result, {name: s.as_dict() for name, s in states.items()}, artifact_dir,
+                     summary={"hosts": tracker.summary(), "runner_status": outcome.status, "rc": outcome.rc})
+    return OperationResult(run_id, hosts, tracker, result, code, duration, artifact_dir)

@@ -1,0 +1,58 @@
+"""Options and rendering shared by the fleet commands."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from lpse_ops import terminal
+from lpse_ops.actions.operation import OperationResult
+
+
+def default_inventory() -> str | None:
+    """Return ``LPSE_OPS_INVENTORY``, else the lab's inventory when a lab was brought up."""
+    from lpse_ops.lab.lab import inventory_path
+
+    if os.environ.get("LPSE_OPS_INVENTORY"):
+        return os.environ["LPSE_OPS_INVENTORY"]
+    lab_inventory = inventory_path()
+    return str(lab_inventory) if lab_inventory.exists() else None
+
+
+def inventory_option(function: Callable) -> Callable:
+    return click.option("-i", "--inventory", "inventory_path", type=click.Path(path_type=Path),
+                        default=default_inventory, show_default="$LPSE_OPS_INVENTORY, else the lab's",
+                        help="Inventory file or folder.")(function)
+
+
+def limit_option(function: Callable) -> Callable:
+    return click.option("--limit", "-l", default=None, help="Only these hosts or groups (Ansible pattern).")(function)
+
+
+def json_option(function: Callable) -> Callable:
+    return click.option("--json", "as_json", is_flag=True, help="Print only JSON on stdout.")(function)
+
+
+def require_inventory(inventory_path: Path | None) -> Path:
+    if inventory_path is None:
+        raise terminal.fail("no inventory: pass -i PATH, set LPSE_OPS_INVENTORY, or run `lpse-ops lab up`")
+    return inventory_path
+
+
+def render(result: OperationResult, title: str, details: dict[str, str] | None = None) -> None:
+    """Print the summary table of a finished operation on stdout."""
+    table = Table(title=f"{title}: {result.result} in {result.duration_s:.0f}s (run {result.run_id})")
+    for column in ("host", "status", "ok", "changed", "failed", "detail"):
+        table.add_column(column, overflow="fold")
+    for name in sorted(result.tracker.hosts):
+        state = result.tracker.hosts[name]
+        detail = (details or {}).get(name) or "; ".join(state.messages)
+        style = {"ok": "green", "changed": "yellow"}.get(state.status, "red")
+        table.add_row(name, f"[{style}]{state.status}[/{style}]", str(state.ok), str(state.changed),
+                      str(state.failed + state.unreachable), detail)
+    terminal.out.print(table)
+    terminal.info(f"artifacts: {result.artifact_dir}")
