@@ -131,10 +131,18 @@ def validate_data(data: dict, path: str = "<inventory>", operation: str = "valid
                 report.problems.append(f"{host}: same address and port as {endpoints[key]} ({address}:{port_number})")
             endpoints[key] = host
         for alternatives in REQUIRED_FOR.get(operation, ()):
-            if not any(name in variables for name in alternatives):
+            if not any(is_defined(variables, name) for name in alternatives):
                 report.problems.append(
                     f"{host}: missing variable {alternatives[0]} (keep it in an ansible-vault file, see docs)")
     return report
+
+
+def is_defined(variables: dict, name: str, depth: int = 0) -> bool:
+    """Return True when *name* has a value, following plain ``{{ other }}`` references to their end."""
+    if name not in variables or depth > 5:
+        return False
+    match = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", variables[name]) if isinstance(variables[name], str) else None
+    return is_defined(variables, match.group(1), depth + 1) if match else True
 
 
 def check_address(address: object) -> str | None:

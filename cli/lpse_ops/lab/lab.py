@@ -9,6 +9,7 @@ filter in the DOCKER-USER chain enforces it).
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -85,7 +86,12 @@ def inventory_path() -> Path:
     return lab_dir() / "inventory" / "hosts.yml"
 
 
-def plan(sites: int = 3, port_base: int = 2220, name: str = "lpse-lab") -> LabPlan:
+def lab_name() -> str:
+    """Return the lab's name (``LPSE_OPS_LAB_NAME``, default ``lpse-lab``): containers are ``<name>-<host>``."""
+    return os.environ.get("LPSE_OPS_LAB_NAME", "lpse-lab")
+
+
+def plan(sites: int = 3, port_base: int = 2220, name: str | None = None) -> LabPlan:
     """Return the lab layout: offsite SSH on port_base, site i SSH on port_base+i, HTTPS on
     port_base+100+i, the S3 endpoint on port_base+100."""
     if not 1 <= sites <= 30:
@@ -97,7 +103,7 @@ def plan(sites: int = 3, port_base: int = 2220, name: str = "lpse-lab") -> LabPl
         HostSpec(f"site{i}", "site", port_base + i, https_port=port_base + 100 + i, site_code=f"lab{i:02d}")
         for i in range(1, sites + 1)
     ]
-    return LabPlan(name, port_base, hosts)
+    return LabPlan(name or lab_name(), port_base, hosts)
 
 
 def load_state() -> dict | None:
@@ -366,6 +372,15 @@ def _create_locked_bucket(endpoint: str, ca_cert: str, admin: dict, lock_days: i
         "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": lock_days}}})
 
 
+# The same mapping as inventory.example/group_vars/sites/vars.yml: roles read their own names,
+# the secret itself lives in one vault (here: the lab's 0600 secrets file).
+LAB_SITE_VARS = """\
+postgresql_spse_password: "{{ vault_spse_db_password }}"
+spse_db_password: "{{ vault_spse_db_password }}"
+spse_server_name: "{{ inventory_hostname }}"
+"""
+
+
 # --- inventory -------------------------------------------------------------------------------------
 
 def write_inventory(lab: LabPlan, offsite: dict) -> Path:
@@ -394,6 +409,7 @@ def write_inventory(lab: LabPlan, offsite: dict) -> Path:
         "backup_s3_region": offsite["region"], "backup_s3_ca_cert": offsite["ca_cert"],
     }, sort_keys=False))
     secrets_file.chmod(0o600)
+    (inventory.parent / "group_vars" / "sites" / "vars.yml").write_text(LAB_SITE_VARS)
     for host in lab.hosts:
         if host.role != "site":
             continue
@@ -513,8 +529,9 @@ def _s3_alive(state: dict, port: int) -> bool:
     return True
 
 
-def down(name: str = "lpse-lab", purge: bool = False) -> list[str]:
+def down(name: str | None = None, purge: bool = False) -> list[str]:
     """Remove the lab's containers, network and egress filter; return what was removed."""
+    name = name or (load_state() or {}).get("name") or lab_name()
     removed: list[str] = []
     if docker.engine_running():
         for container in docker.containers(f"{LABEL}={name}"):

@@ -1,0 +1,49 @@
+"""PlayTracker over recorded ansible-runner events."""
+
+from __future__ import annotations
+
+from lpse_ops.runner_events import PlayTracker
+
+
+def ev(kind: str, host: str | None = None, task: str = "t", res: dict | None = None, **extra) -> dict:
+    data = {"task": task, "res": res or {}, **extra}
+    if host:
+        data["host"] = host
+    return {"event": kind, "event_data": data}
+
+
+def test_tracker_counts_changed_failed_and_unreachable_per_host():
+    tracker = PlayTracker()
+    tracker.feed(ev("runner_on_ok", "a", res={"changed": True}))
+    tracker.feed(ev("runner_on_ok", "a", res={"changed": False}))
+    tracker.feed(ev("runner_on_failed", "b", task="Install nginx", res={"msg": "No package matching 'ngnx'"}))
+    tracker.feed(ev("runner_on_unreachable", "c", res={"msg": "ssh: connect to host refused"}))
+    assert tracker.hosts["a"].status == "changed" and tracker.hosts["a"].changed == 1
+    assert tracker.hosts["b"].status == "failed"
+    assert tracker.hosts["b"].messages == ["Install nginx: No package matching 'ngnx'"]
+    assert tracker.hosts["c"].status == "unreachable"
+    assert tracker.summary() == {"changed": 1, "failed": 1, "unreachable": 1}
+
+
+def test_tracker_ignored_failure_does_not_fail_the_host():
+    tracker = PlayTracker()
+    tracker.feed(ev("runner_on_failed", "a", res={"msg": "x"}, ignore_errors=True))
+    assert tracker.hosts["a"].status == "ok"
+
+
+def test_tracker_no_log_failure_hides_the_message():
+    tracker = PlayTracker()
+    tracker.feed(ev("runner_on_failed", "a", task="Set password",
+                    res={"msg": "secret value", "_ansible_no_log": True, "censored": "hidden"}))
+    assert tracker.hosts["a"].messages == ["Set password: output hidden (no_log)"]
+
+
+def test_tracker_captures_named_task_results_and_stats_are_authoritative():
+    tracker = PlayTracker(capture=("Check SPSE health through nginx",))
+    tracker.feed(ev("runner_on_ok", "a", task="Check SPSE health through nginx",
+                    res={"json": {"version": "1.0"}, "changed": False}))
+    tracker.feed({"event": "playbook_on_stats",
+                  "event_data": {"ok": {"a": 30}, "changed": {"a": 0}, "failures": {}, "dark": {},
+                                 "skipped": {"a": 2}}})
+    assert tracker.hosts["a"].captured["Check SPSE health through nginx"]["json"]["version"] == "1.0"
+    assert tracker.hosts["a"].ok == 30 and tracker.hosts["a"].changed == 0 and tracker.finished
