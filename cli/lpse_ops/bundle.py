@@ -1,0 +1,918 @@
+"""The SPSE release bundle: build, sign, verify and show ``spse-<version>.tar.gz``.
+
+A bundle is a gzip tar holding exactly ``manifest.json``, ``manifest.sig`` and ``payload/``.
+``manifest.json`` lists every payload file with its sha256, size and mode, the ordered database
+migrations and how to run the release; ``manifest.sig`` is the base64 ed25519 signature over the
+exact bytes of ``manifest.json``. See docs/release-bundle.md for the contract.
+
+:func:`verify` reads the tar as a stream (never extracting to disk) and raises :class:`BundleError`
+with a message that says what is wrong and what to do.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import copy
+import gzip
+import hashlib
+import io
+import json
+import os
+import re
+import stat
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import jsonschema
+import yaml
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+FORMAT = 1
+PRODUCT = "spse"
+MANIFEST_NAME = "manifest.json"
+SIGNATURE_NAME = "manifest.sig"
+PAYLOAD_DIR = "payload"
+RELEASE_FILE = "release.yml"
+PASSPHRASE_ENV = "LPSE_OPS_BUNDLE_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
+TRUSTED_KEYS_ENV = "LPSE_OPS_TRUSTED_KEYS"
+
+_CHUNK = 1024 * 1024
+_MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+_MAX_SIGNATURE_BYTES = 4096
+_VERSION_RE = re.compile(r"^(0|[1-9][0-9]{0,8})(\.(0|[1-9][0-9]{0,8})){0,7}$")
+_VERSION_PATTERN = _VERSION_RE.pattern
+_MIGRATION_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}"
+_CREATED_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_REDO = "do not install it: download the bundle again from LKPP or rebuild it with `lpse-ops bundle build`"
+
+MANIFEST_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "SPSE release bundle manifest (format 1)",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["format", "product", "version", "min_upgrade_from", "created", "key_id", "files", "migrations", "run"],
+    "properties": {
+        "format": {"const": FORMAT},
+        "product": {"const": PRODUCT},
+        "version": {"type": "string", "pattern": _VERSION_PATTERN},
+        "min_upgrade_from": {"type": "string", "pattern": _VERSION_PATTERN},
+        "created": {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"},
+        "key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "files": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path", "sha256", "size", "mode"],
+                "properties": {
+                    "path": {"type": "string", "minLength": 1, "maxLength": 4096},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                    "size": {"type": "integer", "minimum": 0},
+                    "mode": {"type": "string", "pattern": "^0[0-7]{3}$"},
+                },
+            },
+        },
+        "migrations": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["id", "path", "schema_version", "sha256"],
+                "properties": {
+                    "id": {"type": "string", "pattern": f"^{_MIGRATION_ID}$"},
+                    "path": {"type": "string", "minLength": 1},
+                    "schema_version": {"type": "integer", "minimum": 1},
+                    "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                },
+            },
+        },
+        "run": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["jar", "health_path"],
+            "properties": {
+                "jar": {"type": "string", "minLength": 1},
+                "health_path": {"type": "string", "pattern": "^/[^\\s]*$"},
+            },
+        },
+    },
+}
+"""JSON Schema (draft 2020-12) of ``manifest.json``; :func:`validate_manifest` adds the semantic checks."""
+
+
+class BundleError(Exception):
+    """A bundle, release source or key is unusable; the message says what is wrong and what to do."""
+
+
+# --------------------------------------------------------------------------------------------- versions
+
+
+def parse_version(value: str) -> tuple[int, ...]:
+    """Parse a dotted-integer version ("1.0", "2.3.4") into a tuple; raise ValueError if it is not one."""
+    if not isinstance(value, str) or not _VERSION_RE.fullmatch(value):
+        raise ValueError(
+            f"invalid version {value!r}: use dotted integers without leading zeros, like \"1.0\" or \"2.3.4\""
+        )
+    return tuple(int(part) for part in value.split("."))
+
+
+def compare_versions(a: str, b: str) -> int:
+    """Return -1, 0 or 1 as version *a* is older than, equal to or newer than *b* ("1.0" == "1.0.0")."""
+    left, right = parse_version(a), parse_version(b)
+    width = max(len(left), len(right))
+    left += (0,) * (width - len(left))
+    right += (0,) * (width - len(right))
+    return (left > right) - (left < right)
+
+
+# --------------------------------------------------------------------------------------------- manifest
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One payload file: *path* is relative to ``payload/``."""
+
+    path: str
+    sha256: str
+    size: int
+    mode: str
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One database migration, applied in manifest order; *path* is a payload file."""
+
+    id: str
+    path: str
+    schema_version: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """How the release runs: the jar (a payload path) and the HTTP health path."""
+
+    jar: str
+    health_path: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A validated ``manifest.json``."""
+
+    format: int
+    product: str
+    version: str
+    min_upgrade_from: str
+    created: str
+    key_id: str
+    files: tuple[FileEntry, ...]
+    migrations: tuple[Migration, ...]
+    run: RunSpec
+
+    def files_by_path(self) -> dict[str, FileEntry]:
+        """Return the payload files keyed by their path relative to ``payload/``."""
+        return {entry.path: entry for entry in self.files}
+
+    @property
+    def schema_version(self) -> int:
+        """The database schema version after all migrations (0 when there are none)."""
+        return self.migrations[-1].schema_version if self.migrations else 0
+
+    @property
+    def payload_size(self) -> int:
+        """Total bytes of the payload files."""
+        return sum(entry.size for entry in self.files)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the manifest as the JSON-ready dict written to ``manifest.json``."""
+        data = asdict(self)
+        data["files"] = [asdict(entry) for entry in self.files]
+        data["migrations"] = [asdict(migration) for migration in self.migrations]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Manifest:
+        """Build a Manifest from a dict already checked by :func:`validate_manifest`."""
+        return cls(
+            format=data["format"],
+            product=data["product"],
+            version=data["version"],
+            min_upgrade_from=data["min_upgrade_from"],
+            created=data["created"],
+            key_id=data["key_id"],
+            files=tuple(FileEntry(**entry) for entry in data["files"]),
+            migrations=tuple(Migration(**migration) for migration in data["migrations"]),
+            run=RunSpec(**data["run"]),
+        )
+
+
+def _malformed(detail: str) -> BundleError:
+    return BundleError(f"manifest.json is malformed: {detail}; {_REDO}")
+
+
+def _unsafe_relative_path(path: str) -> str | None:
+    """Return why *path* is not a safe, normalised relative POSIX path, or None if it is."""
+    if path.startswith("/"):
+        return "is absolute"
+    if "\\" in path or "\x00" in path or "\n" in path:
+        return "contains a backslash, NUL or newline"
+    parts = path.split("/")
+    if ".." in parts:
+        return "contains '..'"
+    if "" in parts or "." in parts:
+        return "is not normalised (empty or '.' component)"
+    return None
+
+
+def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
+    """Yield (location, text) for every string key and value in a parsed JSON document."""
+    if isinstance(value, str):
+        yield where or "(top level)", value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield where or "(top level)", key
+            yield from _strings(item, f"{where}/{key}" if where else key)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, f"{where}/{index}")
+
+
+def validate_manifest(data: Any) -> Manifest:
+    """Check *data* (parsed ``manifest.json``) against :data:`MANIFEST_SCHEMA` and the semantic rules."""
+    validator = jsonschema.Draft202012Validator(MANIFEST_SCHEMA)
+    errors = sorted(validator.iter_errors(data), key=lambda error: (list(error.absolute_path), error.message))
+    if errors:
+        error = errors[0]
+        where = "/".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise _malformed(f"{where}: {error.message}")
+    for where, text in _strings(data, ""):
+        if any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+            raise _malformed(f"{where}: control character in {text!r}")
+    try:
+        parse_version(data["version"])
+        parse_version(data["min_upgrade_from"])
+        datetime.strptime(data["created"], _CREATED_FORMAT)
+    except ValueError as error:
+        raise _malformed(str(error)) from None
+    if compare_versions(data["min_upgrade_from"], data["version"]) > 0:
+        raise _malformed(f"min_upgrade_from {data['min_upgrade_from']} is newer than version {data['version']}")
+    paths = [entry["path"] for entry in data["files"]]
+    for path in paths:
+        reason = _unsafe_relative_path(path)
+        if reason:
+            raise _malformed(f"file path {path!r} {reason}")
+    if len(set(paths)) != len(paths):
+        duplicate = next(path for path in paths if paths.count(path) > 1)
+        raise _malformed(f"file {duplicate} is listed twice")
+    if paths != sorted(paths):
+        raise _malformed("files are not sorted by path")
+    by_path = {entry["path"]: entry for entry in data["files"]}
+    ids: set[str] = set()
+    previous = 0
+    for migration in data["migrations"]:
+        if migration["id"] in ids:
+            raise _malformed(f"migration id {migration['id']} is listed twice")
+        ids.add(migration["id"])
+        if migration["schema_version"] <= previous:
+            raise _malformed(
+                f"migration {migration['id']}: schema_version {migration['schema_version']} "
+                f"is not greater than the previous one ({previous})"
+            )
+        previous = migration["schema_version"]
+        entry = by_path.get(migration["path"])
+        if entry is None:
+            raise _malformed(f"migration {migration['id']}: path {migration['path']} is not in files")
+        if entry["sha256"] != migration["sha256"]:
+            raise _malformed(f"migration {migration['id']}: sha256 differs from the files entry of {migration['path']}")
+    if data["run"]["jar"] not in by_path:
+        raise _malformed(f"run.jar {data['run']['jar']} is not in files")
+    return Manifest.from_dict(data)
+
+
+def _reject_float(text: str) -> Any:
+    raise ValueError(f"non-integer number {text}")
+
+
+def _reject_constant(text: str) -> Any:
+    raise ValueError(f"invalid number {text}")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _load_manifest_json(raw: bytes) -> Any:
+    try:
+        return json.loads(
+            raw.decode("utf-8"),
+            parse_float=_reject_float,
+            parse_constant=_reject_constant,
+            object_pairs_hook=_no_duplicate_keys,
+        )
+    except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
+        raise _malformed(f"not valid UTF-8 JSON ({error})") from None
+
+
+def manifest_bytes(data: dict[str, Any]) -> bytes:
+    """Serialise a manifest dict exactly as the builder writes it (UTF-8, keys sorted, newline-terminated)."""
+    return (json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# --------------------------------------------------------------------------------------------- keys
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Return the key id: the first 16 hex characters of sha256 over the raw 32-byte public key."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """Load an ed25519 public key from an OpenSSH ``ssh-ed25519 AAAA... comment`` line or a PEM file."""
+    path = Path(path)
+    fix = f"replace it with an ed25519 public key (OpenSSH or PEM) or remove it from {path.parent}"
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BundleError(f"cannot read public key {path}: {error.strerror}; {fix}") from None
+    try:
+        if b"-----BEGIN" in data:
+            key = serialization.load_pem_public_key(data)
+        else:
+            lines = [line.strip() for line in data.splitlines() if line.strip() and not line.startswith(b"#")]
+            if len(lines) != 1:
+                raise ValueError("expected exactly one key line")
+            key = serialization.load_ssh_public_key(lines[0])
+    except (ValueError, UnsupportedAlgorithm) as error:
+        raise BundleError(f"public key {path} is not readable ({error}); {fix}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise BundleError(f"public key {path} is not an ed25519 key; {fix}")
+    return key
+
+
+def load_trusted_keys(trusted_keys_dir: Path) -> dict[str, Ed25519PublicKey]:
+    """Load every ``*.pub`` in *trusted_keys_dir*, keyed by key id."""
+    directory = Path(trusted_keys_dir)
+    if not directory.is_dir():
+        raise BundleError(
+            f"trusted keys directory {directory} does not exist: create it and copy LKPP's release public key "
+            f"(*.pub) into it, or pass --trusted-keys / set {TRUSTED_KEYS_ENV}"
+        )
+    keys: dict[str, Ed25519PublicKey] = {}
+    for path in sorted(directory.glob("*.pub")):
+        if path.is_file():
+            key = load_public_key(path)
+            keys[key_id(key)] = key
+    return keys
+
+
+def _passphrase() -> bytes | None:
+    value = os.environ.get(PASSPHRASE_ENV)
+    return value.encode("utf-8") if value else None
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Load a PEM PKCS8 ed25519 private key, decrypting it with ``LPSE_OPS_BUNDLE_KEY_PASSPHRASE`` if set."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise BundleError(
+            f"cannot read private key {path}: {error.strerror}; pass the release signing key with --key"
+        ) from None
+    passphrase = _passphrase()
+    try:
+        try:
+            key = serialization.load_pem_private_key(data, password=passphrase)
+        except TypeError as error:
+            if passphrase is None:
+                raise BundleError(
+                    f"private key {path} is encrypted: set {PASSPHRASE_ENV} to its passphrase"
+                ) from error
+            key = serialization.load_pem_private_key(data, password=None)  # passphrase set but key not encrypted
+    except (ValueError, UnsupportedAlgorithm) as error:
+        hint = (f"check {PASSPHRASE_ENV}" if passphrase
+                else "use a PEM PKCS8 ed25519 key made by `lpse-ops bundle keygen`")
+        raise BundleError(f"cannot load private key {path} ({error}); {hint}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise BundleError(f"private key {path} is not an ed25519 key: make one with `lpse-ops bundle keygen`")
+    return key
+
+
+def keygen(private_path: Path, public_path: Path, comment: str) -> str:
+    """Write a new ed25519 key pair and return its key id.
+
+    The private key is PEM PKCS8 with mode 0600 (encrypted when ``LPSE_OPS_BUNDLE_KEY_PASSPHRASE`` is
+    set); the public key is one OpenSSH line ``ssh-ed25519 AAAA... comment``. Existing files are never
+    overwritten.
+    """
+    private_path, public_path = Path(private_path), Path(public_path)
+    if any(char in comment for char in "\r\n"):
+        raise BundleError("the key comment must be a single line: choose another --name")
+    for path in (private_path, public_path):
+        if path.exists() or path.is_symlink():
+            raise BundleError(f"{path} already exists: choose another --name or --out-dir (keys are never overwritten)")
+    key = Ed25519PrivateKey.generate()
+    passphrase = _passphrase()
+    encryption: serialization.KeySerializationEncryption = (
+        serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
+    )
+    private_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption)
+    public_line = key.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as handle:
+        handle.write(private_pem)
+    os.chmod(private_path, 0o600)  # in case the umask or filesystem widened it
+    suffix = f" {comment}" if comment else ""
+    with open(public_path, "x", encoding="ascii") as handle:
+        handle.write(public_line.decode("ascii") + suffix + "\n")
+    return key_id(key.public_key())
+
+
+# --------------------------------------------------------------------------------------------- build
+
+
+def _release_error(source: Path, detail: str) -> BundleError:
+    return BundleError(f"{source / RELEASE_FILE}: {detail}")
+
+
+def _load_release(source: Path) -> dict[str, Any]:
+    path = source / RELEASE_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BundleError(
+            f"{path} not found: a release source directory holds release.yml and payload/ (see docs/release-bundle.md)"
+        ) from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise BundleError(f"cannot read {path} ({error}): make it a readable UTF-8 file") from None
+    try:
+        release = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise _release_error(source, f"invalid YAML ({error}); fix the syntax") from None
+    if not isinstance(release, dict):
+        raise _release_error(source, "must be a mapping with version, min_upgrade_from, migrations and run")
+    allowed = {"version", "min_upgrade_from", "migrations", "run"}
+    unknown = sorted(str(key) for key in release if key not in allowed)
+    if unknown:
+        raise _release_error(source, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
+    for key in ("version", "min_upgrade_from", "run"):
+        if key not in release:
+            raise _release_error(source, f"missing required key {key!r}")
+    for key in ("version", "min_upgrade_from"):
+        value = release[key]
+        if not isinstance(value, str):
+            raise _release_error(
+                source, f"{key} must be a quoted string like \"1.0\" (YAML reads an unquoted {value!r} as a number)"
+            )
+        try:
+            parse_version(value)
+        except ValueError as error:
+            raise _release_error(source, f"{key}: {error}") from None
+    if compare_versions(release["min_upgrade_from"], release["version"]) > 0:
+        raise _release_error(
+            source, f"min_upgrade_from {release['min_upgrade_from']} is newer than version {release['version']}"
+        )
+    migrations = release.get("migrations") or []
+    if not isinstance(migrations, list):
+        raise _release_error(source, "migrations must be a list of {id, path, schema_version}")
+    for index, migration in enumerate(migrations):
+        if not isinstance(migration, dict) or set(migration) != {"id", "path", "schema_version"}:
+            raise _release_error(source, f"migrations[{index}] must have exactly the keys id, path and schema_version")
+        if not isinstance(migration["id"], str) or not re.fullmatch(_MIGRATION_ID, migration["id"]):
+            raise _release_error(source, f"migrations[{index}].id must be a name like 0001_initial")
+        if not isinstance(migration["path"], str) or _unsafe_relative_path(migration["path"]):
+            raise _release_error(source, f"migrations[{index}].path must be a relative path inside payload/")
+        version = migration["schema_version"]
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise _release_error(source, f"migrations[{index}].schema_version must be a positive integer")
+    run = release["run"]
+    if not isinstance(run, dict) or set(run) != {"jar", "health_path"}:
+        raise _release_error(source, "run must have exactly the keys jar and health_path")
+    if not isinstance(run["jar"], str) or _unsafe_relative_path(run["jar"]):
+        raise _release_error(source, "run.jar must be a relative path inside payload/, like lib/spse.jar")
+    if not isinstance(run["health_path"], str) or not re.fullmatch(r"/\S*", run["health_path"]):
+        raise _release_error(source, "run.health_path must be an URL path starting with /, like /health")
+    release["migrations"] = migrations
+    return release
+
+
+def _hash_file(path: Path) -> tuple[str, int]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _scan_payload(payload: Path) -> tuple[list[str], list[tuple[str, Path, int]]]:
+    """Return (directories, files) under *payload* as sorted relative POSIX paths; files carry mtime."""
+    directories: list[str] = []
+    files: list[tuple[str, Path, int]] = []
+
+    def walk(directory: Path, prefix: str) -> None:
+        with os.scandir(directory) as entries:
+            for entry in sorted(entries, key=lambda item: item.name):
+                relative = f"{prefix}{entry.name}"
+                try:
+                    relative.encode("utf-8")
+                except UnicodeEncodeError:
+                    raise BundleError(f"payload/{relative!r}: file name is not valid UTF-8; rename it") from None
+                if _unsafe_relative_path(relative):
+                    raise BundleError(f"payload/{relative!r}: unsupported file name; rename it")
+                info = entry.stat(follow_symlinks=False)
+                if stat.S_ISLNK(info.st_mode):
+                    raise BundleError(
+                        f"payload/{relative} is a symlink: bundles carry regular files only; replace it with the file"
+                    )
+                if stat.S_ISDIR(info.st_mode):
+                    directories.append(relative)
+                    walk(Path(entry.path), relative + "/")
+                elif stat.S_ISREG(info.st_mode):
+                    files.append((relative, Path(entry.path), int(info.st_mtime)))
+                else:
+                    raise BundleError(f"payload/{relative} is not a regular file or directory: remove it")
+
+    walk(payload, "")
+    return sorted(directories), sorted(files)
+
+
+def _created(source: Path, files: list[tuple[str, Path, int]]) -> datetime:
+    """The build time recorded in the manifest and the tar: SOURCE_DATE_EPOCH, else the newest input mtime."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        try:
+            seconds = int(epoch)
+        except ValueError:
+            raise BundleError(f"SOURCE_DATE_EPOCH={epoch!r} is not an integer: unset it or fix it") from None
+    else:
+        seconds = max([int((source / RELEASE_FILE).stat().st_mtime)] + [mtime for _, _, mtime in files])
+    return datetime.fromtimestamp(max(seconds, 0), UTC)
+
+
+class _HashingReader(io.RawIOBase):
+    """Wrap a file and hash what is read, so build can check the file did not change since it was listed."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self.handle = handle
+        self.digest = hashlib.sha256()
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.handle.read(size)
+        self.digest.update(data)
+        return data
+
+
+def _tarinfo(name: str, *, directory: bool, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
+    info.size = 0 if directory else size
+    info.mode = mode
+    info.mtime = mtime
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def build(source_dir: Path, private_key_path: Path, out_dir: Path) -> Path:
+    """Build and sign ``<out_dir>/spse-<version>.tar.gz`` from *source_dir* (release.yml + payload/).
+
+    The output is deterministic: the same source tree (and SOURCE_DATE_EPOCH, if set) gives the same
+    bytes. File modes are normalised to 0755 (any execute bit) or 0644.
+    """
+    source = Path(source_dir)
+    if not source.is_dir():
+        raise BundleError(
+            f"release source {source} is not a directory: pass the folder holding release.yml and payload/"
+        )
+    release = _load_release(source)
+    payload = source / PAYLOAD_DIR
+    if not payload.is_dir() or payload.is_symlink():
+        raise BundleError(f"{payload} is not a directory: put the release files under {payload}/")
+    key = load_private_key(Path(private_key_path))
+    directories, files = _scan_payload(payload)
+
+    entries = []
+    for relative, path, _ in files:
+        sha256, size = _hash_file(path)
+        mode = "0755" if path.stat().st_mode & 0o111 else "0644"
+        entries.append({"path": relative, "sha256": sha256, "size": size, "mode": mode})
+    by_path = {entry["path"]: entry for entry in entries}
+
+    migrations = []
+    previous = 0
+    for migration in release["migrations"]:
+        if migration["path"] not in by_path:
+            raise _release_error(source, f"migration {migration['id']}: payload/{migration['path']} does not exist")
+        if migration["schema_version"] <= previous:
+            raise _release_error(
+                source,
+                f"migration {migration['id']}: schema_version {migration['schema_version']} must be greater than "
+                f"the previous one ({previous}); list migrations in the order they apply",
+            )
+        previous = migration["schema_version"]
+        migrations.append({**migration, "sha256": by_path[migration["path"]]["sha256"]})
+    if len({migration["id"] for migration in migrations}) != len(migrations):
+        raise _release_error(source, "migration ids must be unique")
+    if release["run"]["jar"] not in by_path:
+        raise _release_error(source, f"run.jar: payload/{release['run']['jar']} does not exist")
+
+    created = _created(source, files)
+    public_key = key.public_key()
+    data = {
+        "format": FORMAT,
+        "product": PRODUCT,
+        "version": release["version"],
+        "min_upgrade_from": release["min_upgrade_from"],
+        "created": created.strftime(_CREATED_FORMAT),
+        "key_id": key_id(public_key),
+        "files": entries,
+        "migrations": migrations,
+        "run": {"jar": release["run"]["jar"], "health_path": release["run"]["health_path"]},
+    }
+    validate_manifest(copy.deepcopy(data))
+    raw_manifest = manifest_bytes(data)
+    signature = base64.b64encode(key.sign(raw_manifest)) + b"\n"
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    target = out / f"spse-{release['version']}.tar.gz"
+    mtime = int(created.timestamp())
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=out)
+    try:
+        with (
+            os.fdopen(descriptor, "wb") as raw,
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=9, mtime=mtime) as compressed,
+            tarfile.open(fileobj=compressed, mode="w", format=tarfile.PAX_FORMAT) as tar,
+        ):
+            for name, content in ((MANIFEST_NAME, raw_manifest), (SIGNATURE_NAME, signature)):
+                tar.addfile(_tarinfo(name, directory=False, size=len(content), mode=0o644, mtime=mtime),
+                            io.BytesIO(content))
+            tar.addfile(_tarinfo(PAYLOAD_DIR, directory=True, size=0, mode=0o755, mtime=mtime))
+            members = [(relative, None) for relative in directories] + [(relative, path) for relative, path, _ in files]
+            for relative, path in sorted(members, key=lambda item: item[0]):
+                name = f"{PAYLOAD_DIR}/{relative}"
+                if path is None:
+                    tar.addfile(_tarinfo(name, directory=True, size=0, mode=0o755, mtime=mtime))
+                    continue
+                entry = by_path[relative]
+                info = _tarinfo(name, directory=False, size=entry["size"], mode=int(entry["mode"], 8), mtime=mtime)
+                with open(path, "rb") as handle:
+                    reader = _HashingReader(handle)
+                    try:
+                        tar.addfile(info, reader)
+                    except OSError as error:  # tarfile raises "unexpected end of data" if the file shrank
+                        raise BundleError(
+                            f"payload/{relative} changed during the build ({error}): build again"
+                        ) from None
+                    if reader.digest.hexdigest() != entry["sha256"] or handle.read(1):
+                        raise BundleError(f"payload/{relative} changed during the build: build again")
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+    _verify_with_keys(target, {data["key_id"]: public_key}, "(the build's own key)")
+    return target
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+@dataclass
+class _Contents:
+    manifest: bytes | None = None
+    signature: bytes | None = None
+    payload: dict[str, tuple[str, int, str]] | None = None  # path -> (sha256, size, mode)
+
+
+def _member_kind(member: tarfile.TarInfo) -> str | None:
+    """Return the kind of an unsafe member type, or None for a regular file or directory."""
+    if member.isreg() or member.isdir():
+        return None
+    if member.issym():
+        return "a symlink"
+    if member.islnk():
+        return "a hardlink"
+    if member.ischr() or member.isblk():
+        return "a device"
+    if member.isfifo():
+        return "a FIFO"
+    return f"an unsupported entry (tar type {member.type!r})"
+
+
+def _check_member(member: tarfile.TarInfo, seen: set[str]) -> None:
+    name = member.name
+    unsafe = f"unsafe entry {name!r} in the bundle"
+    if name.startswith("/"):
+        raise BundleError(f"{unsafe}: absolute path; {_REDO}")
+    if ".." in name.split("/"):
+        raise BundleError(f"{unsafe}: path contains '..'; {_REDO}")
+    kind = _member_kind(member)
+    if kind:
+        raise BundleError(f"{unsafe}: {kind} (bundles hold regular files and directories only); {_REDO}")
+    reason = _unsafe_relative_path(name)
+    if reason:
+        raise BundleError(f"{unsafe}: path {reason}; {_REDO}")
+    if name in seen:
+        raise BundleError(f"{unsafe}: appears more than once; {_REDO}")
+    seen.add(name)
+    if name in (MANIFEST_NAME, SIGNATURE_NAME):
+        if not member.isreg():
+            raise BundleError(f"{unsafe}: {name} must be a regular file; {_REDO}")
+    elif name == PAYLOAD_DIR:
+        if not member.isdir():
+            raise BundleError(f"{unsafe}: payload must be a directory; {_REDO}")
+    elif not name.startswith(PAYLOAD_DIR + "/"):
+        raise BundleError(
+            f"unexpected entry {name!r} in the bundle: a bundle holds only manifest.json, manifest.sig and "
+            f"payload/; {_REDO}"
+        )
+
+
+def _read_small(handle: IO[bytes], limit: int, name: str) -> bytes:
+    data = handle.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"{name} is larger than {limit} bytes, which no real bundle has; {_REDO}")
+    return data
+
+
+def _read_bundle(bundle_path: Path, *, hash_payload: bool) -> _Contents:
+    """Read a bundle as a stream: check every member, keep manifest and signature, hash payload files."""
+    path = Path(bundle_path)
+    contents = _Contents(payload={})
+    seen: set[str] = set()
+    unreadable = f"cannot read bundle {path}"
+    try:
+        with tarfile.open(path, mode="r|gz") as tar:
+            for member in tar:
+                _check_member(member, seen)
+                if not member.isreg():
+                    continue
+                handle = tar.extractfile(member)
+                assert handle is not None  # a regular file always has data
+                if member.name == MANIFEST_NAME:
+                    contents.manifest = _read_small(handle, _MAX_MANIFEST_BYTES, MANIFEST_NAME)
+                elif member.name == SIGNATURE_NAME:
+                    contents.signature = _read_small(handle, _MAX_SIGNATURE_BYTES, SIGNATURE_NAME)
+                elif hash_payload:
+                    digest = hashlib.sha256()
+                    size = 0
+                    while chunk := handle.read(_CHUNK):
+                        digest.update(chunk)
+                        size += len(chunk)
+                    relative = member.name[len(PAYLOAD_DIR) + 1:]
+                    contents.payload[relative] = (digest.hexdigest(), size, f"{member.mode & 0o7777:04o}")
+    except FileNotFoundError:
+        raise BundleError(f"{unreadable}: no such file; check the path") from None
+    except IsADirectoryError:
+        raise BundleError(f"{unreadable}: it is a directory; pass the spse-<version>.tar.gz file") from None
+    except PermissionError:
+        raise BundleError(f"{unreadable}: permission denied; fix its permissions or run as its owner") from None
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
+        detail = str(error) or type(error).__name__
+        raise BundleError(
+            f"{unreadable}: not a valid gzip tar ({detail}), so it is truncated, corrupt or not a bundle; {_REDO}"
+        ) from None
+    if contents.manifest is None:
+        raise BundleError(f"{path} has no manifest.json: it is not an SPSE release bundle or was damaged; {_REDO}")
+    if contents.signature is None:
+        raise BundleError(f"{path} has no manifest.sig: the bundle is unsigned and cannot be trusted; {_REDO}")
+    return contents
+
+
+def _verify_with_keys(bundle_path: Path, keys: dict[str, Ed25519PublicKey], keys_source: str) -> Manifest:
+    contents = _read_bundle(bundle_path, hash_payload=True)
+    assert contents.manifest is not None and contents.signature is not None and contents.payload is not None
+    try:
+        signature = base64.b64decode(contents.signature.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise BundleError(f"manifest.sig is not valid base64: the signature is damaged; {_REDO}") from None
+    if len(signature) != 64:
+        raise BundleError(f"manifest.sig is not an ed25519 signature ({len(signature)} bytes, expected 64); {_REDO}")
+    data = _load_manifest_json(contents.manifest)
+    if not isinstance(data, dict):
+        raise _malformed("top level is not a JSON object")
+    claimed = data.get("key_id")
+    if not isinstance(claimed, str) or not re.fullmatch(r"[0-9a-f]{16}", claimed):
+        raise _malformed("key_id must be 16 lowercase hex characters")
+    public_key = keys.get(claimed)
+    if public_key is None:
+        held = "" if keys else " (it holds no *.pub keys now)"
+        raise BundleError(f"unknown key {claimed}: add its public key to {keys_source} if you trust it{held}")
+    try:
+        public_key.verify(signature, contents.manifest)
+    except InvalidSignature:
+        raise BundleError(
+            f"signature does not match: the manifest was altered or signed by another key (key id {claimed}); {_REDO}"
+        ) from None
+    manifest = validate_manifest(data)
+    listed = manifest.files_by_path()
+    for path, entry in listed.items():
+        actual = contents.payload.get(path)
+        name = f"{PAYLOAD_DIR}/{path}"
+        if actual is None:
+            raise BundleError(f"{name}: listed in the manifest but missing from the bundle; {_REDO}")
+        sha256, size, mode = actual
+        if size != entry.size:
+            raise BundleError(
+                f"{name}: size mismatch ({size} bytes, manifest says {entry.size}) (tampered or corrupt); {_REDO}"
+            )
+        if sha256 != entry.sha256:
+            raise BundleError(f"{name}: sha256 mismatch (tampered or corrupt); {_REDO}")
+        if mode != entry.mode:
+            raise BundleError(f"{name}: mode {mode} differs from the manifest's {entry.mode} (tampered); {_REDO}")
+    for path in sorted(set(contents.payload) - set(listed)):
+        raise BundleError(
+            f"{PAYLOAD_DIR}/{path}: in the bundle but not listed in the manifest (added after signing); {_REDO}"
+        )
+    return manifest
+
+
+def verify(bundle_path: Path, trusted_keys_dir: Path) -> Manifest:
+    """Verify a bundle against the ``*.pub`` keys in *trusted_keys_dir* and return its manifest.
+
+    Checks, in order: readable gzip tar; every member safe (relative, no '..', regular file or
+    directory); manifest.json and manifest.sig present; signature is base64; key id trusted;
+    signature valid; manifest well-formed (schema + semantics); every payload file matches its
+    size, sha256 and mode, none missing and none extra. Raises :class:`BundleError` otherwise.
+    """
+    keys = load_trusted_keys(Path(trusted_keys_dir))
+    return _verify_with_keys(Path(bundle_path), keys, str(trusted_keys_dir))
+
+
+def summary(manifest: Manifest) -> dict[str, Any]:
+    """Return a display summary of *manifest* (what ``show`` and ``verify --json`` print)."""
+    return {
+        "product": manifest.product,
+        "version": manifest.version,
+        "min_upgrade_from": manifest.min_upgrade_from,
+        "created": manifest.created,
+        "key_id": manifest.key_id,
+        "files": len(manifest.files),
+        "payload_bytes": manifest.payload_size,
+        "migrations": [migration.id for migration in manifest.migrations],
+        "schema_version": manifest.schema_version,
+        "run": asdict(manifest.run),
+    }
+
+
+def show(bundle_path: Path) -> dict[str, Any]:
+    """Return a summary of the bundle's manifest WITHOUT checking the signature or payload (display only)."""
+    contents = _read_bundle(Path(bundle_path), hash_payload=False)
+    assert contents.manifest is not None
+    data = _load_manifest_json(contents.manifest)
+    result = summary(validate_manifest(data))
+    result["bundle"] = str(bundle_path)
+    result["verified"] = False
+    return result
+
+
+__all__ = [
+    "FORMAT",
+    "MANIFEST_SCHEMA",
+    "PASSPHRASE_ENV",
+    "TRUSTED_KEYS_ENV",
+    "BundleError",
+    "FileEntry",
+    "Manifest",
+    "Migration",
+    "RunSpec",
+    "build",
+    "compare_versions",
+    "key_id",
+    "keygen",
+    "load_private_key",
+    "load_public_key",
+    "load_trusted_keys",
+    "manifest_bytes",
+    "parse_version",
+    "show",
+    "summary",
+    "validate_manifest",
+    "verify",
+]

@@ -1,0 +1,128 @@
+"""``lpse-ops bundle``: make signing keys, build, verify and show SPSE release bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.table import Table
+
+from lpse_ops import bundle as bundles
+from lpse_ops import terminal
+
+
+def _table(title: str, data: dict[str, Any]) -> Table:
+    table = Table(title=title, show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    migrations = data["migrations"]
+    table.add_row("version", data["version"])
+    table.add_row("min_upgrade_from", data["min_upgrade_from"])
+    table.add_row("key id", data["key_id"])
+    table.add_row("files", f"{data['files']} ({data['payload_bytes']} bytes)")
+    table.add_row(
+        "migrations",
+        f"{len(migrations)} (schema {data['schema_version']}): {', '.join(migrations)}" if migrations else "none",
+    )
+    return table
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@click.group(name="bundle")
+def bundle() -> None:
+    """Build, sign and verify SPSE release bundles (spse-<version>.tar.gz)."""
+
+
+@bundle.command(name="keygen")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for NAME.key (private, 0600) and NAME.pub (OpenSSH public key).")
+@click.option("--name", default="lpse-release", show_default=True, help="Base name of the key files.")
+def keygen_command(out_dir: Path, name: str) -> None:
+    """Make an ed25519 release signing key pair (encrypted if LPSE_OPS_BUNDLE_KEY_PASSPHRASE is set)."""
+    if not name or "/" in name or name.startswith("."):
+        raise terminal.fail(f"invalid --name {name!r}: use a plain file name like lpse-release")
+    private_path, public_path = out_dir / f"{name}.key", out_dir / f"{name}.pub"
+    try:
+        identifier = bundles.keygen(private_path, public_path, name)
+    except bundles.BundleError as error:
+        raise terminal.fail(str(error)) from error
+    terminal.info(f"private key: {private_path} (keep it offline; never copy it to sites or control nodes)")
+    terminal.info(f"public key:  {public_path} (copy it into each trusted keys directory)")
+    terminal.out.print(f"key id {identifier}")
+
+
+@bundle.command(name="build")
+@click.argument("source_dir", type=click.Path(path_type=Path))
+@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path),
+              help="Private signing key (PEM PKCS8 ed25519); passphrase from LPSE_OPS_BUNDLE_KEY_PASSPHRASE.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write spse-<version>.tar.gz into.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build_command(source_dir: Path, key_path: Path, out_dir: Path, as_json: bool) -> None:
+    """Build and sign a bundle from SOURCE_DIR (release.yml + payload/)."""
+    try:
+        target = bundles.build(source_dir, key_path, out_dir)
+        data = bundles.show(target)
+    except bundles.BundleError as error:
+        raise terminal.fail(str(error)) from error
+    data["bundle"] = str(target)
+    data["sha256"] = _sha256(target)
+    if as_json:
+        terminal.emit_json(data)
+        return
+    terminal.out.print(_table(f"built {target.name}", data))
+    terminal.out.print(f"{target}  sha256 {data['sha256']}")
+
+
+@bundle.command(name="verify")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--trusted-keys", "trusted_keys", type=click.Path(path_type=Path), default=None,
+              help=f"Folder of trusted *.pub keys (default: ${bundles.TRUSTED_KEYS_ENV}).")
+@click.option("--json", "as_json", is_flag=True, help="Print the verified manifest summary as JSON.")
+def verify_command(bundle_path: Path, trusted_keys: Path | None, as_json: bool) -> None:
+    """Verify BUNDLE's signature and every payload file; exit 1 if anything is wrong."""
+    if trusted_keys is None:
+        env = os.environ.get(bundles.TRUSTED_KEYS_ENV)
+        if not env:
+            raise terminal.fail(
+                f"no trusted keys directory: pass --trusted-keys DIR or set {bundles.TRUSTED_KEYS_ENV}"
+            )
+        trusted_keys = Path(env)
+    try:
+        manifest = bundles.verify(bundle_path, trusted_keys)
+    except bundles.BundleError as error:
+        raise terminal.fail(str(error)) from error
+    data = bundles.summary(manifest)
+    data["bundle"] = str(bundle_path)
+    data["verified"] = True
+    if as_json:
+        terminal.emit_json(data)
+        return
+    terminal.info(f"signature by key {manifest.key_id} and {len(manifest.files)} payload file(s) verified")
+    terminal.out.print(_table(f"verified {bundle_path.name}", data))
+
+
+@bundle.command(name="show")
+@click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest summary as JSON.")
+def show_command(bundle_path: Path, as_json: bool) -> None:
+    """Show BUNDLE's manifest summary WITHOUT verifying it (use `verify` before installing)."""
+    try:
+        data = bundles.show(bundle_path)
+    except bundles.BundleError as error:
+        raise terminal.fail(str(error)) from error
+    if as_json:
+        terminal.emit_json(data)
+        return
+    terminal.warn("not verified: run `lpse-ops bundle verify` before trusting this bundle")
+    terminal.out.print(_table(f"{bundle_path.name} (unverified)", data))
