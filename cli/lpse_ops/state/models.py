@@ -1,0 +1,80 @@
+"""Typed SQLAlchemy models of the state store.
+
+The schema itself is owned by the Alembic migrations in ``lpse_ops/migrations/versions``; these
+models mirror it for queries and for ``alembic revision --autogenerate``. Later areas (backups,
+incidents, ...) add their tables here and a migration ``0002_...`` onwards.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class Base(DeclarativeBase):
+    """Declarative base shared by every state table."""
+
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+
+
+class Run(Base):
+    """One execution of an operation (install, upgrade, backup, ...) over a set of hosts."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    operation: Mapped[str] = mapped_column(String(64))
+    actor: Mapped[str] = mapped_column(String(255))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON)
+    hosts: Mapped[list[str]] = mapped_column(JSON)
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    result: Mapped[str | None] = mapped_column(String(16))
+    artifact_dir: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    host_results: Mapped[list[RunHost]] = relationship(
+        back_populates="run", order_by="RunHost.host", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (
+        Index("ix_runs_operation", "operation"),
+        Index("ix_runs_started_at", "started_at"),
+    )
+
+
+class RunHost(Base):
+    """The outcome of one run on one host (Ansible play recap counters plus free-form detail)."""
+
+    __tablename__ = "run_hosts"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True)
+    host: Mapped[str] = mapped_column(String(255), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    unreachable: Mapped[int] = mapped_column(Integer, default=0)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    run: Mapped[Run] = relationship(back_populates="host_results")
+
+
+class AuditEntry(Base):
+    """One link of the hash-chained, append-only audit log (triggers refuse UPDATE and DELETE)."""
+
+    __tablename__ = "audit_log"
+
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    ts: Mapped[str] = mapped_column(String(40))
+    """ISO 8601 UTC timestamp, stored as the exact string that was hashed."""
+    actor: Mapped[str] = mapped_column(String(255))
+    operation: Mapped[str] = mapped_column(String(64))
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON)
+    prev_hash: Mapped[str] = mapped_column(String(64))
+    hash: Mapped[str] = mapped_column(String(64))
+
+    __table_args__ = (UniqueConstraint("hash", name="uq_audit_log_hash"),)

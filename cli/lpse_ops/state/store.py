@@ -1,0 +1,391 @@
+"""The state store: runs, per-host results and the audit log, in SQLite or PostgreSQL.
+
+``StateStore.open()`` migrates the database to the newest Alembic revision every time (cheap
+when already there), so an upgraded lpse-ops brings its schema along. The default is an SQLite
+file in the lpse-ops home; a shared PostgreSQL store needs ``pip install 'psycopg[binary]'`` and
+a URL such as ``postgresql+psycopg://lpse_ops@db.example/lpse_ops`` (``postgresql://`` is read as
+psycopg 3 too).
+
+Concurrency: every write runs in one transaction that first takes the store's write lock
+(SQLite ``BEGIN IMMEDIATE``; PostgreSQL a transaction-scoped advisory lock, which needs no
+UPDATE/TRUNCATE privilege on ``audit_log``), so two lpse-ops processes never fork the audit chain.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, func, select, text
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.pool import StaticPool
+
+from lpse_ops import config
+from lpse_ops.state import audit
+from lpse_ops.state.models import AuditEntry, Run, RunHost
+
+RESULTS = ("ok", "failed", "error", "aborted")
+"""The values of ``runs.result``."""
+
+AUDIT_LOCK_KEY = 0x4C50_5345_0A0D_17
+"""PostgreSQL advisory lock key serialising writers of one store ("LPSE" ...)."""
+
+_WRITE = "lpse_ops_write"
+"""Execution option marking a connection whose transaction must take the write lock."""
+
+_MIGRATE_LOCK = threading.Lock()
+"""Alembic's ``context`` is process-global: one migration at a time per process."""
+
+PSYCOPG_HINT = "PostgreSQL needs the psycopg driver: pip install 'psycopg[binary]'"
+
+
+class StateError(Exception):
+    """The state store cannot do what was asked (bad URL, unreachable database, unknown run, ...)."""
+
+
+class RunNotFoundError(StateError, LookupError):
+    """No run has the requested id."""
+
+
+def _normalize_url(url: str) -> URL:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise StateError(f"not a database URL: {url!r} ({error})") from error
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StateError(f"the state store supports SQLite and PostgreSQL URLs, not {parsed.drivername}")
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        database = Path(parsed.database).expanduser()
+        database.parent.mkdir(parents=True, exist_ok=True)
+        parsed = parsed.set(database=str(database.resolve()))
+    return parsed
+
+
+def _is_memory(url: URL) -> bool:
+    return url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+
+
+def engine_for(url: str | URL) -> Engine:
+    """Return an engine for *url* with the store's transaction and locking behaviour."""
+    parsed = _normalize_url(url) if isinstance(url, str) else url
+    try:
+        if parsed.get_backend_name() == "sqlite":
+            options: dict[str, Any] = {"connect_args": {"timeout": 30}}
+            if _is_memory(parsed):
+                options = {"connect_args": {"check_same_thread": False}, "poolclass": StaticPool}
+            engine = create_engine(parsed, **options)
+            _sqlite_transactions(engine)
+        else:
+            engine = create_engine(parsed, pool_pre_ping=True)
+    except (ImportError, NoSuchModuleError) as error:
+        hint = PSYCOPG_HINT if parsed.get_backend_name() == "postgresql" else str(error)
+        raise StateError(f"cannot load the database driver for {parsed.drivername}: {hint}") from error
+    return engine
+
+
+def _sqlite_transactions(engine: Engine) -> None:
+    """Let SQLAlchemy, not pysqlite, emit BEGIN, so that writes can BEGIN IMMEDIATE."""
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # no implicit BEGIN from the driver
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Connection) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if connection.get_execution_options().get(_WRITE) else "BEGIN")
+
+
+def migrations_dir() -> Path:
+    """Return the folder of the packaged Alembic migrations (works from an installed wheel)."""
+    return Path(str(resources.files("lpse_ops") / "migrations"))
+
+
+def alembic_config(url: str | URL | None = None) -> Config:
+    """Return an Alembic configuration built in code (no ``alembic.ini`` needed)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(migrations_dir()))
+    if url is not None:
+        rendered = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
+        cfg.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    return cfg
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Return *value* as an aware UTC datetime (SQLite gives naive datetimes back)."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _iso(value: datetime | None) -> str | None:
+    value = _utc(value)
+    return value.isoformat(timespec="seconds") if value else None
+
+
+def _count(value: Any) -> int:
+    """Return an Ansible recap counter (int, bool or missing) as an int."""
+    if value is None:
+        return 0
+    return int(value)
+
+
+class StateStore:
+    """Runs, host results and the hash-chained audit log of lpse-ops, behind one small API."""
+
+    def __init__(self, engine: Engine, url: URL, head_path: Path | None) -> None:
+        self.engine = engine
+        self.url = url
+        self.head_path = head_path
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, url: str | None = None, head_path: str | Path | None = None) -> StateStore:
+        """Open the store at *url* (default: ``config.state_url()``) and migrate it to the newest revision.
+
+        *head_path* is the audit head anchor file, outside the database; by default
+        ``<home>/audit-head.json`` for the configured store, ``<home>/audit-head-<id>.json`` for any
+        other URL, and none for an in-memory SQLite database.
+        """
+        configured = config.state_url()
+        parsed = _normalize_url(url or configured)
+        if head_path is None and not _is_memory(parsed):
+            head_path = cls._default_head_path(parsed, configured)
+        engine = engine_for(parsed)
+        store = cls(engine, parsed, Path(head_path) if head_path is not None else None)
+        try:
+            store.migrate()
+        except SQLAlchemyError as error:
+            engine.dispose()
+            raise StateError(f"cannot open the state store {store.identity}: {error}") from error
+        return store
+
+    @staticmethod
+    def _default_head_path(url: URL, configured: str) -> Path:
+        try:
+            is_configured = url == _normalize_url(configured)
+        except StateError:
+            is_configured = False
+        if is_configured:
+            return config.home() / "audit-head.json"
+        digest = hashlib.sha256(url.render_as_string(hide_password=True).encode()).hexdigest()[:12]
+        return config.home() / f"audit-head-{digest}.json"
+
+    @property
+    def identity(self) -> str:
+        """The store's URL without password, as recorded in the head anchor."""
+        return self.url.render_as_string(hide_password=True)
+
+    def migrate(self) -> None:
+        """Upgrade the schema to the newest Alembic revision (a no-op when already there)."""
+        cfg = alembic_config()
+        with _MIGRATE_LOCK, self.engine.connect() as connection:
+            connection = connection.execution_options(**{_WRITE: True})
+            cfg.attributes["connection"] = connection
+            command.upgrade(cfg, "head")
+            connection.commit()
+
+    def close(self) -> None:
+        """Release the store's connections."""
+        self.engine.dispose()
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        """Yield a session in one transaction holding the store's write lock; commit on success."""
+        with self.engine.connect() as connection:
+            connection = connection.execution_options(**{_WRITE: True})
+            with connection.begin(), Session(bind=connection, expire_on_commit=False) as session:
+                if connection.dialect.name == "postgresql":
+                    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
+                yield session
+                session.flush()
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with Session(self.engine) as session:
+            yield session
+
+    # -- runs ---------------------------------------------------------------------------------
+
+    def start_run(self, operation: str, args: Mapping[str, Any], hosts: list[str], actor: str | None = None) -> int:
+        """Record the start of *operation* over *hosts* (and audit it); return the run id."""
+        actor = actor or config.actor()
+        clean_args = audit.normalize_detail(args)
+        host_list = [str(host) for host in hosts]
+        with self._write() as session:
+            run = Run(operation=operation, actor=actor, args=clean_args, hosts=host_list,
+                      started_at=datetime.now(UTC))
+            session.add(run)
+            session.flush()
+            entry = self._append(session, "run.start", {"run_id": run.id, "operation": operation,
+                                                        "hosts": host_list, "args": clean_args}, actor)
+        self._anchor(entry)
+        return run.id
+
+    def finish_run(self, run_id: int, result: str, host_results: Mapping[str, Mapping[str, Any]] | None = None,
+                   artifact_dir: str | Path | None = None, summary: Mapping[str, Any] | None = None) -> None:
+        """Record how run *run_id* ended (duration computed) with its per-host results, and audit it."""
+        if result not in RESULTS:
+            raise ValueError(f"result must be one of {', '.join(RESULTS)}, not {result!r}")
+        with self._write() as session:
+            run = session.get(Run, run_id)
+            if run is None:
+                raise RunNotFoundError(f"run {run_id} not found")
+            if run.finished_at is not None:
+                raise StateError(f"run {run_id} already finished ({run.result})")
+            now = datetime.now(UTC)
+            run.finished_at = now
+            run.duration_s = round((now - _utc(run.started_at)).total_seconds(), 3)
+            run.result = result
+            run.artifact_dir = str(artifact_dir) if artifact_dir is not None else None
+            run.summary = audit.normalize_detail(summary) if summary is not None else None
+            for host, outcome in (host_results or {}).items():
+                self._host_result(session, run_id, host, outcome)
+            session.flush()
+            entry = self._append(session, "run.finish", {
+                "run_id": run_id, "operation": run.operation, "hosts": list(run.hosts), "result": result,
+                "duration_s": run.duration_s, "artifact_dir": run.artifact_dir,
+            }, run.actor)
+        self._anchor(entry)
+
+    def record_host_result(self, run_id: int, host: str, status: str | None = None, changed: int = 0,
+                           failed: int = 0, unreachable: int = 0, detail: Mapping[str, Any] | None = None) -> None:
+        """Record (or replace) the outcome of run *run_id* on *host*, e.g. as soon as that host is done."""
+        outcome: dict[str, Any] = {"changed": changed, "failed": failed, "unreachable": unreachable,
+                                   **({"status": status} if status else {}), **(dict(detail or {}))}
+        with self._write() as session:
+            if session.get(Run, run_id) is None:
+                raise RunNotFoundError(f"run {run_id} not found")
+            self._host_result(session, run_id, host, outcome)
+
+    @staticmethod
+    def _host_result(session: Session, run_id: int, host: str, outcome: Mapping[str, Any]) -> None:
+        """Upsert one host's outcome; ``failures`` (Ansible's name) is accepted for ``failed``."""
+        rest = {key: value for key, value in outcome.items()
+                if key not in ("status", "changed", "failed", "failures", "unreachable")}
+        failed = _count(outcome.get("failed", outcome.get("failures")))
+        unreachable = _count(outcome.get("unreachable"))
+        status = outcome.get("status") or ("unreachable" if unreachable else "failed" if failed else "ok")
+        row = session.get(RunHost, (run_id, host)) or RunHost(run_id=run_id, host=host)
+        row.status = str(status)
+        row.changed = _count(outcome.get("changed"))
+        row.failed = failed
+        row.unreachable = unreachable
+        row.detail = audit.normalize_detail(rest) if rest else None
+        session.add(row)
+
+    @staticmethod
+    def _run_dict(run: Run, with_hosts: bool) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "id": run.id, "operation": run.operation, "actor": run.actor, "args": run.args, "hosts": run.hosts,
+            "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
+            "duration_s": run.duration_s, "result": run.result, "artifact_dir": run.artifact_dir,
+            "summary": run.summary,
+        }
+        if with_hosts:
+            data["host_results"] = {
+                row.host: {"status": row.status, "changed": row.changed, "failed": row.failed,
+                           "unreachable": row.unreachable, "detail": row.detail}
+                for row in run.host_results
+            }
+        return data
+
+    def get_run(self, run_id: int) -> dict[str, Any]:
+        """Return run *run_id* with its per-host results; raise :class:`RunNotFoundError` if unknown."""
+        with self._read() as session:
+            run = session.scalar(select(Run).where(Run.id == run_id).options(selectinload(Run.host_results)))
+            if run is None:
+                raise RunNotFoundError(f"run {run_id} not found")
+            return self._run_dict(run, with_hosts=True)
+
+    def list_runs(self, limit: int = 20, operation: str | None = None) -> list[dict[str, Any]]:
+        """Return the newest *limit* runs (optionally of one *operation*), newest first."""
+        query = select(Run).order_by(Run.id.desc()).limit(limit)
+        if operation:
+            query = query.where(Run.operation == operation)
+        with self._read() as session:
+            return [self._run_dict(run, with_hosts=False) for run in session.scalars(query)]
+
+    # -- audit log ----------------------------------------------------------------------------
+
+    def _append(self, session: Session, operation: str, detail: Mapping[str, Any], actor: str | None) -> AuditEntry:
+        """Append one chained entry inside *session*'s (write-locked) transaction."""
+        last = session.execute(select(AuditEntry.seq, AuditEntry.hash).order_by(AuditEntry.seq.desc()).limit(1)).first()
+        seq, prev_hash = (last.seq + 1, last.hash) if last else (1, audit.GENESIS_HASH)
+        ts = audit.utc_timestamp()
+        actor = actor or config.actor()
+        clean = audit.normalize_detail(detail)
+        entry = AuditEntry(seq=seq, ts=ts, actor=actor, operation=operation, detail=clean, prev_hash=prev_hash,
+                           hash=audit.entry_hash(seq, ts, actor, operation, clean, prev_hash))
+        session.add(entry)
+        session.flush()
+        return entry
+
+    def _anchor(self, entry: AuditEntry) -> None:
+        if self.head_path is not None:
+            audit.write_anchor(self.head_path, entry.seq, entry.hash, store=self.identity)
+
+    @staticmethod
+    def _entry_dict(entry: AuditEntry) -> dict[str, Any]:
+        return {"seq": entry.seq, "ts": entry.ts, "actor": entry.actor, "operation": entry.operation,
+                "detail": entry.detail, "prev_hash": entry.prev_hash, "hash": entry.hash}
+
+    def audit_append(self, operation: str, detail: Mapping[str, Any], actor: str | None = None) -> dict[str, Any]:
+        """Append an entry to the audit log (serialised against other writers) and return it."""
+        with self._write() as session:
+            entry = self._append(session, operation, detail, actor)
+        self._anchor(entry)
+        return self._entry_dict(entry)
+
+    def audit_entries(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Return the audit log in sequence order (only the newest *limit* entries when given)."""
+        query = select(AuditEntry).order_by(AuditEntry.seq.desc() if limit else AuditEntry.seq)
+        if limit:
+            query = query.limit(limit)
+        with self._read() as session:
+            entries = [self._entry_dict(entry) for entry in session.scalars(query)]
+        return sorted(entries, key=lambda entry: entry["seq"]) if limit else entries
+
+    def audit_count(self) -> int:
+        """Return the number of audit entries."""
+        with self._read() as session:
+            return session.scalar(select(func.count()).select_from(AuditEntry)) or 0
+
+    def audit_verify(self) -> audit.AuditVerifyResult:
+        """Walk the whole chain, compare its end with the head anchor, and report every problem."""
+        anchor = None
+        anchor_problem = None
+        if self.head_path is not None:
+            try:
+                anchor = audit.read_anchor(self.head_path)
+            except ValueError as error:
+                anchor_problem = f"{error} (tampered)"
+        result = audit.verify_chain(self.audit_entries(), anchor, store=self.identity,
+                                    anchor_path=str(self.head_path) if self.head_path else None)
+        if anchor_problem:
+            result.problems.append(anchor_problem)
+            result.ok = False
+        if self.head_path is None:
+            result.warnings.append("no head anchor for this store: deletion of the newest entries cannot be detected")
+        return result
