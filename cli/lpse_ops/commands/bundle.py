@@ -84,6 +84,38 @@ def build_command(source_dir: Path, key_path: Path, out_dir: Path, as_json: bool
     terminal.out.print(f"{target}  sha256 {data['sha256']}")
 
 
+@bundle.command(name="reference")
+@click.option("--version", "version", required=True, help="Reference SPSE version to build (1.0 or 1.1).")
+@click.option("--key", "key_path", required=True, type=click.Path(path_type=Path),
+              help="Private signing key (PEM PKCS8 ed25519).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder to write spse-<version>.tar.gz into.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def reference_command(version: str, key_path: Path, out_dir: Path, as_json: bool) -> None:
+    """Compile the reference SPSE (tests/fixtures/spse) and build it into a signed bundle.
+
+    LKPP's real SPSE releases come as bundles; this small real service stands in for them in the
+    lab, the demo and the tests.
+    """
+    import tempfile
+
+    from lpse_ops import reference
+
+    try:
+        with tempfile.TemporaryDirectory(prefix="spse-reference-") as work:
+            source = reference.build_reference_source(version, Path(work))
+            target = bundles.build(source, key_path, out_dir)
+        data = bundles.show(target)
+    except (bundles.BundleError, RuntimeError, KeyError, ValueError) as error:
+        raise terminal.fail(f"cannot build reference SPSE {version}: {error}") from error
+    data["bundle"] = str(target)
+    data["sha256"] = _sha256(target)
+    if as_json:
+        terminal.emit_json(data)
+        return
+    terminal.out.print(f"{target}  sha256 {data['sha256']}")
+
+
 @bundle.command(name="verify")
 @click.argument("bundle_path", metavar="BUNDLE", type=click.Path(path_type=Path))
 @click.option("--trusted-keys", "trusted_keys", type=click.Path(path_type=Path), default=None,
