@@ -1,0 +1,72 @@
+"""Host-free parts of the lab: layout, port checks, mirror discovery, image naming, clear errors."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from lpse_ops.backends import docker
+from lpse_ops.lab import image
+from lpse_ops.lab import lab as lab_actions
+
+
+def test_plan_lays_out_ports_from_the_base():
+    plan = lab_actions.plan(sites=2, port_base=3000, name="x")
+    by_name = {h.name: h for h in plan.hosts}
+    assert by_name["offsite"].ssh_port == 3000 and by_name["offsite"].s3_port == 3100
+    assert by_name["site2"].ssh_port == 3002 and by_name["site2"].https_port == 3102
+    assert by_name["site1"].site_code == "lab01" and plan.container("site1") == "x-site1"
+
+
+@pytest.mark.parametrize("sites, port_base", [(0, 2220), (31, 2220), (3, 80)])
+def test_plan_rejects_bad_sizes_with_a_message(sites, port_base):
+    with pytest.raises(lab_actions.LabError, match="must be between"):
+        lab_actions.plan(sites=sites, port_base=port_base)
+
+
+def test_check_ports_names_the_busy_port_and_what_to_do():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        host = lab_actions.HostSpec("site1", "site", busy)
+        with pytest.raises(lab_actions.LabError) as caught:
+            lab_actions.check_ports([host])
+    assert str(busy) in str(caught.value) and "--port-base" in str(caught.value)
+
+
+def test_debian_sources_read_from_deb822(tmp_path, monkeypatch):
+    monkeypatch.delenv("LPSE_OPS_DEBIAN_MIRROR", raising=False)
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://mirror.example/debian\nSuites: bookworm bookworm-updates\nComponents: main\n\n"
+        "Types: deb\nURIs: http://mirror.example/debian-security\nSuites: bookworm-security\nComponents: main\n")
+    mirror, text = image.debian_sources(tmp_path)
+    assert mirror == "http://mirror.example/debian"
+    assert "debian-security" in text
+
+
+def test_debian_sources_missing_says_what_to_set(tmp_path, monkeypatch):
+    monkeypatch.delenv("LPSE_OPS_DEBIAN_MIRROR", raising=False)
+    with pytest.raises(RuntimeError, match="LPSE_OPS_DEBIAN_MIRROR"):
+        image.debian_sources(tmp_path)
+
+
+def test_image_tag_follows_the_recipe(monkeypatch):
+    first = image.image_tag()
+    assert first == image.image_tag() and first.startswith("lpse-ops-base:")
+    monkeypatch.setattr(image, "PACKAGES", (*image.PACKAGES, "vim"))
+    assert image.image_tag() != first
+
+
+def test_missing_docker_client_says_how_to_install(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(docker.DockerError, match="docker.io"):
+        docker.docker_binary()
+
+
+def test_status_without_a_lab_says_how_to_start(tmp_path, monkeypatch):
+    monkeypatch.setenv("LPSE_OPS_HOME", str(tmp_path))
+    report = lab_actions.status()
+    assert report["up"] is False and "lpse-ops lab up" in report["message"]
