@@ -41,7 +41,11 @@ def test_open_fresh_database_creates_tables_at_head(tmp_path: Path) -> None:
         version = connection.execute(sa.text("SELECT version_num FROM alembic_version")).scalar_one()
         triggers = set(connection.execute(sa.text("SELECT name FROM sqlite_master WHERE type = 'trigger'")).scalars())
     engine.dispose()
-    assert version == "0001"
+    from alembic.script import ScriptDirectory
+
+
+    assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert {"restore_verifications"} <= _tables(url)
     assert triggers == {"audit_log_no_update", "audit_log_no_delete"}
 
 
@@ -195,3 +199,19 @@ def test_runs_cli_bad_state_url_exits_1() -> None:
     result = CliRunner().invoke(runs, ["list", "--state-url", "oracle://x/y"])
     assert result.exit_code == 1
     assert "SQLite and PostgreSQL" in result.output
+
+
+def test_record_verification_kept_newest_first_and_audited(tmp_path, monkeypatch):
+    monkeypatch.setenv("LPSE_OPS_HOME", str(tmp_path))
+    from lpse_ops.state import StateStore
+
+    store = StateStore.open(f"sqlite:///{tmp_path / 'v.db'}")
+    store.record_verification("site1", True, repo="1", backup_label="20261124-010000F",
+                              recovery_point="lpse-20261124-010000F", restore_duration_s=4.2,
+                              checks=[{"check": "row counts", "ok": True}])
+    store.record_verification("site1", False, repo="2", checks=[{"check": "pgbackrest verify", "ok": False}])
+    rows = store.list_verifications("site1")
+    assert [row["ok"] for row in rows] == [False, True]
+    assert rows[1]["restore_duration_s"] == 4.2 and rows[1]["checks"][0]["check"] == "row counts"
+    assert [e["operation"] for e in store.audit_entries()][-2:] == ["backup.verified", "backup.verified"]
+    assert store.audit_verify().ok

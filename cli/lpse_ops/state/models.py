@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 
@@ -78,3 +78,23 @@ class AuditEntry(Base):
     hash: Mapped[str] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("hash", name="uq_audit_log_hash"),)
+
+
+class RestoreVerification(Base):
+    """One real restore test of a backup on one host: result, recovery point and restore duration."""
+
+    __tablename__ = "restore_verifications"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    host: Mapped[str] = mapped_column(String(255))
+    verified_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    repo: Mapped[str | None] = mapped_column(String(32))
+    backup_label: Mapped[str | None] = mapped_column(String(128))
+    recovery_point: Mapped[str | None] = mapped_column(String(255))
+    recovery_time: Mapped[str | None] = mapped_column(String(64))
+    restore_duration_s: Mapped[float | None] = mapped_column(Float)
+    checks: Mapped[list[str] | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_restore_verifications_host_time", "host", "verified_at"),)

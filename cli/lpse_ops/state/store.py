@@ -32,7 +32,7 @@ from sqlalchemy.pool import StaticPool
 
 from lpse_ops import config
 from lpse_ops.state import audit
-from lpse_ops.state.models import AuditEntry, Run, RunHost
+from lpse_ops.state.models import AuditEntry, RestoreVerification, Run, RunHost
 
 RESULTS = ("ok", "failed", "error", "aborted")
 """The values of ``runs.result``."""
@@ -326,6 +326,38 @@ class StateStore:
             query = query.where(Run.operation == operation)
         with self._read() as session:
             return [self._run_dict(run, with_hosts=False) for run in session.scalars(query)]
+
+    # -- restore verifications ----------------------------------------------------------------
+
+    def record_verification(self, host: str, ok: bool, *, run_id: int | None = None, repo: str | None = None,
+                            backup_label: str | None = None, recovery_point: str | None = None,
+                            recovery_time: str | None = None, restore_duration_s: float | None = None,
+                            checks: list | None = None) -> int:
+        """Record one restore verification of *host*'s backup (and audit it); return its id."""
+        with self._write() as session:
+            row = RestoreVerification(run_id=run_id, host=host, verified_at=datetime.now(UTC), ok=ok, repo=repo,
+                                      backup_label=backup_label, recovery_point=recovery_point,
+                                      recovery_time=recovery_time, restore_duration_s=restore_duration_s,
+                                      checks=audit.normalize_detail({"checks": checks or []})["checks"])
+            session.add(row)
+            session.flush()
+            entry = self._append(session, "backup.verified", {
+                "verification_id": row.id, "host": host, "ok": ok, "backup_label": backup_label,
+                "recovery_point": recovery_point, "restore_duration_s": restore_duration_s}, None)
+        self._anchor(entry)
+        return row.id
+
+    def list_verifications(self, host: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """Return the newest restore verifications (of one *host*, or all), newest first."""
+        query = select(RestoreVerification).order_by(RestoreVerification.id.desc()).limit(limit)
+        if host:
+            query = query.where(RestoreVerification.host == host)
+        with self._read() as session:
+            return [{"id": row.id, "run_id": row.run_id, "host": row.host, "verified_at": _iso(row.verified_at),
+                     "ok": row.ok, "repo": row.repo, "backup_label": row.backup_label,
+                     "recovery_point": row.recovery_point, "recovery_time": row.recovery_time,
+                     "restore_duration_s": row.restore_duration_s, "checks": row.checks}
+                    for row in session.scalars(query)]
 
     # -- audit log ----------------------------------------------------------------------------
 
