@@ -24,6 +24,9 @@ HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za
 REQUIRED_FOR = {
     "install": (("vault_spse_db_password", "spse_db_password"),),
     "preflight": (),
+    "backup": (("vault_backup_cipher_pass", "backup_cipher_pass"),
+               ("vault_backup_restic_password", "backup_restic_password"),
+               ("backup_s3_access_key",), ("backup_s3_secret_key",), ("backup_s3_endpoint",)),
     "validate": (),
 }
 

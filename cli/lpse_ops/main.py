@@ -15,6 +15,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("lpse_ops.commands.bundle", "bundle"),
     ("lpse_ops.commands.preflight", "preflight"),
     ("lpse_ops.commands.install", "install"),
+    ("lpse_ops.commands.backup", "backup"),
     ("lpse_ops.commands.runs", "runs"),
     ("lpse_ops.commands.audit", "audit_log"),
 )

@@ -44,6 +44,7 @@ class OperationContext:
     state_url: str | None = None
     show_progress: bool = True
     record_args: dict = field(default_factory=dict)
+    validate_for: str | None = None
 
 
 @dataclass
@@ -78,7 +79,7 @@ def target_hosts(inventory_path: Path, group: str, limit: str | None) -> list[st
 def preflight_input(ctx: OperationContext) -> inventory.InventoryReport:
     """Validate the inventory for *ctx*; raise OperationRefused listing every problem."""
     try:
-        report = inventory.validate(ctx.inventory, ctx.operation)
+        report = inventory.validate(ctx.inventory, ctx.validate_for or ctx.operation)
     except inventory.InventoryError as error:
         raise OperationRefused(str(error)) from error
     if not report.ok:

@@ -1,0 +1,217 @@
+"""``lpse-ops backup``: proven backups with pgBackRest and restic, local and offsite (clause 6.1.4.1)."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from lpse_ops import config, inventory, terminal
+from lpse_ops.actions import backup as actions
+from lpse_ops.actions import operation
+from lpse_ops.commands._options import inventory_option, json_option, limit_option, render, require_inventory
+
+
+def _ctx(inventory_path: Path | None, limit: str | None, as_json: bool, **extravars) -> actions.BackupContext:
+    return actions.BackupContext(inventory=require_inventory(inventory_path), limit=limit,
+                                 show_progress=not as_json, extravars=extravars)
+
+
+def _finish(result: operation.OperationResult, outputs: dict[str, dict], as_json: bool, title: str,
+            details: dict[str, str]) -> None:
+    if as_json:
+        terminal.emit_json({**result.as_dict(), "outputs": outputs})
+    else:
+        render(result, title, details)
+    raise SystemExit(result.exit_code)
+
+
+def _parse_time(value: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as error:
+        raise terminal.fail(f"cannot read time {value!r}: use ISO 8601, e.g. 2026-11-24T09:30:00+00:00") from error
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+@click.group(name="backup")
+def backup() -> None:
+    """Back up, verify by real restore, and restore SPSE sites (pgBackRest + restic, local + offsite)."""
+
+
+@backup.command(name="setup")
+@inventory_option
+@limit_option
+@json_option
+def setup_command(inventory_path: Path | None, limit: str | None, as_json: bool) -> None:
+    """Configure pgBackRest, restic, WAL archiving and the backup timers on the sites."""
+    try:
+        result = actions.setup(_ctx(inventory_path, limit, as_json))
+    except operation.OperationRefused as error:
+        raise terminal.fail(str(error)) from error
+    _finish(result, {}, as_json, "backup setup", {})
+
+
+@backup.command(name="run")
+@inventory_option
+@limit_option
+@click.option("--type", "backup_type", type=click.Choice(["full", "diff", "incr"]), default="incr",
+              show_default=True, help="pgBackRest backup type (restic snapshots are always incremental).")
+@json_option
+def run_command(inventory_path: Path | None, limit: str | None, backup_type: str, as_json: bool) -> None:
+    """Back up database, documents and configuration to the local and the offsite repository now."""
+    try:
+        result, outputs = actions.execute(_ctx(inventory_path, limit, as_json), "run", ["--type", backup_type],
+                                          record={"type": backup_type})
+    except operation.OperationRefused as error:
+        raise terminal.fail(str(error)) from error
+    details = {h: o.get("error") or f"pgBackRest {o.get('label') or o.get('pgbackrest', {}).get('label', '?')}"
+               for h, o in outputs.items()}
+    _finish(result, outputs, as_json, f"backup run ({backup_type})", details)
+
+
+@backup.command(name="list")
+@inventory_option
+@limit_option
+@json_option
+def list_command(inventory_path: Path | None, limit: str | None, as_json: bool) -> None:
+    """List backup sets (pgbackrest info) and snapshots (restic snapshots) in every repository."""
+    try:
+        result, outputs = actions.execute(_ctx(inventory_path, limit, as_json), "list", [])
+    except operation.OperationRefused as error:
+        raise terminal.fail(str(error)) from error
+    rows = actions.catalogue(outputs)
+    if as_json:
+        terminal.emit_json({"run_id": result.run_id, "backups": rows, "errors": {
+            h: o["error"] for h, o in outputs.items() if o.get("error")}})
+    else:
+        table = Table(title="backups")
+        for column in ("host", "engine", "repo", "id", "type", "time", "size"):
+            table.add_column(column)
+        for row in rows:
+            table.add_row(row["host"], row["engine"], str(row["repo"]), row["id"], row["type"], row["time"][:19],
+                          f"{row.get('size', 0) / 1e6:.1f} MB" if row.get("size") else "")
+        terminal.out.print(table)
+    raise SystemExit(result.exit_code)
+
+
+@backup.command(name="verify")
+@inventory_option
+@limit_option
+@click.option("--repo", type=click.Choice(["1", "2"]), default="1", show_default=True,
+              help="1 = the site's local repository, 2 = the offsite S3 repository.")
+@click.option("--set", "backup_set", default=None, help="Backup set label (default: the latest).")
+@click.option("--random", "pick_random", is_flag=True, help="Pick a random recovery point (like AWS restore testing).")
+@json_option
+def verify_command(inventory_path: Path | None, limit: str | None, repo: str, backup_set: str | None,
+                   pick_random: bool, as_json: bool) -> None:
+    """Restore a backup into a scratch PostgreSQL and folder on each site, and check it.
+
+    Checks: pgBackRest verify, the restored database starts and answers, every table's row count and
+    checksum match the manifest taken at backup time, restic check --read-data, and every document the
+    database references is restored with a matching sha256. Results go to the state store.
+    """
+    args = ["--repo", repo]
+    if backup_set:
+        args += ["--set", backup_set]
+    elif pick_random:
+        args += ["--random", "--seed", str(random.SystemRandom().randint(1, 2**31))]
+    try:
+        result, outputs = actions.execute(_ctx(inventory_path, limit, as_json), "verify", args)
+    except operation.OperationRefused as error:
+        raise terminal.fail(str(error)) from error
+    actions.record_verifications(outputs, result.run_id, None)
+    details = {}
+    for host, output in outputs.items():
+        failed = [f"{c.get('check')}: {c.get('detail')}" for c in output.get("checks", []) if not c.get("ok")]
+        details[host] = ("; ".join(failed) or output.get("error")) if (failed or output.get("error")) else (
+            f"restored {output.get('backup_label')} to {output.get('recovery_point')} in "
+            f"{output.get('restore_duration_s')} s; {len(output.get('checks', []))} checks passed")
+    code = result.exit_code or (0 if all(o.get("ok") for o in outputs.values()) else operation.EXIT_HOSTS_FAILED)
+    result.exit_code = code
+    _finish(result, outputs, as_json, "backup verify", details)
+
+
+@backup.command(name="restore")
+@inventory_option
+@click.option("--limit", "-l", required=True, help="The one site to restore (restores are per site).")
+@click.option("--target-time", required=True, help="Point in time to recover to (ISO 8601, UTC if no zone).")
+@click.option("--from", "source", type=click.Choice(["local", "offsite"]), default="local", show_default=True)
+@click.option("--offsite-as-of", default=None,
+              help="Use the offsite repository as it stood at this time (survives later deletes/overwrites).")
+@click.option("--yes", is_flag=True, envvar="LPSE_OPS_YES", help="Do not ask for confirmation.")
+@json_option
+def restore_command(inventory_path: Path | None, limit: str, target_time: str, source: str,
+                    offsite_as_of: str | None, yes: bool, as_json: bool) -> None:
+    """Point-in-time recovery of one site's database and documents (the current data is moved aside, not lost)."""
+    target = _parse_time(target_time)
+    ctx = _ctx(inventory_path, limit, as_json)
+    try:
+        hosts = operation.target_hosts(ctx.inventory, "sites", limit)
+        if len(hosts) != 1:
+            raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
+        args = ["--target-time", target.strftime("%Y-%m-%d %H:%M:%S+00")]
+        view = None
+        if source == "offsite" or offsite_as_of:
+            site_code = inventory.validate(ctx.inventory, "backup").sites[hosts[0]].get("site_code")
+            if offsite_as_of:
+                view = actions.offsite_view(site_code, _parse_time(offsite_as_of))
+                args += view["args"]
+            else:
+                args += ["--repo", "2"]
+        if not yes and not as_json:
+            click.confirm(f"Restore {hosts[0]} to {target.isoformat()} from {source}"
+                          f"{f' as of {offsite_as_of}' if offsite_as_of else ''}? SPSE stops meanwhile; the current "
+                          "database and documents are moved aside, not deleted", abort=True, err=True)
+        result, outputs = actions.execute(ctx, "restore", args, record={"target_time": target.isoformat(),
+                                                                          "source": source, "view": view})
+    except operation.OperationRefused as error:
+        raise terminal.fail(str(error)) from error
+    details = {h: o.get("error") or f"recovered to {o.get('recovery_point') or target_time}"
+               for h, o in outputs.items()}
+    _finish(result, outputs, as_json, "backup restore", details)
+
+
+@backup.command(name="status")
+@inventory_option
+@limit_option
+@click.option("--max-backup-age", default=26.0, show_default=True, help="Hours before a backup counts as too old.")
+@click.option("--max-wal-age", default=5.0, show_default=True, help="Minutes since the last archived WAL segment.")
+@click.option("--max-verify-age", default=8.0, show_default=True, help="Days since the last verified restore.")
+@json_option
+def status_command(inventory_path: Path | None, limit: str | None, max_backup_age: float, max_wal_age: float,
+                   max_verify_age: float, as_json: bool) -> None:
+    """For every site: age of the last backup (local, offsite), last archived WAL and last verified restore."""
+    from lpse_ops.state import StateStore
+
+    limits = actions.Thresholds(timedelta(hours=max_backup_age), timedelta(minutes=max_wal_age),
+                                timedelta(days=max_verify_age))
+    try:
+        result, outputs = actions.execute(_ctx(inventory_path, limit, True), "status", [])
+    except operation.OperationRefused as error:
+        raise terminal.fail(str(error)) from error
+    store = StateStore.open(config.state_url())
+    verdicts = [actions.assess(host, output, next(iter(store.list_verifications(host, limit=1)), None), limits)
+                for host, output in sorted(outputs.items())]
+    if as_json:
+        terminal.emit_json({"run_id": result.run_id, "sites": verdicts, "raw": outputs})
+    else:
+        table = Table(title="backup status")
+        for column in ("host", "local backup", "offsite backup", "WAL archived", "verified restore", "warnings"):
+            table.add_column(column, overflow="fold")
+
+        def age(seconds: float | None) -> str:
+            if seconds is None:
+                return "never"
+            return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+        for verdict in verdicts:
+            ages = verdict["ages"]
+            table.add_row(verdict["host"], age(ages["backup_local_s"]), age(ages["backup_offsite_s"]),
+                          age(ages["wal_archived_s"]), age(ages["verified_s"]),
+                          "[green]none[/green]" if verdict["ok"]
+                          else "[yellow]" + "; ".join(verdict["warnings"]) + "[/]")
+        terminal.out.print(table)
+    raise SystemExit(result.exit_code or (0 if all(v["ok"] for v in verdicts) else 5))
