@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 import testinfra
 
-from tests.lab.conftest import run_cli
+from tests.lab.labkit import run_cli
 
 
 def https(port: int, path: str, data: bytes | None = None, method: str = "GET", content_type: str | None = None):

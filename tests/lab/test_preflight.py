@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from tests.lab.conftest import PORT_BASE, container_of, extra_host, inventory_for, run_cli
+from tests.lab.labkit import PORT_BASE, container_of, extra_host, inventory_for, run_cli
 
 
 def test_preflight_passes_on_lab_sites(lab):

@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 
-from tests.lab.conftest import PORT_BASE, extra_host, inventory_for, run_cli, ssh_logins
+from tests.lab.labkit import PORT_BASE, extra_host, inventory_for, run_cli, ssh_logins
 
 
 @pytest.fixture(scope="module")
