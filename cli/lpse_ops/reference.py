@@ -44,8 +44,7 @@ def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         raise RuntimeError(
-            f"{name} not found on PATH: the reference SPSE needs a JDK 17 to build "
-            "(install openjdk-17-jdk-headless)"
+            f"{name} not found on PATH: the reference SPSE needs a JDK 17 to build (install openjdk-17-jdk-headless)"
         )
     return path
 
@@ -70,8 +69,8 @@ def _version_java(version: str, schema_version: int) -> str:
 def build_reference_source(version: str, workdir: Path) -> Path:
     """Compile reference SPSE ``version`` and return its release source dir ``workdir/spse-<version>``.
 
-    Raises ``KeyError``-free ``ValueError`` for an unknown version and ``RuntimeError`` when the JDK
-    (javac, jar) is missing or compilation fails. The directory is rebuilt from scratch each call.
+    Raises ``ValueError`` for a version not in ``releases.yml`` and ``RuntimeError`` when the JDK (javac,
+    jar) is missing or compilation fails. The directory is rebuilt from scratch on each call.
     """
     known = releases()
     if version not in known:
@@ -103,8 +102,20 @@ def build_reference_source(version: str, workdir: Path) -> Path:
     (payload / "lib").mkdir(parents=True)
     (payload / "migrations").mkdir()
     jar_path = payload / "lib" / "spse.jar"
-    _run([jar, "--create", "--file", str(jar_path), "--manifest", str(manifest), f"--date={JAR_DATE}",
-          "-C", str(classes), "."])
+    _run(
+        [
+            jar,
+            "--create",
+            "--file",
+            str(jar_path),
+            "--manifest",
+            str(manifest),
+            f"--date={JAR_DATE}",
+            "-C",
+            str(classes),
+            ".",
+        ]
+    )
 
     migrations = []
     for number, migration_id in enumerate(meta["migrations"], start=1):
