@@ -44,7 +44,7 @@ def main():
         if digest.hexdigest() != entry["sha256"]:
             problems.append(f"sha256 mismatch: {rel}")
         if "size" in entry and info.st_size != int(entry["size"]):
-            problems.append("size mismatch: %s (%d, manifest %s)" % (rel, info.st_size, entry["size"]))
+            problems.append(f"size mismatch: {rel} ({info.st_size}, manifest {entry['size']})")
         if "mode" in entry:
             want = int(entry["mode"], 8) if isinstance(entry["mode"], str) else int(entry["mode"])
             if stat.S_IMODE(info.st_mode) != want:
