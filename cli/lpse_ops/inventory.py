@@ -22,7 +22,7 @@ SITE_CODE = re.compile(r"^[a-z0-9][a-z0-9-]{1,30}$")
 HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*$")
 # Variables each operation needs on every site host (the first name found wins).
 REQUIRED_FOR = {
-    "install": (("vault_spse_db_password", "spse_db_password"),),
+    "install": (("postgresql_spse_password",),),
     "preflight": (),
     "backup": (("vault_backup_cipher_pass", "backup_cipher_pass"),
                ("vault_backup_restic_password", "backup_restic_password"),
@@ -134,18 +134,21 @@ def validate_data(data: dict, path: str = "<inventory>", operation: str = "valid
                 report.problems.append(f"{host}: same address and port as {endpoints[key]} ({address}:{port_number})")
             endpoints[key] = host
         for alternatives in REQUIRED_FOR.get(operation, ()):
-            if not any(is_defined(variables, name) for name in alternatives):
+            missing = [missing_variable(variables, name) for name in alternatives]
+            if all(missing):
                 report.problems.append(
-                    f"{host}: missing variable {alternatives[0]} (keep it in an ansible-vault file, see docs)")
+                    f"{host}: missing variable {missing[0]} (keep it in an ansible-vault file, see docs)")
     return report
 
 
-def is_defined(variables: dict, name: str, depth: int = 0) -> bool:
-    """Return True when *name* has a value, following plain ``{{ other }}`` references to their end."""
-    if name not in variables or depth > 5:
-        return False
-    match = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", variables[name]) if isinstance(variables[name], str) else None
-    return is_defined(variables, match.group(1), depth + 1) if match else True
+def missing_variable(variables: dict, name: str, depth: int = 0) -> str | None:
+    """Return the variable that is undefined at the end of *name*'s plain ``{{ other }}`` references,
+    or None when *name* has a value."""
+    if name not in variables:
+        return name
+    value = variables[name]
+    match = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", value) if isinstance(value, str) and depth < 5 else None
+    return missing_variable(variables, match.group(1), depth + 1) if match else None
 
 
 def check_address(address: object) -> str | None:

@@ -44,7 +44,7 @@ def inventory_for(path: Path, hosts: dict[str, dict], with_secret: bool = True) 
     lab_inventory = yaml.safe_load(lab_actions.inventory_path().read_text())
     common = dict(lab_inventory["all"]["vars"])
     if with_secret:
-        common["vault_spse_db_password"] = "lab-only-password"
+        common["postgresql_spse_password"] = "lab-only-password"
     data = {"all": {"vars": common, "children": {"sites": {"hosts": hosts}}}}
     path.write_text(yaml.safe_dump(data))
     return path

@@ -74,11 +74,16 @@ def test_validate_two_names_for_one_endpoint_is_reported():
 
 
 def test_validate_install_needs_the_database_secret_behind_its_reference():
-    sites = {"a": {**GOOD["a"], "spse_db_password": "{{ vault_spse_db_password }}"}}
+    sites = {"a": {**GOOD["a"], "postgresql_spse_password": "{{ vault_spse_db_password }}"}}
     assert any("missing variable vault_spse_db_password" in p
                for p in inventory.validate_data(listing(sites), operation="install").problems)
     sites["a"]["vault_spse_db_password"] = "s3cret"
     assert inventory.validate_data(listing(sites), operation="install").ok
+
+
+def test_validate_install_without_any_database_secret_names_the_role_input():
+    problems = inventory.validate_data(listing(GOOD), operation="install").problems
+    assert any(p.startswith("a: missing variable postgresql_spse_password") for p in problems), problems
 
 
 def test_validate_no_sites_is_reported():

@@ -376,7 +376,6 @@ def _create_locked_bucket(endpoint: str, ca_cert: str, admin: dict, lock_days: i
 # the secret itself lives in one vault (here: the lab's 0600 secrets file).
 LAB_SITE_VARS = """\
 postgresql_spse_password: "{{ vault_spse_db_password }}"
-spse_db_password: "{{ vault_spse_db_password }}"
 spse_server_name: "{{ inventory_hostname }}"
 """
 
