@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import uuid
 from dataclasses import dataclass, field
@@ -103,22 +104,39 @@ def _age(stamp: str | None, now: datetime) -> float | None:
     return (now - (when if when.tzinfo else when.replace(tzinfo=UTC))).total_seconds()
 
 
+# Alerts the site raises that ``assess`` recomputes with the operator's own thresholds.
+_RECOMPUTED = re.compile(r"older than|no backup yet|no verify has run yet|last verify failed|WAL spool queue|"
+                         r"WAL archiving is failing")
+
+
 def assess(host: str, output: dict, last_verification: dict | None, limits: Thresholds,
            now: datetime | None = None) -> dict:
-    """Return a host's backup ages and the warnings they raise (pure: status JSON in, verdict out)."""
+    """Return a host's backup ages and the warnings they raise (pure: ``lpse-backup status`` JSON in).
+
+    *last_verification* is the newest row of the state store's restore verifications for the host.
+    """
     now = now or datetime.now(UTC)
-    backups = output.get("pgbackrest", {}) or {}
-    wal = output.get("wal", {}) or {}
+    repos = (output.get("pgbackrest") or {}).get("repos") or {}
+    wal = output.get("wal_archiving") or {}
+    snapshots = output.get("restic") or {}
+
+    def last_backup(repo: str) -> str | None:
+        return ((repos.get(repo) or {}).get("last_backup") or {}).get("time")
+
     ages = {
-        "backup_local_s": _age((backups.get("repo1") or {}).get("time"), now),
-        "backup_offsite_s": _age((backups.get("repo2") or {}).get("time"), now),
+        "backup_local_s": _age(last_backup("1"), now),
+        "backup_offsite_s": _age(last_backup("2"), now),
+        "files_local_s": _age((snapshots.get("local") or {}).get("last_snapshot_time"), now),
+        "files_offsite_s": _age((snapshots.get("offsite") or {}).get("last_snapshot_time"), now),
         "wal_archived_s": _age(wal.get("last_archived_time"), now),
         "verified_s": _age((last_verification or {}).get("verified_at"), now),
     }
     warnings: list[str] = []
     if output.get("error"):
         warnings.append(f"status unavailable: {output['error']}")
-    for key, label in (("backup_local_s", "local backup"), ("backup_offsite_s", "offsite backup")):
+    labels = {"backup_local_s": "local database backup", "backup_offsite_s": "offsite database backup",
+              "files_local_s": "local documents snapshot", "files_offsite_s": "offsite documents snapshot"}
+    for key, label in labels.items():
         if ages[key] is None:
             warnings.append(f"no {label} yet")
         elif ages[key] > limits.backup.total_seconds():
@@ -127,10 +145,10 @@ def assess(host: str, output: dict, last_verification: dict | None, limits: Thre
         warnings.append("no WAL segment archived yet")
     elif ages["wal_archived_s"] > limits.wal.total_seconds():
         warnings.append(f"last WAL archived {ages['wal_archived_s'] / 60:.0f} min ago (limit {limits.wal})")
-    if wal.get("failed_count") and _age(wal.get("last_failed_time"), now) is not None and (
-            wal.get("last_archived_time") or "") < (wal.get("last_failed_time") or ""):
-        warnings.append(f"WAL archiving is failing ({wal['failed_count']} failures, last at {wal['last_failed_time']})")
-    queue = output.get("queue", {}) or {}
+    if wal.get("last_failed_time") and (wal.get("last_archived_time") or "") < wal["last_failed_time"]:
+        warnings.append(f"WAL archiving is failing ({wal.get('failed_count')} failures, "
+                        f"last at {wal['last_failed_time']})")
+    queue = output.get("spool_queue") or {}
     if int(queue.get("files", 0) or 0) > limits.queue_files:
         warnings.append(f"WAL queue growing: {queue['files']} segments waiting to be archived")
     if last_verification is None:
@@ -139,6 +157,7 @@ def assess(host: str, output: dict, last_verification: dict | None, limits: Thre
         warnings.append("the last restore verification FAILED")
     elif ages["verified_s"] is not None and ages["verified_s"] > limits.verify.total_seconds():
         warnings.append(f"last verified restore is {ages['verified_s'] / 86400:.1f} days old (limit {limits.verify})")
+    warnings += [alert for alert in output.get("alerts") or [] if not _RECOMPUTED.search(alert)]
     return {"host": host, "ages": ages, "warnings": warnings, "ok": not warnings}
 
 
@@ -194,7 +213,7 @@ def record_verifications(outputs: dict[str, dict], run_id: int | None, state_url
         store.record_verification(
             host, bool(output.get("ok")) and not output.get("error"), run_id=run_id,
             repo=str(output.get("repo")) if output.get("repo") is not None else None,
-            backup_label=output.get("backup_label") or output.get("label"),
-            recovery_point=output.get("recovery_point"), recovery_time=output.get("recovery_time"),
+            backup_label=output.get("set"), recovery_point=(output.get("restore_point") or {}).get("name"),
+            recovery_time=(output.get("restore_point") or {}).get("time"),
             restore_duration_s=output.get("restore_duration_s"),
             checks=checks or [{"check": "verify", "ok": False, "detail": output.get("error", "no result")}])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,8 +67,9 @@ def run_command(inventory_path: Path | None, limit: str | None, backup_type: str
                                           record={"type": backup_type})
     except operation.OperationRefused as error:
         raise terminal.fail(str(error)) from error
-    details = {h: o.get("error") or f"pgBackRest {o.get('label') or o.get('pgbackrest', {}).get('label', '?')}"
-               for h, o in outputs.items()}
+    details = {h: o.get("error") or "pgBackRest " + ", ".join(
+        f"repo{repo} {entry.get('label')}" for repo, entry in sorted((o.get("pgbackrest") or {}).items()))
+        for h, o in outputs.items()}
     _finish(result, outputs, as_json, f"backup run ({backup_type})", details)
 
 
@@ -118,7 +118,7 @@ def verify_command(inventory_path: Path | None, limit: str | None, repo: str, ba
     if backup_set:
         args += ["--set", backup_set]
     elif pick_random:
-        args += ["--random", "--seed", str(random.SystemRandom().randint(1, 2**31))]
+        args += ["--random"]
     try:
         result, outputs = actions.execute(_ctx(inventory_path, limit, as_json), "verify", args)
     except operation.OperationRefused as error:
@@ -128,7 +128,7 @@ def verify_command(inventory_path: Path | None, limit: str | None, repo: str, ba
     for host, output in outputs.items():
         failed = [f"{c.get('check')}: {c.get('detail')}" for c in output.get("checks", []) if not c.get("ok")]
         details[host] = ("; ".join(failed) or output.get("error")) if (failed or output.get("error")) else (
-            f"restored {output.get('backup_label')} to {output.get('recovery_point')} in "
+            f"restored {output.get('set')} to {(output.get('restore_point') or {}).get('name')} in "
             f"{output.get('restore_duration_s')} s; {len(output.get('checks', []))} checks passed")
     code = result.exit_code or (0 if all(o.get("ok") for o in outputs.values()) else operation.EXIT_HOSTS_FAILED)
     result.exit_code = code
@@ -170,7 +170,7 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
                                                                           "source": source, "view": view})
     except operation.OperationRefused as error:
         raise terminal.fail(str(error)) from error
-    details = {h: o.get("error") or f"recovered to {o.get('recovery_point') or target_time}"
+    details = {h: o.get("error") or f"recovered to {(o.get('recovery_point') or {}).get('target_time', target_time)}"
                for h, o in outputs.items()}
     _finish(result, outputs, as_json, "backup restore", details)
 
