@@ -35,7 +35,8 @@ def extra_host(lab_state: dict, name: str, ssh_port: int, https_port: int, tmpfs
     return host
 
 
-def inventory_for(path: Path, hosts: dict[str, dict], with_secret: bool = True) -> Path:
+def inventory_for(path: Path, hosts: dict[str, dict], with_secret: bool = True,
+                  extra_groups: dict[str, list[str]] | None = None) -> Path:
     """Write an inventory for *hosts* (name -> vars) using the lab's SSH settings."""
     import yaml
 
@@ -45,7 +46,10 @@ def inventory_for(path: Path, hosts: dict[str, dict], with_secret: bool = True) 
     common = dict(lab_inventory["all"]["vars"])
     if with_secret:
         common["postgresql_spse_password"] = "lab-only-password"
-    data = {"all": {"vars": common, "children": {"sites": {"hosts": hosts}}}}
+    children: dict = {"sites": {"hosts": hosts}}
+    for group, members in (extra_groups or {}).items():
+        children[group] = {"hosts": dict.fromkeys(members)}
+    data = {"all": {"vars": common, "children": children}}
     path.write_text(yaml.safe_dump(data))
     return path
 

@@ -32,9 +32,8 @@ def test_install_bad_inventory_touches_no_host(lab, release, spare, tmp_path, ho
 
 
 def test_install_unknown_group_touches_no_host(lab, release, spare, tmp_path):
-    inventory = tmp_path / "groups.yml"
-    inventory_for(inventory, {"spare": {"ansible_port": spare.ssh_port, "site_code": "spare"}})
-    inventory.write_text(inventory.read_text() + "    wvae_1:\n      hosts:\n        spare: {}\n")
+    hosts = {"spare": {"ansible_port": spare.ssh_port, "site_code": "spare"}}
+    inventory = inventory_for(tmp_path / "groups.yml", hosts, extra_groups={"wvae_1": ["spare"]})
     before = ssh_logins("spare")
     code, _, output = run_cli("install", str(release["bundles"]["1.0"]), "-i", str(inventory),
                               "--trusted-keys", str(release["trusted"]))
