@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 from rich.table import Table
 
@@ -40,9 +42,10 @@ def up_command(sites: int, port_base: int, lock_days: int, as_json: bool) -> Non
 
 
 @lab.command(name="status")
+@click.option("--expect-version", default=None, help="Exit 1 unless every site serves this SPSE version.")
 @click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
-def status_command(as_json: bool) -> None:
-    """Show each lab host: container, SSH, and SPSE health through nginx."""
+def status_command(expect_version: str | None, as_json: bool) -> None:
+    """Show each lab host: container, SSH, and SPSE health through nginx (HTTPS on 127.0.0.1)."""
     try:
         report = lab_actions.status()
     except DockerError as error:
@@ -65,6 +68,16 @@ def status_command(as_json: bool) -> None:
         terminal.out.print(table) if report["hosts"] else terminal.info(report.get("message", ""))
     if not report["up"]:
         raise SystemExit(1)
+    if expect_version:
+        wrong = [row["name"] for row in report["hosts"]
+                 if row["role"] == "site" and (row["spse"] or {}).get("version") != expect_version]
+        if wrong:
+            raise terminal.fail(f"not serving SPSE {expect_version}: {', '.join(wrong)}")
+        if not as_json:
+            for row in report["hosts"]:
+                if row["role"] == "site":
+                    terminal.out.print(f"{row['name']}: https://127.0.0.1:{row['https_port']}/health -> "
+                                       f"{json.dumps(row['spse'], sort_keys=True)}", highlight=False)
 
 
 @lab.command(name="down")
