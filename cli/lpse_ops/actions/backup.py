@@ -64,11 +64,32 @@ def execute(ctx: BackupContext, action: str, args: list[str], operation_name: st
     return result, host_outputs(result)
 
 
-def setup(ctx: BackupContext) -> operation.OperationResult:
-    """Configure pgBackRest, restic, WAL archiving and the timers on the sites (the backup role)."""
-    op = operation.OperationContext(operation="backup.setup", playbook="backup.yml", inventory=ctx.inventory,
-                                    limit=ctx.limit, show_progress=ctx.show_progress, state_url=ctx.state_url,
-                                    extravars=dict(ctx.extravars), validate_for="backup")
+SCHEDULES = ("full", "diff", "incr", "restic", "verify")
+
+
+def saved_schedule(state_url: str | None = None) -> dict[str, str]:
+    """Return the timer schedules set by earlier ``backup schedule`` runs (newest wins), as role variables."""
+    from lpse_ops.state import StateStore
+
+    store = StateStore.open(state_url or config.state_url())
+    merged: dict[str, str] = {}
+    for run in reversed(store.list_runs(limit=1000, operation="backup.schedule")):
+        if run.get("result") == "ok":
+            merged.update((run.get("args") or {}).get("schedule") or {})
+    return merged
+
+
+def setup(ctx: BackupContext, schedule: dict[str, str] | None = None) -> operation.OperationResult:
+    """Configure pgBackRest, restic, WAL archiving and the timers on the sites (the backup role).
+
+    Schedules chosen with ``backup schedule`` are kept: every setup applies them again.
+    """
+    timers = {**saved_schedule(ctx.state_url), **(schedule or {})}
+    op = operation.OperationContext(
+        operation="backup.schedule" if schedule else "backup.setup", playbook="backup.yml",
+        inventory=ctx.inventory, limit=ctx.limit, show_progress=ctx.show_progress, state_url=ctx.state_url,
+        extravars={**ctx.extravars, **{f"backup_schedule_{name}": value for name, value in timers.items()}},
+        validate_for="backup", record_args={"schedule": schedule or {}})
     return operation.run(op)
 
 

@@ -54,6 +54,34 @@ def setup_command(inventory_path: Path | None, limit: str | None, as_json: bool)
     _finish(result, {}, as_json, "backup setup", {})
 
 
+@backup.command(name="schedule")
+@inventory_option
+@limit_option
+@click.option("--verify", "verify_at", default=None, help="When to verify by real restore (systemd OnCalendar).")
+@click.option("--full", default=None, help="When to take full database backups (OnCalendar).")
+@click.option("--diff", default=None, help="When to take differential database backups (OnCalendar).")
+@click.option("--incr", default=None, help="When to take incremental database backups (OnCalendar).")
+@click.option("--files", "restic", default=None, help="When to snapshot documents and configuration (OnCalendar).")
+@json_option
+def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: str | None, full: str | None,
+                     diff: str | None, incr: str | None, restic: str | None, as_json: bool) -> None:
+    """Set when backups and restore verifications run (systemd timers on each site).
+
+    Example: lpse-ops backup schedule --verify "Sat *-*-* 04:00:00". The schedule is recorded in the
+    state store and kept by later `backup setup` runs.
+    """
+    chosen = {name: value for name, value in (("verify", verify_at), ("full", full), ("diff", diff),
+                                               ("incr", incr), ("restic", restic)) if value}
+    if not chosen:
+        raise terminal.fail("nothing to schedule: give at least one of --verify, --full, --diff, --incr, --files")
+    try:
+        result = actions.setup(_ctx(inventory_path, limit, as_json), schedule=chosen)
+    except operation.OperationRefused as error:
+        raise terminal.fail(str(error)) from error
+    _finish(result, {}, as_json, "backup schedule", {h: ", ".join(f"{k}: {v}" for k, v in chosen.items())
+                                                      for h in result.tracker.hosts})
+
+
 @backup.command(name="run")
 @inventory_option
 @limit_option
