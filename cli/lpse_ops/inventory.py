@@ -24,9 +24,8 @@ HOSTNAME = re.compile(r"^(?=.{1,253}$)(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za
 REQUIRED_FOR = {
     "install": (("postgresql_spse_password",),),
     "preflight": (),
-    "backup": (("vault_backup_cipher_pass", "backup_cipher_pass"),
-               ("vault_backup_restic_password", "backup_restic_password"),
-               ("backup_s3_access_key",), ("backup_s3_secret_key",), ("backup_s3_endpoint",)),
+    "backup": (("backup_cipher_pass",), ("backup_restic_password",), ("backup_s3_access_key",),
+               ("backup_s3_secret_key",), ("backup_s3_endpoint",), ("backup_s3_bucket",), ("backup_s3_ca_cert",)),
     "validate": (),
 }
 

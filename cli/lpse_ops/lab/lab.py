@@ -376,6 +376,8 @@ def _create_locked_bucket(endpoint: str, ca_cert: str, admin: dict, lock_days: i
 # the secret itself lives in one vault (here: the lab's 0600 secrets file).
 LAB_SITE_VARS = """\
 postgresql_spse_password: "{{ vault_spse_db_password }}"
+backup_cipher_pass: "{{ vault_backup_cipher_pass }}"
+backup_restic_password: "{{ vault_backup_restic_password }}"
 spse_server_name: "{{ inventory_hostname }}"
 """
 
@@ -404,6 +406,8 @@ def write_inventory(lab: LabPlan, offsite: dict) -> Path:
     secrets_file = inventory.parent / "group_vars" / "sites" / "secrets.yml"
     secrets_file.write_text(yaml.safe_dump({
         "vault_spse_db_password": secrets.token_urlsafe(24),
+        "vault_backup_cipher_pass": secrets.token_urlsafe(32),
+        "vault_backup_restic_password": secrets.token_urlsafe(32),
         "backup_s3_endpoint": offsite["endpoint_hosts"], "backup_s3_bucket": offsite["bucket"],
         "backup_s3_region": offsite["region"], "backup_s3_ca_cert": offsite["ca_cert"],
     }, sort_keys=False))
