@@ -10,7 +10,7 @@ import click
 from rich.table import Table
 
 from lpse_ops import terminal
-from lpse_ops.actions.operation import OperationResult
+from lpse_ops.actions.operation import OperationContext, OperationRefused, OperationResult, run
 
 
 def default_inventory() -> str | None:
@@ -41,6 +41,14 @@ def require_inventory(inventory_path: Path | None) -> Path:
     if inventory_path is None:
         raise terminal.fail("no inventory: pass -i PATH, set LPSE_OPS_INVENTORY, or run `lpse-ops lab up`")
     return inventory_path
+
+
+def run_operation(ctx: OperationContext) -> OperationResult:
+    """Run *ctx*; a refusal (bad input, nothing touched) becomes a one-line error with exit code 1."""
+    try:
+        return run(ctx)
+    except OperationRefused as error:
+        raise terminal.fail(str(error)) from error
 
 
 def render(result: OperationResult, title: str, details: dict[str, str] | None = None) -> None:

@@ -75,6 +75,11 @@ def build_command(source_dir: Path, key_path: Path, out_dir: Path, as_json: bool
         data = bundles.show(target)
     except bundles.BundleError as error:
         raise terminal.fail(str(error)) from error
+    _report_built(target, data, as_json)
+
+
+def _report_built(target: Path, data: dict[str, Any], as_json: bool) -> None:
+    """Print what was built: the manifest summary, the tarball's path and its sha256."""
     data["bundle"] = str(target)
     data["sha256"] = _sha256(target)
     if as_json:
@@ -108,12 +113,7 @@ def reference_command(version: str, key_path: Path, out_dir: Path, as_json: bool
         data = bundles.show(target)
     except (bundles.BundleError, RuntimeError, KeyError, ValueError) as error:
         raise terminal.fail(f"cannot build reference SPSE {version}: {error}") from error
-    data["bundle"] = str(target)
-    data["sha256"] = _sha256(target)
-    if as_json:
-        terminal.emit_json(data)
-        return
-    terminal.out.print(f"{target}  sha256 {data['sha256']}")
+    _report_built(target, data, as_json)
 
 
 @bundle.command(name="verify")

@@ -9,7 +9,14 @@ import click
 
 from lpse_ops import config, terminal
 from lpse_ops.actions import operation
-from lpse_ops.commands._options import inventory_option, json_option, limit_option, render, require_inventory
+from lpse_ops.commands._options import (
+    inventory_option,
+    json_option,
+    limit_option,
+    render,
+    require_inventory,
+    run_operation,
+)
 
 HEALTH_TASK = "Check SPSE health through nginx"
 
@@ -69,10 +76,7 @@ def install(bundle_path: Path, inventory_path: Path | None, limit: str | None, t
         capture=(HEALTH_TASK,), check=check, forks=forks, show_progress=not as_json,
         record_args={"bundle": str(bundle_path.resolve()), "version": manifest.version, "key_id": manifest.key_id},
     )
-    try:
-        result = operation.run(ctx)
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
+    result = run_operation(ctx)
     health = health_by_host(result)
     if as_json:
         terminal.emit_json({**result.as_dict(), "version": manifest.version, "health": health})

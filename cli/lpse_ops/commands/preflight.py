@@ -8,7 +8,14 @@ import click
 
 from lpse_ops import terminal
 from lpse_ops.actions import operation
-from lpse_ops.commands._options import inventory_option, json_option, limit_option, render, require_inventory
+from lpse_ops.commands._options import (
+    inventory_option,
+    json_option,
+    limit_option,
+    render,
+    require_inventory,
+    run_operation,
+)
 
 REPORT_TASK = "Report the server baseline checks"
 
@@ -34,10 +41,7 @@ def preflight(inventory_path: Path | None, limit: str | None, as_json: bool) -> 
     ctx = operation.OperationContext(operation="preflight", playbook="preflight.yml",
                                      inventory=require_inventory(inventory_path), limit=limit,
                                      capture=(REPORT_TASK,), show_progress=not as_json)
-    try:
-        result = operation.run(ctx)
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
+    result = run_operation(ctx)
     failures = baseline_failures(result)
     if as_json:
         terminal.emit_json({**result.as_dict(), "baseline_failures": failures})
