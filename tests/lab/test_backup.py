@@ -1,0 +1,273 @@
+"""Backups that are proven (issue 4), against the lab's real hosts: pgBackRest and restic, local and
+offsite (SeaweedFS with Object Lock), verified by real restores. Site: site1 of the test lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from tests.lab.labkit import container_of, run_cli
+
+SITE = "site1"
+
+
+def on_site(script: str, check: bool = True) -> str:
+    """Run a shell script as root on the site (by hand, as an operator would) and return stdout."""
+    done = subprocess.run(["docker", "exec", container_of(SITE), "bash", "-c", script],
+                          capture_output=True, text=True, timeout=900, check=False)
+    if check:
+        assert done.returncode == 0, done.stderr + done.stdout
+    return done.stdout
+
+
+def sql(query: str) -> str:
+    return on_site(f"runuser -u postgres -- psql -d spse -AtX -c {json.dumps(query)}").strip()
+
+
+def upload_documents(prefix: str, count: int) -> dict[str, str]:
+    """Upload *count* documents through nginx on the site; return name -> sha256."""
+    script = f"""
+set -e
+for i in $(seq 1 {count}); do
+  tender=$(curl -sk -X POST https://127.0.0.1/tenders -H 'Content-Type: application/json' \\
+    -d "{{\\"code\\":\\"{prefix}-$i\\",\\"title\\":\\"Dokumen {prefix} $i\\",\\"agency\\":\\"Dinas $i\\"}}" \\
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  head -c $((2048 + i * 37)) /dev/urandom > /tmp/doc-$i
+  curl -sk -X POST "https://127.0.0.1/tenders/$tender/documents?name={prefix}-$i.pdf" \\
+    --data-binary @/tmp/doc-$i -o /dev/null -w '%{{http_code}}\\n' | grep -q 201
+  echo "{prefix}-$i.pdf $(sha256sum /tmp/doc-$i | cut -d' ' -f1)"
+  rm -f /tmp/doc-$i
+done
+"""
+    return dict(line.split() for line in on_site(script).splitlines() if line.strip())
+
+
+def backup_cli(*args: str, timeout: float = 1800):
+    return run_cli("backup", *args, "--limit", SITE, "--json", timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def backed_up(installed):
+    """The backup role on site1, thousands of tenders and hundreds of documents, and a full backup."""
+    code, report, output = backup_cli("setup")
+    assert code == 0, output
+    sql("INSERT INTO tenders (code, title, agency, hps_amount) SELECT 'GEN-' || g, 'Pengadaan barang ' || g, "
+        "'Satuan kerja ' || (g % 41), g * 1000.50 FROM generate_series(1, 3000) g ON CONFLICT (code) DO NOTHING")
+    documents = upload_documents(f"BASE{int(time.time())}", 200)
+    code, report, output = backup_cli("run", "--type", "full")
+    assert code == 0, output
+    return {"documents": documents, "run": report}
+
+
+def test_backup_setup_second_run_changes_nothing(backed_up):
+    code, report, output = backup_cli("setup")
+    assert code == 0, output
+    assert all(host["changed"] == 0 for host in report["hosts"].values()), report["hosts"]
+
+
+def test_backup_run_reaches_both_repositories(backed_up):
+    result = backed_up["run"]["outputs"][SITE]
+    assert result["ok"] and set(result["pgbackrest"]) == {"1", "2"}, result
+    assert result["manifest"]["tables"]["tenders"] >= 3200 and result["manifest"]["tables"]["documents"] >= 200
+    assert {"local", "offsite"} <= set(result["restic"])
+
+
+def test_backup_list_shows_sets_and_snapshots_in_every_repo(backed_up):
+    code, report, output = backup_cli("list")
+    assert code == 0, output
+    rows = report["backups"]
+    assert {(r["engine"], str(r["repo"])) for r in rows} >= {("pgbackrest", "1"), ("pgbackrest", "2"),
+                                                             ("restic", "local"), ("restic", "offsite")}
+
+
+def test_engines_by_hand_list_and_restore_the_backups(backed_up):
+    info = json.loads(on_site("pgbackrest --stanza=spse --output=json info"))
+    labels = {b["label"] for b in info[0]["backup"]}
+    assert backed_up["run"]["outputs"][SITE]["pgbackrest"]["1"]["label"] in labels
+    on_site("rm -rf /tmp/byhand && install -d -o postgres -g postgres -m 0700 /tmp/byhand/pg && "
+            "runuser -u postgres -- pgbackrest --stanza=spse --repo=2 --pg1-path=/tmp/byhand/pg restore "
+            "--type=immediate --target-action=promote --archive-mode=off && test -f /tmp/byhand/pg/PG_VERSION")
+    env = "set -a; . /etc/lpse-backup/restic.env; set +a; export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password"
+    snapshots = json.loads(on_site(f"{env}; restic -r /var/lib/lpse-backup/restic snapshots --json"))
+    assert snapshots, "restic lists no snapshot"
+    name, digest = next(iter(backed_up["documents"].items()))
+    stored = sql(f"SELECT stored_path FROM documents WHERE name = '{name}'")
+    on_site(f"{env}; restic -r /var/lib/lpse-backup/restic restore latest --target /tmp/byhand/files "
+            f"--include /var/lib/spse/documents")
+    restored = on_site(f"sha256sum /tmp/byhand/files{stored} 2>/dev/null || "
+                       f"sha256sum /tmp/byhand/files/var/lib/spse/documents/{stored}").split()[0]
+    assert restored == digest
+    on_site("rm -rf /tmp/byhand")
+
+
+@pytest.mark.parametrize("repo", ["1", "2"])
+def test_backup_verify_restores_and_checks_everything(backed_up, repo):
+    code, report, output = backup_cli("verify", "--repo", repo)
+    assert code == 0, output
+    result = report["outputs"][SITE]
+    assert result["ok"] and result["restore_duration_s"] > 0, result
+    checks = {c["check"] for c in result["checks"]}
+    assert len(checks) >= 5 and all(c["ok"] for c in result["checks"]), result["checks"]
+    from lpse_ops.state import StateStore
+
+    latest = StateStore.open().list_verifications(SITE, limit=1)[0]
+    assert latest["ok"] and latest["repo"] == repo and latest["recovery_point"]
+
+
+def test_corrupted_file_in_local_repo_is_named_by_verify(backed_up):
+    label = backed_up["run"]["outputs"][SITE]["pgbackrest"]["1"]["label"]
+    target = on_site(f"find /var/lib/pgbackrest/backup/spse/{label}/pg_data/base -type f -size +1k | sort | head -1")
+    target = target.strip()
+    assert target, "no data file found in the backup set"
+    on_site(f"cp -a {target} /tmp/saved-file && printf 'CORRUPT' | dd of={target} bs=1 seek=100 conv=notrunc")
+    try:
+        code, report, output = backup_cli("verify", "--repo", "1", "--set", label)
+        assert code == 3, output
+        text = json.dumps(report["outputs"][SITE])
+        assert os.path.basename(target).split(".")[0] in text, text
+    finally:
+        on_site(f"cp -a /tmp/saved-file {target} && rm -f /tmp/saved-file")
+
+
+def test_restore_to_a_point_between_two_batches_gets_exactly_the_first(backed_up):
+    batch = int(time.time())
+    upload_documents(f"A{batch}", 20)
+    code, _, output = backup_cli("run", "--type", "incr")  # documents of batch A reach restic
+    assert code == 0, output
+    time.sleep(2)
+    between = datetime.now(UTC)
+    time.sleep(2)
+    upload_documents(f"B{batch}", 20)
+    sql("SELECT pg_switch_wal()")
+    time.sleep(5)
+    code, report, output = run_cli("backup", "restore", "--limit", SITE, "--target-time", between.isoformat(),
+                                   "--yes", "--json")
+    assert code == 0, output
+    assert sql(f"SELECT count(*) FROM tenders WHERE code LIKE 'A{batch}-%'") == "20"
+    assert sql(f"SELECT count(*) FROM tenders WHERE code LIKE 'B{batch}-%'") == "0"
+    assert sql("SELECT count(*) FROM tenders WHERE code LIKE 'GEN-%'") == "3000"
+    missing = on_site("cd /var/lib/spse/documents && runuser -u postgres -- psql -d spse -AtX -c "
+                      "\"SELECT sha256 || ' ' || stored_path FROM documents\" | while read sum path; do "
+                      "[ \"$(sha256sum \"$path\" 2>/dev/null | cut -c1-64)\" = \"$sum\" ] || echo \"$path\"; done")
+    assert missing.strip() == "", f"documents missing or different after restore: {missing[:500]}"
+
+
+def backup_count() -> int:
+    info = json.loads(on_site("pgbackrest --stanza=spse --output=json info"))
+    return len(info[0].get("backup", [])) if info else 0
+
+
+@pytest.mark.parametrize("fault, expected", [
+    ("sed -i.bak 's/^repo2-s3-key-secret=.*/repo2-s3-key-secret=wrong-secret-on-purpose/' "
+     "/etc/pgbackrest/pgbackrest.conf", "refused the credentials"),
+    ("mount -t tmpfs -o size=1m tmpfs /var/lib/pgbackrest && head -c 1000k /dev/zero > /var/lib/pgbackrest/filler",
+     "no space left"),
+    ("mount -t tmpfs -o size=512m tmpfs /var/lib/pgbackrest && chown postgres:postgres /var/lib/pgbackrest",
+     "stanza spse missing"),
+])
+def test_backup_faults_give_a_clear_error_and_leave_backups_as_they_were(backed_up, fault, expected):
+    before = backup_count()
+    on_site(fault)
+    try:
+        code, report, output = backup_cli("run", "--type", "incr")
+        assert code == 3, output
+        error = report["outputs"][SITE].get("error", "")
+        assert expected in error, error
+    finally:
+        on_site("if mountpoint -q /var/lib/pgbackrest; then umount /var/lib/pgbackrest; fi; "
+                "[ -f /etc/pgbackrest/pgbackrest.conf.bak ] && mv /etc/pgbackrest/pgbackrest.conf.bak "
+                "/etc/pgbackrest/pgbackrest.conf || true")
+    assert backup_count() == before
+
+
+def wait_until_archived(segment: str, timeout: float = 120) -> None:
+    """Wait until PostgreSQL reports *segment* (or a later one) archived: pushed to both repositories."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")[-16:] >= segment[-16:]:
+            return
+        time.sleep(2)
+    raise AssertionError(f"WAL segment {segment} was not archived within {timeout} s")
+
+
+def test_restore_that_cannot_reach_its_target_rolls_the_site_back(backed_up):
+    tenders = sql("SELECT count(*) FROM tenders")
+    future = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=30)
+    code, report, output = run_cli("backup", "restore", "--limit", SITE, "--target-time", future.isoformat(),
+                                   "--yes", "--json")
+    assert code == 3, output
+    result = report["outputs"][SITE]
+    assert result["rolled_back"] and "rolled back" in result["error"], result
+    assert result["health_after_rollback"]["status"] == "ok", result
+    assert sql("SELECT count(*) FROM tenders") == tenders
+
+
+def s3_clients():
+    from lpse_ops.lab import lab as lab_actions
+
+    settings = json.loads((lab_actions.lab_dir() / "s3-credentials.json").read_text())
+    endpoint, ca_cert = settings["endpoint_control"], settings["ca_cert"]
+    site = lab_actions.s3_client(endpoint, ca_cert, settings["credentials"]["site-lab01"])
+    admin = lab_actions.s3_client(endpoint, ca_cert, settings["credentials"]["admin"])
+    return site, admin, settings["bucket"]
+
+
+def test_site_credentials_cannot_destroy_offsite_backups_which_still_restore(backed_up):
+    """Runs last: it attacks the offsite repository with the site's own keys, then restores from it."""
+    from botocore.exceptions import ClientError
+
+    site, admin, bucket = s3_clients()
+    key = "pgbackrest/lab01/backup/spse/backup.info"
+    original = site.head_object(Bucket=bucket, Key=key)
+    assert original["ObjectLockMode"] == "COMPLIANCE"
+    version, content = original["VersionId"], admin.get_object(Bucket=bucket, Key=key)["Body"].read()
+    # A commit before and one after the recovery target, both archived offsite before the attack.
+    stamp = int(time.time())
+    sql(f"INSERT INTO tenders (code, title, agency) VALUES ('KEEP-{stamp}', 'sebelum', 'x')")
+    time.sleep(2)
+    target = datetime.now(UTC)
+    time.sleep(2)
+    sql(f"INSERT INTO tenders (code, title, agency) VALUES ('LATE-{stamp}', 'sesudah', 'x')")
+    segment = sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
+    sql("SELECT pg_switch_wal()")
+    wait_until_archived(segment)
+    before_attack = datetime.now(UTC)
+    time.sleep(2)
+    refused = []
+    for attempt in (lambda: site.delete_object(Bucket=bucket, Key=key, VersionId=version),
+                    lambda: site.put_object_retention(Bucket=bucket, Key=key, VersionId=version, Retention={
+                        "Mode": "GOVERNANCE", "RetainUntilDate": datetime(2000, 1, 1, tzinfo=UTC)}),
+                    lambda: site.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Suspended"}),
+                    lambda: site.delete_bucket(Bucket=bucket)):
+        with pytest.raises(ClientError) as caught:
+            attempt()
+        refused.append(caught.value.response["Error"]["Code"])
+    assert len(refused) == 4, refused
+    # What the site's keys CAN do: overwrite (a new version) and delete (a delete marker) ...
+    site.put_object(Bucket=bucket, Key=key, Body=b"ransomware was here")
+    for item in site.list_objects_v2(Bucket=bucket, Prefix="pgbackrest/lab01/archive/").get("Contents", [])[:50]:
+        site.delete_object(Bucket=bucket, Key=item["Key"])
+    # ... and neither destroys anything: the locked version is still there, byte for byte.
+    assert admin.get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read() == content
+    try:
+        code, report, output = run_cli("backup", "restore", "--limit", SITE, "--from", "offsite",
+                                       "--offsite-as-of", before_attack.isoformat(),
+                                       "--target-time", target.isoformat(), "--yes", "--json")
+        assert code == 0, output
+        result = report["outputs"][SITE]
+        assert result["ok"] and result["health"]["status"] == "ok", result
+        assert sql("SELECT count(*) FROM tenders WHERE code LIKE 'GEN-%'") == "3000"
+        assert sql(f"SELECT count(*) FROM tenders WHERE code IN ('KEEP-{stamp}', 'LATE-{stamp}')") == "1"
+        assert sql(f"SELECT code FROM tenders WHERE code LIKE '%-{stamp}'") == f"KEEP-{stamp}"
+    finally:
+        # Put the repository back as it was for later runs: the admin copies the locked versions forward.
+        from lpse_ops.backends.s3 import list_versions, state_as_of
+
+        for item_key, item in state_as_of(list_versions(admin, bucket, "pgbackrest/lab01/"), before_attack).items():
+            admin.copy_object(Bucket=bucket, Key=item_key,
+                              CopySource={"Bucket": bucket, "Key": item_key, "VersionId": item.version_id})
