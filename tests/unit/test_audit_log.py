@@ -15,15 +15,6 @@ from lpse_ops.state import AuditVerifyResult, StateStore
 from lpse_ops.state.audit import GENESIS_HASH, canonical_json, entry_hash
 
 
-@pytest.fixture(autouse=True)
-def lpse_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("LPSE_OPS_HOME", str(home))
-    monkeypatch.delenv("LPSE_OPS_STATE_URL", raising=False)
-    monkeypatch.setenv("LPSE_OPS_ACTOR", "tester@control")
-    return home
-
-
 @pytest.fixture
 def url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'state.db'}"

@@ -15,15 +15,6 @@ from lpse_ops.state import RunNotFoundError, StateError, StateStore
 from lpse_ops.state.store import alembic_config, migrations_dir
 
 
-@pytest.fixture(autouse=True)
-def lpse_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    home = tmp_path / "home"
-    monkeypatch.setenv("LPSE_OPS_HOME", str(home))
-    monkeypatch.delenv("LPSE_OPS_STATE_URL", raising=False)
-    monkeypatch.setenv("LPSE_OPS_ACTOR", "tester@control")
-    return home
-
-
 def _tables(url: str) -> set[str]:
     engine = sa.create_engine(url)
     try:
