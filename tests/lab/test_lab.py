@@ -1,0 +1,51 @@
+"""The lab itself: hosts up and reachable as the design says, and clear messages when it is not."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from tests.lab.labkit import CLI, LAB_NAME, container_of, run_cli
+
+
+def test_lab_status_reports_every_host_up(lab):
+    code, report, output = run_cli("lab", "status", "--json")
+    assert code == 0, output
+    assert report["up"] and all(h["container"] == "running" and h["ssh"] for h in report["hosts"])
+    assert [h["name"] for h in report["hosts"] if h["role"] == "offsite"] == ["offsite"]
+    assert any(h.get("s3") for h in report["hosts"] if h["role"] == "offsite")
+
+
+def test_lab_up_again_reuses_the_running_lab(lab):
+    code, _, output = run_cli("lab", "up", "--sites", str(len(lab["hosts"]) - 1), "--port-base",
+                              str(lab["port_base"]), check_json=False)
+    assert code == 0 and "already up" in output, output
+
+
+def test_hosts_reach_each_other_and_the_offsite_s3_by_name(lab):
+    script = ("getent hosts site2 >/dev/null && "
+              "curl -s -o /dev/null -w '%{http_code}' --cacert /dev/stdin https://offsite:8333/ ")
+    ca = (Path(os.environ["LPSE_OPS_HOME"]) / "lab" / "tls" / "ca.crt").read_bytes()
+    done = subprocess.run(["docker", "exec", "-i", container_of("site1"), "sh", "-c", script], input=ca,
+                          capture_output=True, check=False)
+    assert done.returncode == 0 and done.stdout.decode() in ("200", "403"), done
+    rules = subprocess.run(["iptables", "-w", "-S"], capture_output=True, text=True, check=True).stdout
+    chain = [line for line in rules.splitlines() if "LPSE-" + LAB_NAME.upper() in line]
+    assert any(line.endswith("-j REJECT --reject-with icmp-port-unreachable") for line in chain), chain
+
+
+def test_half_built_lab_gets_a_clear_message(lab, tmp_path):
+    env = {**os.environ, "LPSE_OPS_HOME": str(tmp_path), "LPSE_OPS_LAB_NAME": "lpse-half"}
+    subprocess.run(["docker", "run", "-d", "--name", "lpse-half-site1", "--label", "lpse-ops.lab=lpse-half",
+                    lab["image"], "sleep", "600"], check=True, capture_output=True)
+    try:
+        done = subprocess.run([CLI, "lab", "up", "--sites", "1", "--port-base", "2820"], env=env,
+                              capture_output=True, text=True, check=False)
+        assert done.returncode == 1, done.stderr
+        assert "half-built or stopped lab" in done.stderr and "lpse-ops lab down" in done.stderr
+        assert "Traceback" not in done.stderr
+        down = subprocess.run([CLI, "lab", "down"], env=env, capture_output=True, text=True, check=False)
+        assert down.returncode == 0 and "lpse-half-site1" in down.stderr, down.stderr
+    finally:
+        subprocess.run(["docker", "rm", "-f", "lpse-half-site1"], capture_output=True, check=False)
