@@ -23,7 +23,10 @@ def pytest_collection_modifyitems(items):
 
 @pytest.fixture(scope="session")
 def lab_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("lpse-ops-home")
+    # LPSE_OPS_REUSE_LAB=1 (development only) keeps one lab and its home across pytest runs.
+    reuse = os.environ.get("LPSE_OPS_REUSE_LAB")
+    home = Path("/tmp/lpse-ops-test-home") if reuse else tmp_path_factory.mktemp("lpse-ops-home")
+    home.mkdir(parents=True, exist_ok=True)
     os.environ["LPSE_OPS_HOME"] = str(home)
     os.environ["LPSE_OPS_LAB_NAME"] = LAB_NAME
     os.environ.pop("LPSE_OPS_INVENTORY", None)
@@ -36,10 +39,12 @@ def lab(lab_home):
     """A lab of SITES site hosts and the offsite host; yields its state."""
     from lpse_ops.lab import lab as lab_actions
 
-    lab_actions.down(LAB_NAME, purge=False)
+    reuse = os.environ.get("LPSE_OPS_REUSE_LAB")
+    if not reuse:
+        lab_actions.down(LAB_NAME, purge=False)
     state = lab_actions.up(lab_actions.plan(SITES, PORT_BASE, LAB_NAME), progress=lambda m: print(m, flush=True))
     yield state
-    if not os.environ.get("LPSE_OPS_KEEP_LAB"):
+    if not (os.environ.get("LPSE_OPS_KEEP_LAB") or reuse):
         lab_actions.down(LAB_NAME, purge=False)
 
 
@@ -49,10 +54,11 @@ def release(lab_home):
     from lpse_ops import bundle, reference
 
     keys = lab_home / "release-keys"
-    keys.mkdir()
-    bundle.keygen(keys / "release.key", keys / "release.pub", "lab release key")
+    keys.mkdir(exist_ok=True)
+    if not (keys / "release.key").exists():
+        bundle.keygen(keys / "release.key", keys / "release.pub", "lab release key")
     trusted = lab_home / "trusted-keys"
-    trusted.mkdir()
+    trusted.mkdir(exist_ok=True)
     (trusted / "release.pub").write_bytes((keys / "release.pub").read_bytes())
     out = lab_home / "bundles"
     bundles = {}
