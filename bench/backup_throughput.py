@@ -9,7 +9,8 @@ by side in one run, on the site itself:
   to the local repository (encrypted, compressed/deduplicated as the engines do);
 - restore: ``pgbackrest restore`` into a scratch data directory, ``restic restore`` into a scratch folder.
 
-Each measurement is preceded by a read of its source so that every step starts from a warm page cache.
+Every step starts from a warm page cache (its sources read first) with nothing left to write back; the
+copy and the restores alternate for several rounds and the medians are kept.
 Writes ``bench/results/backup_throughput.json``. Usage: ``.venv/bin/python bench/backup_throughput.py``
 (``--keep-lab`` leaves the lab up; ``--db-mb`` and ``--docs-mb`` size the data).
 """
@@ -20,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -80,48 +82,56 @@ def generate(db_mb: int, docs_mb: int) -> None:
       runuser -u postgres -- psql -d spse -qAtX -c CHECKPOINT""")
 
 
-def measure() -> dict:
+def measure(rounds: int) -> dict:
+    """Measure copy, backup and restore on the site; copy and restore alternate for *rounds* rounds
+    (medians), so both meet the same page-cache and writeback conditions."""
     pgdata = "/var/lib/postgresql/15/main"
     docs = "/var/lib/spse/documents"
     on_site("rm -rf /var/tmp/bench && mkdir -p /var/tmp/bench")
     # pg_wal is not part of a base backup (pgBackRest takes WAL from its archive), so neither the
     # size nor the plain copy counts it: both sides handle the same bytes.
     sizes = {"database_bytes": du_bytes(pgdata) - du_bytes(f"{pgdata}/pg_wal"), "documents_bytes": du_bytes(docs)}
-    warm = f"tar -cf - {pgdata} {docs} 2>/dev/null > /dev/null || true"
+    warm = (f"find {pgdata} {docs} /var/lib/pgbackrest /var/lib/lpse-backup/restic -type f "
+            "-exec cat {} + > /dev/null; sync")
     results: dict[str, float] = {}
-    on_site(warm)
-    results["copy_s"] = timed(f"mkdir /var/tmp/bench/copy-db\n"
-                              f"find {pgdata} -mindepth 1 -maxdepth 1 ! -name pg_wal -exec cp -a {{}} "
-                              f"/var/tmp/bench/copy-db/ \\;\n"
-                              f"cp -a {docs} /var/tmp/bench/copy-docs\nsync")
-    on_site("rm -rf /var/tmp/bench/copy-db /var/tmp/bench/copy-docs && sync")
     on_site(warm)
     results["backup_pgbackrest_s"] = timed("runuser -u postgres -- pgbackrest --stanza=spse --repo=1 "
                                            "--type=full --log-level-console=warn backup")
-    on_site(warm)
     results["backup_restic_s"] = timed(f"{RESTIC} backup --quiet --tag bench {docs}")
-    on_site("sync; find /var/lib/pgbackrest /var/lib/lpse-backup/restic -type f -exec cat {} + > /dev/null")
-    on_site("install -d -o postgres -g postgres -m 0700 /var/tmp/bench/restore-db")
-    results["restore_pgbackrest_s"] = timed("runuser -u postgres -- pgbackrest --stanza=spse --repo=1 "
-                                            "--pg1-path=/var/tmp/bench/restore-db --type=immediate "
-                                            "--target-action=promote --archive-mode=off --log-level-console=warn "
-                                            "restore\nsync")
-    results["restore_restic_s"] = timed(f"{RESTIC} restore latest --tag bench --target /var/tmp/bench/restore-docs "
-                                        "--quiet\nsync")
-    restored = {"restored_database_bytes": du_bytes("/var/tmp/bench/restore-db")
-                - du_bytes("/var/tmp/bench/restore-db/pg_wal"),
-                "restored_documents_bytes": du_bytes("/var/tmp/bench/restore-docs")}
-    # A restore that wrote less than it should have is a failed restore, not a fast one.
-    if restored["restored_database_bytes"] < 0.9 * sizes["database_bytes"] or \
-            restored["restored_documents_bytes"] < 0.99 * sizes["documents_bytes"]:
-        raise SystemExit(f"restore incomplete: {restored} against {sizes}")
+    on_site("sync")
+    samples: dict[str, list[float]] = {"copy_s": [], "restore_pgbackrest_s": [], "restore_restic_s": []}
+    restored: dict[str, int] = {}
+    for _ in range(rounds):
+        on_site(warm)
+        samples["copy_s"].append(timed(
+            f"mkdir /var/tmp/bench/copy-db\n"
+            f"find {pgdata} -mindepth 1 -maxdepth 1 ! -name pg_wal -exec cp -a {{}} /var/tmp/bench/copy-db/ \\;\n"
+            f"cp -a {docs} /var/tmp/bench/copy-docs\nsync"))
+        on_site("rm -rf /var/tmp/bench/copy-db /var/tmp/bench/copy-docs; sync")
+        on_site(warm)
+        on_site("install -d -o postgres -g postgres -m 0700 /var/tmp/bench/restore-db")
+        samples["restore_pgbackrest_s"].append(timed(
+            "runuser -u postgres -- pgbackrest --stanza=spse --repo=1 --pg1-path=/var/tmp/bench/restore-db "
+            "--type=immediate --target-action=promote --archive-mode=off --log-level-console=warn restore\nsync"))
+        samples["restore_restic_s"].append(timed(
+            f"{RESTIC} restore latest --tag bench --target /var/tmp/bench/restore-docs --quiet\nsync"))
+        restored = {"restored_database_bytes": du_bytes("/var/tmp/bench/restore-db")
+                    - du_bytes("/var/tmp/bench/restore-db/pg_wal"),
+                    "restored_documents_bytes": du_bytes("/var/tmp/bench/restore-docs")}
+        # A restore that wrote less than it should have is a failed restore, not a fast one.
+        if restored["restored_database_bytes"] < 0.9 * sizes["database_bytes"] or \
+                restored["restored_documents_bytes"] < 0.99 * sizes["documents_bytes"]:
+            raise SystemExit(f"restore incomplete: {restored} against {sizes}")
+        on_site("rm -rf /var/tmp/bench/restore-db /var/tmp/bench/restore-docs; sync")
     on_site("rm -rf /var/tmp/bench")
+    results.update({name: statistics.median(values) for name, values in samples.items()})
     total = sizes["database_bytes"] + sizes["documents_bytes"]
     backup_s = results["backup_pgbackrest_s"] + results["backup_restic_s"]
     restore_s = results["restore_pgbackrest_s"] + results["restore_restic_s"]
     mb = total / 1e6
     return {
-        **sizes, "total_bytes": total, **restored,
+        **sizes, "total_bytes": total, **restored, "rounds": rounds,
+        "samples_s": {name: [round(v, 2) for v in values] for name, values in samples.items()},
         **{key: round(value, 2) for key, value in results.items()},
         "copy_mb_s": round(mb / results["copy_s"], 1),
         "backup_mb_s": round(mb / backup_s, 1), "restore_mb_s": round(mb / restore_s, 1),
@@ -136,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db-mb", type=int, default=720)
     parser.add_argument("--docs-mb", type=int, default=450)
+    parser.add_argument("--rounds", type=int, default=3, help="Alternating copy/restore rounds (medians).")
     parser.add_argument("--keep-lab", action="store_true")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "backup_throughput.json")
     args = parser.parse_args()
@@ -146,7 +157,7 @@ def main() -> None:
     try:
         prepare(env, home)
         generate(args.db_mb, args.docs_mb)
-        figures = measure()
+        figures = measure(args.rounds)
     finally:
         if not args.keep_lab:
             subprocess.run([CLI, "lab", "down"], env=env, capture_output=True, check=False)
