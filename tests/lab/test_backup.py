@@ -119,6 +119,29 @@ def test_backup_verify_restores_and_checks_everything(backed_up, repo):
     assert latest["ok"] and latest["repo"] == repo and latest["recovery_point"]
 
 
+def test_backup_status_reports_the_ages_of_backups_wal_and_verified_restore(backed_up):
+    code, report, output = backup_cli("status")
+    assert code in (0, 5), output
+    (site,) = report["sites"]
+    ages = site["ages"]
+    assert ages["backup_local_s"] < 3600 and ages["backup_offsite_s"] < 3600, ages
+    assert ages["files_local_s"] < 3600 and ages["files_offsite_s"] < 3600, ages
+    assert ages["wal_archived_s"] is not None and ages["verified_s"] < 3600, ages
+    assert not any("verif" in warning for warning in site["warnings"]), site["warnings"]
+    code, report, output = backup_cli("status", "--max-backup-age", "0.0001")
+    assert code == 5 and any("local database backup is" in w for w in report["sites"][0]["warnings"]), output
+
+
+def test_backup_schedule_sets_the_timers_and_setup_keeps_them(backed_up):
+    code, _, output = backup_cli("schedule", "--verify", "Fri *-*-* 05:00:00")
+    assert code == 0, output
+    code, _, output = backup_cli("setup")
+    assert code == 0, output
+    calendar = on_site("systemctl show lpse-backup-verify.timer -p TimersCalendar --value")
+    assert "Fri *-*-* 05:00:00" in calendar, calendar
+    assert "active" in on_site("systemctl is-active lpse-backup-verify.timer")
+
+
 def test_corrupted_file_in_local_repo_is_named_by_verify(backed_up):
     label = backed_up["run"]["outputs"][SITE]["pgbackrest"]["1"]["label"]
     target = on_site(f"find /var/lib/pgbackrest/backup/spse/{label}/pg_data/base -type f -size +1k | sort | head -1")
