@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import click
@@ -43,12 +44,19 @@ def require_inventory(inventory_path: Path | None) -> Path:
     return inventory_path
 
 
-def run_operation(ctx: OperationContext) -> OperationResult:
-    """Run *ctx*; a refusal (bad input, nothing touched) becomes a one-line error with exit code 1."""
+@contextmanager
+def refusal_as_error() -> Iterator[None]:
+    """Turn a refusal (bad input, nothing touched) inside the block into a one-line error, exit code 1."""
     try:
-        return run(ctx)
+        yield
     except OperationRefused as error:
         raise terminal.fail(str(error)) from error
+
+
+def run_operation(ctx: OperationContext) -> OperationResult:
+    """Run *ctx*; a refusal becomes a one-line error with exit code 1."""
+    with refusal_as_error():
+        return run(ctx)
 
 
 def render(result: OperationResult, title: str, details: dict[str, str] | None = None) -> None:

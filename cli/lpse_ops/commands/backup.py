@@ -11,7 +11,14 @@ from rich.table import Table
 from lpse_ops import config, inventory, terminal
 from lpse_ops.actions import backup as actions
 from lpse_ops.actions import operation
-from lpse_ops.commands._options import inventory_option, json_option, limit_option, render, require_inventory
+from lpse_ops.commands._options import (
+    inventory_option,
+    json_option,
+    limit_option,
+    refusal_as_error,
+    render,
+    require_inventory,
+)
 
 
 def _ctx(inventory_path: Path | None, limit: str | None, as_json: bool, **extravars) -> actions.BackupContext:
@@ -47,10 +54,8 @@ def backup() -> None:
 @json_option
 def setup_command(inventory_path: Path | None, limit: str | None, as_json: bool) -> None:
     """Configure pgBackRest, restic, WAL archiving and the backup timers on the sites."""
-    try:
+    with refusal_as_error():
         result = actions.setup(_ctx(inventory_path, limit, as_json))
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
     _finish(result, {}, as_json, "backup setup", {})
 
 
@@ -74,10 +79,8 @@ def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: 
                                                ("incr", incr), ("restic", restic)) if value}
     if not chosen:
         raise terminal.fail("nothing to schedule: give at least one of --verify, --full, --diff, --incr, --files")
-    try:
+    with refusal_as_error():
         result = actions.setup(_ctx(inventory_path, limit, as_json), schedule=chosen)
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
     _finish(result, {}, as_json, "backup schedule", {h: ", ".join(f"{k}: {v}" for k, v in chosen.items())
                                                       for h in result.tracker.hosts})
 
@@ -90,11 +93,9 @@ def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: 
 @json_option
 def run_command(inventory_path: Path | None, limit: str | None, backup_type: str, as_json: bool) -> None:
     """Back up database, documents and configuration to the local and the offsite repository now."""
-    try:
+    with refusal_as_error():
         result, outputs = actions.execute(_ctx(inventory_path, limit, as_json), "run", ["--type", backup_type],
                                           record={"type": backup_type})
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
     details = {h: o.get("error") or "pgBackRest " + ", ".join(
         f"repo{repo} {entry.get('label')}" for repo, entry in sorted((o.get("pgbackrest") or {}).items()))
         for h, o in outputs.items()}
@@ -107,10 +108,8 @@ def run_command(inventory_path: Path | None, limit: str | None, backup_type: str
 @json_option
 def list_command(inventory_path: Path | None, limit: str | None, as_json: bool) -> None:
     """List backup sets (pgbackrest info) and snapshots (restic snapshots) in every repository."""
-    try:
+    with refusal_as_error():
         result, outputs = actions.execute(_ctx(inventory_path, limit, as_json), "list", [])
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
     rows = actions.catalogue(outputs)
     if as_json:
         terminal.emit_json({"run_id": result.run_id, "backups": rows, "errors": {
@@ -147,10 +146,8 @@ def verify_command(inventory_path: Path | None, limit: str | None, repo: str, ba
         args += ["--set", backup_set]
     elif pick_random:
         args += ["--random"]
-    try:
+    with refusal_as_error():
         result, outputs = actions.execute(_ctx(inventory_path, limit, as_json), "verify", args)
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
     actions.record_verifications(outputs, result.run_id, None)
     details = {}
     for host, output in outputs.items():
@@ -177,7 +174,7 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     """Point-in-time recovery of one site's database and documents (the current data is moved aside, not lost)."""
     target = _parse_time(target_time)
     ctx = _ctx(inventory_path, limit, as_json)
-    try:
+    with refusal_as_error():
         hosts = operation.target_hosts(ctx.inventory, "sites", limit)
         if len(hosts) != 1:
             raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
@@ -196,8 +193,6 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
                           "database and documents are moved aside, not deleted", abort=True, err=True)
         result, outputs = actions.execute(ctx, "restore", args, record={"target_time": target.isoformat(),
                                                                           "source": source, "view": view})
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
     details = {h: o.get("error") or f"recovered to {(o.get('recovery_point') or {}).get('target_time', target_time)}"
                for h, o in outputs.items()}
     _finish(result, outputs, as_json, "backup restore", details)
@@ -217,10 +212,8 @@ def status_command(inventory_path: Path | None, limit: str | None, max_backup_ag
 
     limits = actions.Thresholds(timedelta(hours=max_backup_age), timedelta(minutes=max_wal_age),
                                 timedelta(days=max_verify_age))
-    try:
+    with refusal_as_error():
         result, outputs = actions.execute(_ctx(inventory_path, limit, True), "status", [])
-    except operation.OperationRefused as error:
-        raise terminal.fail(str(error)) from error
     store = StateStore.open(config.state_url())
     verdicts = [actions.assess(host, output, next(iter(store.list_verifications(host, limit=1)), None), limits)
                 for host, output in sorted(outputs.items())]
