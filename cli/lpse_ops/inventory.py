@@ -25,7 +25,8 @@ REQUIRED_FOR = {
     "install": (("postgresql_spse_password",),),
     "preflight": (),
     "backup": (("backup_cipher_pass",), ("backup_restic_password",), ("backup_s3_access_key",),
-               ("backup_s3_secret_key",), ("backup_s3_endpoint",), ("backup_s3_bucket",), ("backup_s3_ca_cert",)),
+               ("backup_s3_secret_key",), ("backup_s3_endpoint",), ("backup_s3_bucket",), ("backup_s3_ca_cert",),
+               ("backup_s3_lock_days",)),
     "validate": (),
 }
 

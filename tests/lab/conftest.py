@@ -8,11 +8,12 @@ Debian 12 systemd containers reached over SSH.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
 
-from tests.lab.labkit import LAB_NAME, PORT_BASE, SITES, run_cli
+from tests.lab.labkit import LAB_NAME, PORT_BASE, SITES, backup_cli, run_cli, sql, upload_documents
 
 
 def pytest_collection_modifyitems(items):
@@ -75,3 +76,16 @@ def installed(lab, release):
                                    str(release["trusted"]), "--json")
     assert code == 0, output
     return report
+
+
+@pytest.fixture(scope="session")
+def backed_up(installed):
+    """The backup role on site1, thousands of tenders and hundreds of documents, and a full backup."""
+    code, report, output = backup_cli("setup")
+    assert code == 0, output
+    sql("INSERT INTO tenders (code, title, agency, hps_amount) SELECT 'GEN-' || g, 'Pengadaan barang ' || g, "
+        "'Satuan kerja ' || (g % 41), g * 1000.50 FROM generate_series(1, 3000) g ON CONFLICT (code) DO NOTHING")
+    documents = upload_documents(f"BASE{int(time.time())}", 200)
+    code, report, output = backup_cli("run", "--type", "full")
+    assert code == 0, output
+    return {"documents": documents, "run": report}

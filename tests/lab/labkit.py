@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 LAB_NAME = "lpse-test"
+SITE = "site1"  # the site the backup tests work on
 PORT_BASE = 2420
 SITES = 2
 CLI = str(Path(sys.executable).with_name("lpse-ops"))
@@ -63,3 +64,49 @@ def ssh_logins(host_name: str) -> int:
     done = subprocess.run(["docker", "exec", container_of(host_name), "journalctl", "-u", "ssh", "--no-pager",
                            "-o", "cat"], capture_output=True, text=True, check=True)
     return done.stdout.count("Accepted publickey")
+
+
+def on_site(script: str, check: bool = True, site: str = SITE, timeout: float = 900) -> str:
+    """Run a shell script as root on a site (by hand, as an operator would) and return stdout."""
+    done = subprocess.run(["docker", "exec", container_of(site), "bash", "-c", script],
+                          capture_output=True, text=True, timeout=timeout, check=False)
+    if check:
+        assert done.returncode == 0, done.stderr + done.stdout
+    return done.stdout
+
+
+def sql(query: str, site: str = SITE) -> str:
+    """Run one SQL statement in the site's SPSE database as postgres; return its unaligned output."""
+    return on_site(f"runuser -u postgres -- psql -d spse -AtX -c {json.dumps(query)}", site=site).strip()
+
+
+def upload_documents(prefix: str, count: int, site: str = SITE) -> dict[str, str]:
+    """Create *count* tenders with one document each through nginx on the site; return name -> sha256."""
+    script = f"""
+set -e
+for i in $(seq 1 {count}); do
+  tender=$(curl -sk -X POST https://127.0.0.1/tenders -H 'Content-Type: application/json' \\
+    -d "{{\\"code\\":\\"{prefix}-$i\\",\\"title\\":\\"Dokumen {prefix} $i\\",\\"agency\\":\\"Dinas $i\\"}}" \\
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  head -c $((2048 + i * 37)) /dev/urandom > /tmp/doc-$i
+  curl -sk -X POST "https://127.0.0.1/tenders/$tender/documents?name={prefix}-$i.pdf" \\
+    --data-binary @/tmp/doc-$i -o /dev/null -w '%{{http_code}}\\n' | grep -q 201
+  echo "{prefix}-$i.pdf $(sha256sum /tmp/doc-$i | cut -d' ' -f1)"
+  rm -f /tmp/doc-$i
+done
+"""
+    return dict(line.split() for line in on_site(script, site=site).splitlines() if line.strip())
+
+
+def backup_cli(*args: str, timeout: float = 1800, site: str = SITE):
+    """Run ``lpse-ops backup ARGS --limit SITE --json``; return (exit code, JSON, output)."""
+    return run_cli("backup", *args, "--limit", site, "--json", timeout=timeout)
+
+
+def documents_not_matching(site: str = SITE) -> list[str]:
+    """Return every document the site's database references whose file is missing or has another sha256."""
+    out = on_site("cd /var/lib/spse/documents && runuser -u postgres -- psql -d spse -AtX -c "
+                  "\"SELECT sha256 || ' ' || stored_path FROM documents\" | while read sum path; do "
+                  "[ \"$(sha256sum \"$path\" 2>/dev/null | cut -c1-64)\" = \"$sum\" ] || echo \"$path\"; done",
+                  site=site)
+    return [line for line in out.splitlines() if line.strip()]

@@ -5,63 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.lab.labkit import container_of, run_cli
-
-SITE = "site1"
-
-
-def on_site(script: str, check: bool = True) -> str:
-    """Run a shell script as root on the site (by hand, as an operator would) and return stdout."""
-    done = subprocess.run(["docker", "exec", container_of(SITE), "bash", "-c", script],
-                          capture_output=True, text=True, timeout=900, check=False)
-    if check:
-        assert done.returncode == 0, done.stderr + done.stdout
-    return done.stdout
-
-
-def sql(query: str) -> str:
-    return on_site(f"runuser -u postgres -- psql -d spse -AtX -c {json.dumps(query)}").strip()
-
-
-def upload_documents(prefix: str, count: int) -> dict[str, str]:
-    """Upload *count* documents through nginx on the site; return name -> sha256."""
-    script = f"""
-set -e
-for i in $(seq 1 {count}); do
-  tender=$(curl -sk -X POST https://127.0.0.1/tenders -H 'Content-Type: application/json' \\
-    -d "{{\\"code\\":\\"{prefix}-$i\\",\\"title\\":\\"Dokumen {prefix} $i\\",\\"agency\\":\\"Dinas $i\\"}}" \\
-    | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  head -c $((2048 + i * 37)) /dev/urandom > /tmp/doc-$i
-  curl -sk -X POST "https://127.0.0.1/tenders/$tender/documents?name={prefix}-$i.pdf" \\
-    --data-binary @/tmp/doc-$i -o /dev/null -w '%{{http_code}}\\n' | grep -q 201
-  echo "{prefix}-$i.pdf $(sha256sum /tmp/doc-$i | cut -d' ' -f1)"
-  rm -f /tmp/doc-$i
-done
-"""
-    return dict(line.split() for line in on_site(script).splitlines() if line.strip())
-
-
-def backup_cli(*args: str, timeout: float = 1800):
-    return run_cli("backup", *args, "--limit", SITE, "--json", timeout=timeout)
-
-
-@pytest.fixture(scope="module")
-def backed_up(installed):
-    """The backup role on site1, thousands of tenders and hundreds of documents, and a full backup."""
-    code, report, output = backup_cli("setup")
-    assert code == 0, output
-    sql("INSERT INTO tenders (code, title, agency, hps_amount) SELECT 'GEN-' || g, 'Pengadaan barang ' || g, "
-        "'Satuan kerja ' || (g % 41), g * 1000.50 FROM generate_series(1, 3000) g ON CONFLICT (code) DO NOTHING")
-    documents = upload_documents(f"BASE{int(time.time())}", 200)
-    code, report, output = backup_cli("run", "--type", "full")
-    assert code == 0, output
-    return {"documents": documents, "run": report}
+from tests.lab.labkit import SITE, backup_cli, documents_not_matching, on_site, run_cli, sql, upload_documents
 
 
 def test_backup_setup_second_run_changes_nothing(backed_up):
@@ -132,14 +81,37 @@ def test_backup_status_reports_the_ages_of_backups_wal_and_verified_restore(back
     assert code == 5 and any("local database backup is" in w for w in report["sites"][0]["warnings"]), output
 
 
-def test_backup_schedule_sets_the_timers_and_setup_keeps_them(backed_up):
+def timer_calendar(name: str, site: str = SITE) -> str:
+    return on_site(f"systemctl show lpse-backup-{name}.timer -p TimersCalendar --value", site=site)
+
+
+def test_backup_schedule_with_limit_reaches_that_site_only_and_setup_keeps_it(backed_up):
+    other = "site2"
+    code, _, output = run_cli("backup", "setup", "--limit", other, "--json")
+    assert code == 0, output
     code, _, output = backup_cli("schedule", "--verify", "Fri *-*-* 05:00:00")
     assert code == 0, output
-    code, _, output = backup_cli("setup")
+    # A setup of every site afterwards keeps site1's own schedule and gives site2 none of it.
+    code, _, output = run_cli("backup", "setup", "--json")
     assert code == 0, output
-    calendar = on_site("systemctl show lpse-backup-verify.timer -p TimersCalendar --value")
-    assert "Fri *-*-* 05:00:00" in calendar, calendar
+    assert "Fri *-*-* 05:00:00" in timer_calendar("verify"), timer_calendar("verify")
     assert "active" in on_site("systemctl is-active lpse-backup-verify.timer")
+    assert "Sat *-*-* 04:00:00" in timer_calendar("verify", other), timer_calendar("verify", other)
+    assert "Fri" not in on_site("cat /etc/lpse-backup/schedule.json 2>/dev/null || true", site=other)
+
+
+def test_backup_schedule_refuses_a_bad_calendar_before_any_change(backed_up):
+    before = on_site("stat -c %Y /etc/lpse-backup/lpse-backup.json /etc/systemd/system/lpse-backup-full.timer")
+    code, report, output = backup_cli("schedule", "--full", "every other tuesday")
+    assert code == 3, output
+    assert "not a systemd OnCalendar expression" in output, output
+    assert on_site("stat -c %Y /etc/lpse-backup/lpse-backup.json /etc/systemd/system/lpse-backup-full.timer") == before
+
+
+def test_documents_timer_runs_every_five_minutes_with_a_stable_offset(backed_up):
+    assert "*-*-* *:00/5:00" in timer_calendar("files"), timer_calendar("files")
+    unit = on_site("systemctl cat lpse-backup-files.timer")
+    assert "FixedRandomDelay=true" in unit and "RandomizedDelaySec=60s" in unit, unit
 
 
 def test_corrupted_file_in_local_repo_is_named_by_verify(backed_up):
@@ -174,10 +146,7 @@ def test_restore_to_a_point_between_two_batches_gets_exactly_the_first(backed_up
     assert sql(f"SELECT count(*) FROM tenders WHERE code LIKE 'A{batch}-%'") == "20"
     assert sql(f"SELECT count(*) FROM tenders WHERE code LIKE 'B{batch}-%'") == "0"
     assert sql("SELECT count(*) FROM tenders WHERE code LIKE 'GEN-%'") == "3000"
-    missing = on_site("cd /var/lib/spse/documents && runuser -u postgres -- psql -d spse -AtX -c "
-                      "\"SELECT sha256 || ' ' || stored_path FROM documents\" | while read sum path; do "
-                      "[ \"$(sha256sum \"$path\" 2>/dev/null | cut -c1-64)\" = \"$sum\" ] || echo \"$path\"; done")
-    assert missing.strip() == "", f"documents missing or different after restore: {missing[:500]}"
+    assert documents_not_matching() == [], "documents missing or different after restore"
 
 
 def backup_count() -> int:

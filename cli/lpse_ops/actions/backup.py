@@ -64,31 +64,20 @@ def execute(ctx: BackupContext, action: str, args: list[str], operation_name: st
     return result, host_outputs(result)
 
 
-SCHEDULES = ("full", "diff", "incr", "restic", "verify")
-
-
-def saved_schedule(state_url: str | None = None) -> dict[str, str]:
-    """Return the timer schedules set by earlier ``backup schedule`` runs (newest wins), as role variables."""
-    from lpse_ops.state import StateStore
-
-    store = StateStore.open(state_url or config.state_url())
-    merged: dict[str, str] = {}
-    for run in reversed(store.list_runs(limit=1000, operation="backup.schedule")):
-        if run.get("result") == "ok":
-            merged.update((run.get("args") or {}).get("schedule") or {})
-    return merged
+SCHEDULES = ("full", "diff", "incr", "files", "verify")
 
 
 def setup(ctx: BackupContext, schedule: dict[str, str] | None = None) -> operation.OperationResult:
     """Configure pgBackRest, restic, WAL archiving and the timers on the sites (the backup role).
 
-    Schedules chosen with ``backup schedule`` are kept: every setup applies them again.
+    *schedule* ({name: OnCalendar}, from ``backup schedule``) is saved on each targeted site
+    (``/etc/lpse-backup/schedule.json``), so it lives with the site: a later setup of any site keeps
+    every site's own schedule, and a schedule set with ``--limit`` reaches only those sites.
     """
-    timers = {**saved_schedule(ctx.state_url), **(schedule or {})}
     op = operation.OperationContext(
         operation="backup.schedule" if schedule else "backup.setup", playbook="backup.yml",
         inventory=ctx.inventory, limit=ctx.limit, show_progress=ctx.show_progress, state_url=ctx.state_url,
-        extravars={**ctx.extravars, **{f"backup_schedule_{name}": value for name, value in timers.items()}},
+        extravars={**ctx.extravars, **({"backup_schedule_set": schedule} if schedule else {})},
         validate_for="backup", record_args={"schedule": schedule or {}})
     return operation.run(op)
 

@@ -66,17 +66,19 @@ def setup_command(inventory_path: Path | None, limit: str | None, as_json: bool)
 @click.option("--full", default=None, help="When to take full database backups (OnCalendar).")
 @click.option("--diff", default=None, help="When to take differential database backups (OnCalendar).")
 @click.option("--incr", default=None, help="When to take incremental database backups (OnCalendar).")
-@click.option("--files", "restic", default=None, help="When to snapshot documents and configuration (OnCalendar).")
+@click.option("--files", default=None,
+              help="When to snapshot documents and configuration (OnCalendar; its interval is the documents' RPO).")
 @json_option
 def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: str | None, full: str | None,
-                     diff: str | None, incr: str | None, restic: str | None, as_json: bool) -> None:
+                     diff: str | None, incr: str | None, files: str | None, as_json: bool) -> None:
     """Set when backups and restore verifications run (systemd timers on each site).
 
-    Example: lpse-ops backup schedule --verify "Sat *-*-* 04:00:00". The schedule is recorded in the
-    state store and kept by later `backup setup` runs.
+    Example: lpse-ops backup schedule --limit site1 --verify "Sat *-*-* 04:00:00". The schedule is
+    saved on each site it reaches (/etc/lpse-backup/schedule.json), kept by later `backup setup`
+    runs, and never reaches a site outside --limit. Every calendar is checked by systemd first.
     """
     chosen = {name: value for name, value in (("verify", verify_at), ("full", full), ("diff", diff),
-                                               ("incr", incr), ("restic", restic)) if value}
+                                               ("incr", incr), ("files", files)) if value}
     if not chosen:
         raise terminal.fail("nothing to schedule: give at least one of --verify, --full, --diff, --incr, --files")
     with refusal_as_error():

@@ -21,7 +21,8 @@ def lab() -> None:
 @click.option("--sites", default=3, show_default=True, help="Number of site hosts.")
 @click.option("--port-base", default=2220, show_default=True,
               help="Offsite SSH on BASE, site i SSH on BASE+i, S3 on BASE+100, site i HTTPS on BASE+100+i.")
-@click.option("--lock-days", default=14, show_default=True, help="Object Lock retention (COMPLIANCE) in days.")
+@click.option("--lock-days", default=190, show_default=True,
+              help="Object Lock retention (COMPLIANCE) in days: at least the longest offsite retention.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab state as JSON.")
 def up_command(sites: int, port_base: int, lock_days: int, as_json: bool) -> None:
     """Build (or reuse) the base image and start the lab; write its inventory and SSH key."""

@@ -32,6 +32,10 @@ from lpse_ops.lab import image, tls
 LABEL = "lpse-ops.lab"
 ADMIN_USER = "lpse-admin"
 BUCKET = "lpse-backups"
+VIEWS_BUCKET = "lpse-restore-views"
+# The fleet's servers run in Indonesian time: site i of the lab gets ZONES[(i - 1) % 3], so a lab of
+# three sites has one of each (WIB, WITA, WIT) and every lab test runs away from UTC.
+ZONES = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura")
 S3_CONTAINER_PORT = 8333
 Progress = Callable[[str], None]
 
@@ -51,6 +55,7 @@ class HostSpec:
     s3_port: int | None = None
     site_code: str | None = None
     tmpfs: dict[str, str] = field(default_factory=dict)  # mount point -> size, e.g. {"/var/lib/spse": "16m"}
+    timezone: str = "Asia/Jakarta"
 
 
 @dataclass
@@ -100,7 +105,8 @@ def plan(sites: int = 3, port_base: int = 2220, name: str | None = None) -> LabP
         raise LabError(f"--port-base must be between 1024 and 64800 (got {port_base})")
     hosts = [HostSpec("offsite", "offsite", port_base, s3_port=port_base + 100)]
     hosts += [
-        HostSpec(f"site{i}", "site", port_base + i, https_port=port_base + 100 + i, site_code=f"lab{i:02d}")
+        HostSpec(f"site{i}", "site", port_base + i, https_port=port_base + 100 + i, site_code=f"lab{i:02d}",
+                 timezone=ZONES[(i - 1) % len(ZONES)])
         for i in range(1, sites + 1)
     ]
     return LabPlan(name or lab_name(), port_base, hosts)
@@ -246,7 +252,11 @@ def start_host(lab: LabPlan, host: HostSpec, tag: str) -> None:
 
 
 def provision_access(lab: LabPlan, host: HostSpec, public_key: str) -> None:
-    """Create the admin user with the lab's SSH key and wait until sshd runs."""
+    """Set the host's time zone, create the admin user with the lab's SSH key and wait until sshd runs.
+
+    The zone is set before anything is installed, as on an LPSE's own server: Debian's initdb then
+    writes the same ``timezone`` into PostgreSQL's configuration, and the JVM takes it too.
+    """
     container = lab.container(host)
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -254,6 +264,9 @@ def provision_access(lab: LabPlan, host: HostSpec, public_key: str) -> None:
         if state in ("running", "degraded"):
             break
         time.sleep(1)
+    zone = f"/usr/share/zoneinfo/{host.timezone}"
+    docker.exec_in(container, "sh", "-c", f"test -f {zone} && ln -sf {zone} /etc/localtime && "
+                   f"echo {host.timezone} > /etc/timezone")
     docker.exec_in(container, "sh", "-c",
                    f"id {ADMIN_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {ADMIN_USER}")
     docker.write_file(container, f"/home/{ADMIN_USER}/.ssh/authorized_keys", public_key.encode(),
@@ -390,7 +403,8 @@ def write_inventory(lab: LabPlan, offsite: dict) -> Path:
     inventory = inventory_path()
     (inventory.parent / "group_vars" / "sites").mkdir(parents=True, exist_ok=True)
     sites = {h.name: {"ansible_port": h.ssh_port, "site_code": h.site_code,
-                      "site_name": f"LPSE Lab {h.site_code[-2:]}", "lab_https_port": h.https_port}
+                      "site_name": f"LPSE Lab {h.site_code[-2:]}", "site_timezone": h.timezone,
+                      "lab_https_port": h.https_port}
              for h in lab.hosts if h.role == "site"}
     offsite_hosts = {h.name: {"ansible_port": h.ssh_port, "lab_s3_port": h.s3_port}
                      for h in lab.hosts if h.role == "offsite"}
@@ -410,6 +424,7 @@ def write_inventory(lab: LabPlan, offsite: dict) -> Path:
         "vault_backup_restic_password": secrets.token_urlsafe(32),
         "backup_s3_endpoint": offsite["endpoint_hosts"], "backup_s3_bucket": offsite["bucket"],
         "backup_s3_region": offsite["region"], "backup_s3_ca_cert": offsite["ca_cert"],
+        "backup_s3_lock_days": offsite["lock_days"],
     }, sort_keys=False))
     secrets_file.chmod(0o600)
     (inventory.parent / "group_vars" / "sites" / "vars.yml").write_text(LAB_SITE_VARS)
@@ -428,7 +443,7 @@ def write_inventory(lab: LabPlan, offsite: dict) -> Path:
 
 # --- the three commands ----------------------------------------------------------------------------
 
-def up(lab: LabPlan, progress: Progress, lock_days: int = 14) -> dict:
+def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
     """Bring the lab up (idempotent when it is already up); return its state."""
     directory = lab_dir()
     progress(docker.ensure_engine(directory / "dockerd.log"))
