@@ -10,7 +10,7 @@ from pathlib import Path
 LAB_NAME = "lpse-test"
 SITE = "site1"  # the site the backup tests work on
 PORT_BASE = 2420
-SITES = 2
+SITES = 3  # one site in each Indonesian zone (lab.ZONES)
 CLI = str(Path(sys.executable).with_name("lpse-ops"))
 
 

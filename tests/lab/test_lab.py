@@ -6,7 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from tests.lab.labkit import CLI, LAB_NAME, container_of, run_cli
+from lpse_ops.lab.lab import ZONES
+from tests.lab.labkit import CLI, LAB_NAME, SITES, container_of, on_site, run_cli, sql
 
 
 def test_lab_status_reports_every_host_up(lab):
@@ -49,3 +50,11 @@ def test_half_built_lab_gets_a_clear_message(lab, tmp_path):
         assert down.returncode == 0 and "lpse-half-site1" in down.stderr, down.stderr
     finally:
         subprocess.run(["docker", "rm", "-f", "lpse-half-site1"], capture_output=True, check=False)
+
+
+def test_sites_run_in_indonesian_zones_in_the_os_and_postgresql(installed):
+    for index in range(1, SITES + 1):
+        site, zone = f"site{index}", ZONES[(index - 1) % len(ZONES)]
+        assert on_site("cat /etc/timezone", site=site).strip() == zone
+        assert on_site("date +%z", site=site).strip() in ("+0700", "+0800", "+0900")
+        assert sql("SHOW timezone", site=site) == zone, site
