@@ -12,10 +12,17 @@ command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
+[ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)  # tests/integration run their own server
 if [ "${#need[@]}" -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # Debian's postgresql package creates a "main" cluster on 5432 and starts it where it can: the tests
+  # start their own, so a cluster this install made is left stopped and not started at boot.
+  if [[ " ${need[*]} " == *" postgresql "* ]] && [ -f /etc/postgresql/15/main/start.conf ]; then
+    pg_ctlcluster 15 main stop 2>/dev/null || true
+    echo manual >/etc/postgresql/15/main/start.conf
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then
