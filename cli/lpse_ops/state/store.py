@@ -196,6 +196,11 @@ class StateStore:
         cfg = alembic_config()
         with _MIGRATE_LOCK, self.engine.connect() as connection:
             connection = connection.execution_options(**{_WRITE: True})
+            if connection.dialect.name == "postgresql":
+                # Two processes opening an empty store at once would both CREATE TABLE (one fails on
+                # a duplicate catalog key): the writers' lock serialises migrations too; Alembic runs
+                # inside this transaction, so the second one finds the schema at head.
+                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": AUDIT_LOCK_KEY})
             cfg.attributes["connection"] = connection
             command.upgrade(cfg, "head")
             connection.commit()
