@@ -28,3 +28,17 @@ def test_no_secret_in_artifacts_state_or_audit_log(installed):
     leaks = [(name, str(place)) for place in places for name, value in secrets.items()
              if value.encode() in place.read_bytes()]
     assert not leaks, leaks
+
+
+def test_no_secret_in_the_sites_journals_pgbackrest_logs_or_verification_records(backed_up):
+    """Clause 6.1.3 on the site itself: after backups, verifies and restores have run."""
+    from tests.lab.labkit import on_site
+
+    secrets = lab_secrets(Path(os.environ["LPSE_OPS_HOME"]))
+    dump = on_site("journalctl --no-pager -o cat; cat /var/log/pgbackrest/* 2>/dev/null; "
+                   "cat /var/lib/lpse-backup/verify/*.json /var/lib/lpse-backup/manifests/*.json 2>/dev/null; "
+                   "cat /var/log/postgresql/* 2>/dev/null")
+    assert len(dump) > 10_000, "too little was read to prove anything"
+    assert "pgbackrest" in dump and "verify" in dump
+    leaks = [name for name, value in secrets.items() if value in dump]
+    assert not leaks, leaks
