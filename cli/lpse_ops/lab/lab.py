@@ -26,7 +26,7 @@ from urllib.parse import urlparse
 import yaml
 
 from lpse_ops import config
-from lpse_ops.backends import docker
+from lpse_ops.backends import docker, s3
 from lpse_ops.lab import image, tls
 
 LABEL = "lpse-ops.lab"
@@ -351,13 +351,7 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
 
 def s3_client(endpoint: str, ca_cert: str, creds: dict):
     """Return a boto3 S3 client for the lab's SeaweedFS (path-style addressing)."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", verify=ca_cert,
-                        aws_access_key_id=creds["access_key"], aws_secret_access_key=creds["secret_key"],
-                        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2},
-                                      connect_timeout=5, read_timeout=30))
+    return s3.client(endpoint, ca_cert, creds["access_key"], creds["secret_key"])
 
 
 def _create_locked_bucket(endpoint: str, ca_cert: str, admin: dict, lock_days: int) -> None:

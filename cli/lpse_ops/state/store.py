@@ -2,7 +2,7 @@
 
 ``StateStore.open()`` migrates the database to the newest Alembic revision every time (cheap
 when already there), so an upgraded lpse-ops brings its schema along. The default is an SQLite
-file in the lpse-ops home; a shared PostgreSQL store needs ``pip install 'psycopg[binary]'`` and
+file in the lpse-ops home; a shared PostgreSQL store (psycopg 3 ships with lpse-ops) needs
 a URL such as ``postgresql+psycopg://lpse_ops@db.example/lpse_ops`` (``postgresql://`` is read as
 psycopg 3 too).
 
@@ -88,7 +88,8 @@ def engine_for(url: str | URL) -> Engine:
             engine = create_engine(parsed, **options)
             _sqlite_transactions(engine)
         else:
-            engine = create_engine(parsed, pool_pre_ping=True)
+            # A server that silently drops packets must not hang an operator's command.
+            engine = create_engine(parsed, pool_pre_ping=True, connect_args={"connect_timeout": 10})
     except (ImportError, NoSuchModuleError) as error:
         hint = PSYCOPG_HINT if parsed.get_backend_name() == "postgresql" else str(error)
         raise StateError(f"cannot load the database driver for {parsed.drivername}: {hint}") from error
