@@ -10,7 +10,7 @@ from rich.table import Table
 
 from lpse_ops import config, inventory, terminal
 from lpse_ops.actions import backup as actions
-from lpse_ops.actions import operation
+from lpse_ops.actions import offsite, operation
 from lpse_ops.commands._options import (
     inventory_option,
     json_option,
@@ -169,12 +169,20 @@ def verify_command(inventory_path: Path | None, limit: str | None, repo: str, ba
 @click.option("--from", "source", type=click.Choice(["local", "offsite"]), default="local", show_default=True)
 @click.option("--offsite-as-of", default=None,
               help="Use the offsite repository as it stood at this time (survives later deletes/overwrites).")
-@click.option("--yes", is_flag=True, envvar="LPSE_OPS_YES", help="Do not ask for confirmation.")
+@click.option("--yes", is_flag=True, envvar="LPSE_OPS_YES", help="Do not ask for confirmation (env LPSE_OPS_YES).")
 @json_option
 def restore_command(inventory_path: Path | None, limit: str, target_time: str, source: str,
                     offsite_as_of: str | None, yes: bool, as_json: bool) -> None:
-    """Point-in-time recovery of one site's database and documents (the current data is moved aside, not lost)."""
+    """Point-in-time recovery of one site's database and documents (the current data is moved aside, not lost).
+
+    Plan, show, confirm, then act: with --offsite-as-of, the offsite repositories as they stood then
+    are read first (nothing written), shown, and copied into the unlocked views bucket only after yes;
+    the copy is removed when the restore ends, whatever its outcome. --json needs --yes.
+    """
     target = _parse_time(target_time)
+    as_of = _parse_time(offsite_as_of) if offsite_as_of else None
+    if as_json and not yes:
+        raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to restore without asking")
     ctx = _ctx(inventory_path, limit, as_json)
     with refusal_as_error():
         hosts = operation.target_hosts(ctx.inventory, "sites", limit)
@@ -182,22 +190,43 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
             raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
         args = ["--target-time", target.strftime("%Y-%m-%d %H:%M:%S+00")]
         view = None
-        if source == "offsite" or offsite_as_of:
+        if as_of:
             site_code = inventory.validate(ctx.inventory, "backup").sites[hosts[0]].get("site_code")
-            if offsite_as_of:
-                view = actions.offsite_view(site_code, _parse_time(offsite_as_of))
-                args += view["args"]
-            else:
-                args += ["--repo", "2"]
-        if not yes and not as_json:
-            click.confirm(f"Restore {hosts[0]} to {target.isoformat()} from {source}"
-                          f"{f' as of {offsite_as_of}' if offsite_as_of else ''}? SPSE stops meanwhile; the current "
-                          "database and documents are moved aside, not deleted", abort=True, err=True)
-        result, outputs = actions.execute(ctx, "restore", args, record={"target_time": target.isoformat(),
-                                                                          "source": source, "view": view})
+            view = offsite.plan_view(offsite.ViewRequest(site_code, as_of))
+        elif source == "offsite":
+            args += ["--repo", "2"]
+        if not yes:
+            _show_restore_plan(hosts[0], target, source, view)
+            click.confirm("Go ahead?", abort=True, err=True)
+        try:
+            if view:
+                offsite.copy_view(view)
+                args += view.restore_args
+            result, outputs = actions.execute(ctx, "restore", args, record={
+                "target_time": target.isoformat(), "source": "offsite" if view else source,
+                "view": view.as_dict() if view else None})
+        finally:
+            if view and view.copied:
+                offsite.remove_view(view)
+    if view:
+        for output in outputs.values():
+            output["offsite_view"] = view.as_dict()
     details = {h: o.get("error") or f"recovered to {(o.get('recovery_point') or {}).get('target_time', target_time)}"
                for h, o in outputs.items()}
     _finish(result, outputs, as_json, "backup restore", details)
+
+
+def _show_restore_plan(host: str, target: datetime, source: str, view: offsite.OffsiteView | None) -> None:
+    lines = [f"Restore {host} to {target.isoformat()} from {'offsite' if view else source}.",
+             "SPSE stops meanwhile; the current database and documents are moved aside, not deleted."]
+    if view:
+        plan = view.as_dict()
+        lines.append(f"The offsite repositories as of {plan['as_of']}: {plan['objects']['pgbackrest']} pgBackRest "
+                     f"and {plan['objects']['restic']} restic objects, {plan['bytes'] / 1e6:.1f} MB, newest "
+                     f"{plan['newest_object']}; copied to {plan['views_bucket']}/{plan['prefix']} (no Object Lock) "
+                     "and removed when the restore ends.")
+    for line in lines:
+        terminal.info(line)
 
 
 @backup.command(name="status")

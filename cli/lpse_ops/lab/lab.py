@@ -324,7 +324,7 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
         entry = credentials[f"site-{code}"]
         identities.append({"name": f"site-{code}",
                            "credentials": [{"accessKey": entry["access_key"], "secretKey": entry["secret_key"]}],
-                           "actions": [f"Read:{BUCKET}", f"Write:{BUCKET}", f"List:{BUCKET}", f"Tagging:{BUCKET}"]})
+                           "actions": site_actions(code)})
     progress("installing SeaweedFS on the offsite host")
     docker.run("cp", str(_weed_binary()), f"{container}:/usr/local/bin/weed")
     docker.write_file(container, "/etc/seaweedfs/s3.json", json.dumps({"identities": identities}).encode(),
@@ -345,8 +345,22 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
     endpoint = f"https://localhost:{host.s3_port}"
     _create_locked_bucket(endpoint, str(ca_cert), credentials["admin"], lock_days)
     return {"endpoint_control": endpoint, "endpoint_hosts": f"https://offsite:{S3_CONTAINER_PORT}",
-            "bucket": BUCKET, "region": "us-east-1", "ca_cert": str(ca_cert), "lock_days": lock_days,
+            "bucket": BUCKET, "views_bucket": VIEWS_BUCKET, "region": "us-east-1", "ca_cert": str(ca_cert),
+            "lock_days": lock_days,
             "credentials": credentials}
+
+
+def site_actions(code: str) -> list[str]:
+    """Return the SeaweedFS actions of a site's identity: its own prefixes, nothing else.
+
+    Read, List and Write on ``pgbackrest/<code>/`` and ``restic/<code>/`` of the locked bucket, and Read
+    and List on ``<code>/`` of the unlocked views bucket. Prefix-scoped actions never match a
+    bucket-level call (lifecycle, versioning, Object Lock, policy, CORS, ACL, tagging), nor another
+    site's keys; no Tagging or Admin action, so no retention, legal hold or ACL change either.
+    """
+    own = [f"{BUCKET}/{engine}/{code}/*" for engine in ("pgbackrest", "restic")]
+    return ([f"{action}:{prefix}" for prefix in own for action in ("Read", "List", "Write")]
+            + [f"{action}:{VIEWS_BUCKET}/{code}/*" for action in ("Read", "List")])
 
 
 def s3_client(endpoint: str, ca_cert: str, creds: dict):
@@ -377,6 +391,9 @@ def _create_locked_bucket(endpoint: str, ca_cert: str, admin: dict, lock_days: i
     client.put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration={
         "ObjectLockEnabled": "Enabled",
         "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": lock_days}}})
+    # Restore views: copies made by the admin for one restore and removed after it; never locked.
+    if VIEWS_BUCKET not in names:
+        client.create_bucket(Bucket=VIEWS_BUCKET)
 
 
 # The same mapping as inventory.example/group_vars/sites/vars.yml: roles read their own names,
