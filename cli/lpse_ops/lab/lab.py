@@ -354,13 +354,18 @@ def site_actions(code: str) -> list[str]:
     """Return the SeaweedFS actions of a site's identity: its own prefixes, nothing else.
 
     Read, List and Write on ``pgbackrest/<code>/`` and ``restic/<code>/`` of the locked bucket, and Read
-    and List on ``<code>/`` of the unlocked views bucket. Prefix-scoped actions never match a
+    and List on ``<code>/`` of the unlocked views bucket. SeaweedFS matches an action with a wildcard
+    against ``Action:bucket/key`` (a List's prefix counts as the key), so these never match a
     bucket-level call (lifecycle, versioning, Object Lock, policy, CORS, ACL, tagging), nor another
-    site's keys; no Tagging or Admin action, so no retention, legal hold or ACL change either.
+    site's keys; without Tagging or Admin there is no retention, legal hold or ACL change either.
+    One bucket-level Read (``?`` matches exactly the bucket name's last letter, never a key): restic's
+    ``init`` asks whether the bucket exists. It also lets a site read the bucket's settings and list
+    in-progress multipart uploads, but never list, read or write another site's objects.
     """
     own = [f"{BUCKET}/{engine}/{code}/*" for engine in ("pgbackrest", "restic")]
     return ([f"{action}:{prefix}" for prefix in own for action in ("Read", "List", "Write")]
-            + [f"{action}:{VIEWS_BUCKET}/{code}/*" for action in ("Read", "List")])
+            + [f"{action}:{VIEWS_BUCKET}/{code}/*" for action in ("Read", "List")]
+            + [f"Read:{BUCKET[:-1]}?"])
 
 
 def s3_client(endpoint: str, ca_cert: str, creds: dict):
