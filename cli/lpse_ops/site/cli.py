@@ -1,0 +1,75 @@
+"""lpse-backup: backups that are proven, for one SPSE site (installed by the lpse-ops role ``backup``).
+
+One code path for the systemd timers and for the control machine (playbooks/backup_exec.yml):
+
+    lpse-backup run --type full|diff|incr|files
+    lpse-backup list
+    lpse-backup status
+    lpse-backup verify [--repo 1|2] [--set LABEL | --random]
+    lpse-backup restore --target-time "YYYY-MM-DD HH:MM:SS+00" [--repo 1|2] [--repo2-path PATH] [--restic-repo URL]
+
+Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
+what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+
+from lpse_ops.site import listing, restore, run, settings, status, verify
+from lpse_ops.site.errors import Failure
+
+Action = Callable[[settings.Settings, argparse.Namespace], dict]
+ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
+                              "restore": restore.main}
+CONFIG_ENV = "LPSE_BACKUP_CONFIG"
+
+
+def parser() -> argparse.ArgumentParser:
+    """Return the command line: one subcommand per entry of ACTIONS."""
+    top = argparse.ArgumentParser(prog="lpse-backup", description=(__doc__ or "").split("\n\n")[0])
+    sub = top.add_subparsers(dest="action", required=True)
+    backup = sub.add_parser("run", help="back up the database (both repos), write the manifest, back up the files")
+    backup.add_argument("--type", required=True, choices=["full", "diff", "incr", "files"])
+    sub.add_parser("list", help="every backup set and snapshot, raw JSON from the engines")
+    sub.add_parser("status", help="facts: last backups, WAL archiving, spool queue, snapshots, last verify")
+    check = sub.add_parser("verify", help="restore a backup set into a scratch instance and check it")
+    check.add_argument("--repo", type=int, choices=[1, 2], default=1)
+    choice = check.add_mutually_exclusive_group()
+    choice.add_argument("--set", help="backup set label (default: the latest)")
+    choice.add_argument("--random", action="store_true", help="a random backup set")
+    recover = sub.add_parser("restore", help="point-in-time recovery of the live site")
+    recover.add_argument("--target-time", required=True)
+    recover.add_argument("--repo", type=int, choices=[1, 2], default=1)
+    recover.add_argument("--repo2-path", help="pgBackRest repo2-path override (a read-only view of the bucket)")
+    recover.add_argument("--restic-repo", help="restic repository URL override")
+    return top
+
+
+def dispatch(args: argparse.Namespace, config_path: str, euid: int) -> dict:
+    """Run the chosen action; return its JSON result, a failure's fields when it raised."""
+    try:
+        if euid != 0:
+            raise Failure("not_root", "lpse-backup must run as root (sudo)", step="start")
+        return ACTIONS[args.action](settings.load(config_path), args)
+    except Failure as failure:
+        return {"action": args.action, "ok": False, **failure.as_fields()}
+    except Exception as error:  # noqa: BLE001 (one JSON object, whatever happens)
+        return {"action": args.action, "ok": False, "code": "unexpected", "step": None,
+                "error": f"unexpected {type(error).__name__}: {error} (report it with the journal of this run)"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse *argv*, run, print one JSON object; return 0 when ok, else 1."""
+    args = parser().parse_args(argv)
+    result = dispatch(args, os.environ.get(CONFIG_ENV, settings.DEFAULT_PATH), os.geteuid())
+    print(json.dumps(result))
+    return 0 if result.get("ok") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""restic: argv builders and pure parsers (``restic snapshots --json``, ``backup --json``, ``forget``).
+
+The control machine uses the same parsers (``lpse_ops.backends.restic`` re-exports them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One restic snapshot."""
+
+    id: str
+    short_id: str
+    time: datetime
+    hostname: str
+    paths: tuple[str, ...]
+    tags: tuple[str, ...]
+
+    def as_dict(self) -> dict:
+        return {"engine": "restic", "id": self.id, "short_id": self.short_id, "time": self.time.isoformat(),
+                "hostname": self.hostname, "paths": list(self.paths), "tags": list(self.tags)}
+
+
+def parse_time(value: str) -> datetime:
+    """Parse restic's RFC 3339 time with nanoseconds (Python keeps microseconds)."""
+    match = re.match(r"^(.*?T\d\d:\d\d:\d\d)(\.\d+)?(Z|[+-]\d\d:\d\d)$", value.strip())
+    if not match:
+        raise ValueError(f"not a restic time: {value!r}")
+    base, fraction, zone = match.groups()
+    micro = (fraction or ".0")[1:7].ljust(6, "0")
+    return datetime.fromisoformat(f"{base}.{micro}{'+00:00' if zone == 'Z' else zone}")
+
+
+def parse_snapshots(data: list[dict] | None) -> list[Snapshot]:
+    """Parse the JSON list printed by ``restic snapshots --json``, oldest first."""
+    snapshots = [Snapshot(id=item["id"], short_id=item.get("short_id", item["id"][:8]),
+                          time=parse_time(item["time"]), hostname=item.get("hostname", ""),
+                          paths=tuple(item.get("paths") or ()), tags=tuple(item.get("tags") or ()))
+                 for item in data or []]
+    return sorted(snapshots, key=lambda s: s.time)
+
+
+def snapshot_at(snapshots: list[Snapshot], when: datetime) -> Snapshot | None:
+    """Return the newest snapshot taken at or before *when*, or None."""
+    candidates = [s for s in snapshots if s.time <= when]
+    return candidates[-1] if candidates else None
+
+
+def newest_tagged(snapshots: list[Snapshot], tag: str) -> Snapshot | None:
+    """Return the newest snapshot carrying *tag*, or None."""
+    tagged = [s for s in snapshots if tag in s.tags]
+    return tagged[-1] if tagged else None
+
+
+def covering(snapshots: list[Snapshot], path: str) -> list[Snapshot]:
+    """Return the snapshots whose paths hold *path* (or lie inside it)."""
+    return [s for s in snapshots if any(p.startswith(path) or path.startswith(p) for p in s.paths)]
+
+
+def parse_backup_summary(stdout: str) -> dict:
+    """Return the ``summary`` message of ``restic backup --json`` (one JSON object a line), or {}."""
+    summary: dict = {}
+    for line in stdout.splitlines():
+        try:
+            message = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(message, dict) and message.get("message_type") == "summary":
+            summary = message
+    return summary
+
+
+def describe_summary(summary: dict) -> dict:
+    """Return the fields ``lpse-backup run`` reports for one restic backup."""
+    return {"snapshot_id": summary.get("snapshot_id"), "files_new": summary.get("files_new"),
+            "files_changed": summary.get("files_changed"), "data_added_bytes": summary.get("data_added"),
+            "total_files": summary.get("total_files_processed"),
+            "total_bytes": summary.get("total_bytes_processed")}
+
+
+def parse_forget(stdout: str) -> dict:
+    """Return how many groups ``restic forget`` pruned and how many snapshots it removed."""
+    counts = [int(n) for n in re.findall(r"^remove (\d+) snapshots?", stdout, re.M)]
+    return {"groups_pruned": len(counts), "snapshots_removed": sum(counts)}
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """Parse ``KEY=value`` lines (the role's restic.env); comments and blank lines are skipped."""
+    env: dict[str, str] = {}
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            env[key.strip()] = value.strip().strip('"')
+    return env
+
+
+# --- argv ---------------------------------------------------------------------------------------
+
+def repo_args(url: str, ca_file: str, s3_options: tuple[str, ...] = ()) -> list[str]:
+    """Return restic's repository arguments; an S3 URL also gets the CA file and the S3 options."""
+    return ["--repo", url, *(["--cacert", ca_file, *s3_options] if url.startswith("s3:") else [])]
+
+
+def backup_args(tags: list[str], paths: list[str]) -> list[str]:
+    tagged = [arg for tag in tags for arg in ("--tag", tag)]
+    return ["backup", "--json", "--one-file-system", "--exclude-caches", *tagged, *paths]
+
+
+def forget_args(site_code: str, keep: Mapping[str, int]) -> list[str]:
+    """Arguments of ``restic forget --prune`` keeping daily/weekly/monthly snapshots and always the last."""
+    return ["forget", "--prune", "--tag", site_code, "--group-by", "host,tags",
+            "--keep-daily", str(keep["daily"]), "--keep-weekly", str(keep["weekly"]),
+            "--keep-monthly", str(keep["monthly"]), "--keep-last", "1"]
+
+
+def snapshots_args(site_code: str) -> list[str]:
+    return ["snapshots", "--tag", site_code, "--json"]
+
+
+def restore_args(snapshot_id: str, target: str, include: str | None = None) -> list[str]:
+    return ["restore", snapshot_id, "--target", target, *(["--include", include] if include else [])]

@@ -1,0 +1,171 @@
+"""``lpse-backup run --type full|diff|incr|files``: back up the database and the files, both repositories.
+
+A run is a sequence of named steps (``steps_for``); preflight steps come first, so nothing is touched
+when they fail.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from lpse_ops.site import engine, locking, manifest, pgbackrest, postgres, restic
+from lpse_ops.site.clock import iso, now_utc, seconds_since
+from lpse_ops.site.errors import Failure
+from lpse_ops.site.proc import log
+from lpse_ops.site.settings import Settings
+
+REPOS = ("1", "2")
+RESTIC_REPOS = ("local", "offsite")
+
+
+@dataclass
+class Run:
+    """One run in progress: its settings, type, the result being built and the new set labels."""
+
+    settings: Settings
+    backup_type: str
+    result: dict
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+Step = Callable[[Run], None]
+
+
+def main(settings: Settings, args) -> dict:
+    """Run a backup of *args.type*; return the run's JSON result."""
+    started_at, started = now_utc(), time.monotonic()
+    result = {"action": "run", "ok": False, "site_code": settings.site_code, "host": socket.gethostname(),
+              "type": args.type, "started_at": iso(started_at), "pgbackrest": {}, "manifest": None, "restic": {}}
+    current = Run(settings, args.type, result)
+    try:
+        with locking.exclusive(settings.lock_path, settings.lock_wait_s):
+            for step in steps_for(args.type):
+                step(current)
+        result["ok"] = True
+    except Failure as failure:
+        result.update(failure.as_fields())
+    result["finished_at"], result["duration_s"] = iso(now_utc()), seconds_since(started, time.monotonic())
+    return result
+
+
+def steps_for(backup_type: str) -> tuple[Step, ...]:
+    """Return the steps of a run of *backup_type*, in order."""
+    if backup_type == "files":
+        return (preflight_files, back_up_files)
+    return (preflight_database, preflight_files, back_up_database, write_manifest, back_up_files)
+
+
+# --- preflight ----------------------------------------------------------------------------------
+
+def preflight_database(current: Run) -> None:
+    """Enough free space for the database backup; the stanza usable on both repositories."""
+    settings = current.settings
+    size = postgres.cluster_size(settings)
+    wanted = size if current.backup_type == "full" else size // 4
+    need_space(settings.pgbackrest_repo1_path, max(wanted, settings.min_free_bytes), step="preflight")
+    for repo in REPOS:
+        engine.check_repo_reachable(settings, repo)
+
+
+def preflight_files(current: Run) -> None:
+    """Enough free space for the local restic repository; both restic repositories open."""
+    settings = current.settings
+    files = sum(tree_size(p) for p in settings.restic_paths if os.path.exists(p))
+    need_space(settings.restic_repos["local"], max(files // 10, settings.min_free_bytes), step="preflight")
+    for name in RESTIC_REPOS:
+        engine.check_restic_reachable(settings, name)
+
+
+def need_space(path: str, wanted: int, step: str) -> int:
+    """Return the free bytes on *path*'s filesystem; raise Failure(no_space) below *wanted*."""
+    probe = path
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    free = shutil.disk_usage(probe).free
+    if free < wanted:
+        raise Failure("no_space", f"no space left on {path}: {free // 2**20} MiB free, this step needs about "
+                      f"{wanted // 2**20} MiB; free space there (or grow the disk), then run again", step=step)
+    return free
+
+
+def tree_size(path: str) -> int:
+    """Return the total size of the files under *path*."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(root, name)).st_size
+    return total
+
+
+# --- the database -------------------------------------------------------------------------------
+
+def back_up_database(current: Run) -> None:
+    """``pgbackrest backup`` to repo1, then repo2; record each new set."""
+    for repo in REPOS:
+        entry = back_up_repo(current.settings, repo, current.backup_type)
+        current.result["pgbackrest"][repo] = entry
+        current.labels[repo] = entry["label"]
+
+
+def back_up_repo(settings: Settings, repo: str, backup_type: str) -> dict:
+    """Back up to one repository; return the new set as ``lpse-backup run`` reports it."""
+    step = f"pgbackrest backup repo{repo}"
+    log(f"pgbackrest {backup_type} backup to repo{repo}")
+    before = {b["label"] for b in pgbackrest.backups_in(engine.stanza(settings, repo), repo)}
+    began = time.monotonic()
+    engine.pgbackrest_call(settings, pgbackrest.backup_args(repo, backup_type), step=step, timeout=engine.DAY_S)
+    new = [b for b in pgbackrest.backups_in(engine.stanza(settings, repo), repo) if b["label"] not in before]
+    if not new:
+        raise Failure("backup_not_listed", f"pgbackrest reported success but no new backup is listed on repo{repo}",
+                      step=step)
+    return {**pgbackrest.describe_backup(new[-1]), "duration_s": seconds_since(began, time.monotonic())}
+
+
+def write_manifest(current: Run) -> None:
+    """Checksum the tables, name the restore point, wait until its WAL is archived; save the manifest."""
+    settings = current.settings
+    log("writing the verification manifest and the restore point")
+    taken = manifest.take(settings, current.labels["1"], current.labels, current.backup_type)
+    path = manifest.save(taken, manifest.directory(settings))
+    if taken["wal_file"]:
+        postgres.wait_archived(settings, taken["wal_file"])
+    current.result["manifest"] = {"path": path, "label": taken["label"], "restore_point": taken["restore_point"],
+                                  "restore_point_time": taken["restore_point_time"],
+                                  "tables": {k: v["rows"] for k, v in taken["tables"].items()}}
+
+
+# --- the files ----------------------------------------------------------------------------------
+
+def back_up_files(current: Run) -> None:
+    """``restic backup`` of the documents, configuration and manifests to both repositories, then forget."""
+    settings = current.settings
+    tags = [settings.site_code, *sorted(set(current.labels.values()))]
+    paths = [p for p in settings.restic_paths if os.path.exists(p)]
+    for name in RESTIC_REPOS:
+        log(f"restic backup to {name}")
+        began = time.monotonic()
+        entry = snapshot_files(settings, name, tags, paths)
+        entry["duration_s"] = seconds_since(began, time.monotonic())
+        entry["forget"] = forget_snapshots(settings, name)
+        current.result["restic"][name] = entry
+
+
+def snapshot_files(settings: Settings, name: str, tags: list[str], paths: list[str]) -> dict:
+    """Take one restic snapshot in repository *name*; return its summary."""
+    done = engine.restic_call(settings, name, restic.backup_args(tags, paths), step=f"restic backup {name}",
+                              timeout=engine.DAY_S)
+    return restic.describe_summary(restic.parse_backup_summary(done.stdout))
+
+
+def forget_snapshots(settings: Settings, name: str) -> dict:
+    """Apply the retention to repository *name* (``restic forget --prune``); return what it removed."""
+    done = engine.restic_call(settings, name, restic.forget_args(settings.site_code, settings.restic_keep),
+                              step=f"restic forget {name}", timeout=engine.DAY_S)
+    return restic.parse_forget(done.stdout)
