@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import uuid
 from dataclasses import dataclass, field
@@ -104,71 +103,145 @@ class Thresholds:
     queue_files: int = 64
 
 
-def _age(stamp: str | None, now: datetime) -> float | None:
+def _when(stamp: str | None) -> datetime | None:
+    """Parse an ISO time from a site's JSON (UTC when it has no zone); None when absent or unreadable."""
     if not stamp:
         return None
     try:
         when = datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     except ValueError:
         return None
-    return (now - (when if when.tzinfo else when.replace(tzinfo=UTC))).total_seconds()
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-# Alerts the site raises that ``assess`` recomputes with the operator's own thresholds.
-_RECOMPUTED = re.compile(r"older than|no backup yet|no verify has run yet|last verify failed|WAL spool queue|"
-                         r"WAL archiving is failing")
+def _age(stamp: str | None, now: datetime) -> float | None:
+    when = _when(stamp)
+    return None if when is None else (now - when).total_seconds()
+
+
+Warning = tuple[str, str]  # (code, message)
+DATABASE_REPOS = {"1": "local database backup", "2": "offsite database backup"}
+FILE_REPOS = {"local": "local documents snapshot", "offsite": "offsite documents snapshot"}
 
 
 def assess(host: str, output: dict, last_verification: dict | None, limits: Thresholds,
            now: datetime | None = None) -> dict:
     """Return a host's backup ages and the warnings they raise (pure: ``lpse-backup status`` JSON in).
 
-    *last_verification* is the newest row of the state store's restore verifications for the host.
+    The site reports facts only; every verdict is made here, once. *last_verification* is the newest
+    row of the state store's restore verifications for the host; the site's own ``last_verify`` (a
+    verification its timer ran) counts when it is newer. Each warning has a code in ``codes``.
     """
     now = now or datetime.now(UTC)
+    if output.get("error") or not output.get("ok", True):
+        found = [("status_unavailable", f"status unavailable: {output.get('error') or 'no result'}"
+                  + (f" ({output['code']})" if output.get("code") else ""))]
+        return _verdict(host, dict.fromkeys(AGE_KEYS), found)
+    verification = newest_verification(last_verification, output.get("last_verify"))
+    ages = backup_ages(output, verification, now)
+    found = (_database_warnings(output.get("pgbackrest") or {}, ages, limits)
+             + _files_warnings(output.get("restic") or {}, ages, limits)
+             + _wal_warnings(output.get("wal_archiving") or {}, output.get("spool_queue") or {}, ages, limits)
+             + _verify_warnings(verification, ages, limits))
+    return _verdict(host, ages, found)
+
+
+AGE_KEYS = ("backup_local_s", "backup_offsite_s", "files_local_s", "files_offsite_s", "wal_archived_s", "verified_s")
+
+
+def _verdict(host: str, ages: dict, found: list[Warning]) -> dict:
+    return {"host": host, "ages": ages, "warnings": [text for _, text in found],
+            "codes": [code for code, _ in found], "ok": not found}
+
+
+def backup_ages(output: dict, verification: dict | None, now: datetime) -> dict[str, float | None]:
+    """Seconds since the last backup per repository and engine, the last archived WAL and verification."""
     repos = (output.get("pgbackrest") or {}).get("repos") or {}
-    wal = output.get("wal_archiving") or {}
     snapshots = output.get("restic") or {}
-
-    def last_backup(repo: str) -> str | None:
-        return ((repos.get(repo) or {}).get("last_backup") or {}).get("time")
-
-    ages = {
-        "backup_local_s": _age(last_backup("1"), now),
-        "backup_offsite_s": _age(last_backup("2"), now),
+    return {
+        "backup_local_s": _age(((repos.get("1") or {}).get("last_backup") or {}).get("time"), now),
+        "backup_offsite_s": _age(((repos.get("2") or {}).get("last_backup") or {}).get("time"), now),
         "files_local_s": _age((snapshots.get("local") or {}).get("last_snapshot_time"), now),
         "files_offsite_s": _age((snapshots.get("offsite") or {}).get("last_snapshot_time"), now),
-        "wal_archived_s": _age(wal.get("last_archived_time"), now),
-        "verified_s": _age((last_verification or {}).get("verified_at"), now),
+        "wal_archived_s": _age((output.get("wal_archiving") or {}).get("last_archived_time"), now),
+        "verified_s": _age((verification or {}).get("verified_at"), now),
     }
-    warnings: list[str] = []
-    if output.get("error"):
-        warnings.append(f"status unavailable: {output['error']}")
-    labels = {"backup_local_s": "local database backup", "backup_offsite_s": "offsite database backup",
-              "files_local_s": "local documents snapshot", "files_offsite_s": "offsite documents snapshot"}
-    for key, label in labels.items():
-        if ages[key] is None:
-            warnings.append(f"no {label} yet")
-        elif ages[key] > limits.backup.total_seconds():
-            warnings.append(f"{label} is {ages[key] / 3600:.1f} h old (limit {limits.backup})")
-    if ages["wal_archived_s"] is None:
-        warnings.append("no WAL segment archived yet")
+
+
+def newest_verification(stored: dict | None, site: dict | None) -> dict | None:
+    """Return the newer of the state store's verification and the site's ``last_verify`` (ok, verified_at)."""
+    candidates = []
+    if stored:
+        candidates.append({"ok": bool(stored.get("ok")), "verified_at": stored.get("verified_at"), "error": None})
+    if site and site.get("finished_at"):
+        candidates.append({"ok": bool(site.get("ok")), "verified_at": site["finished_at"], "error": site.get("error")})
+    epoch = datetime.min.replace(tzinfo=UTC)
+    return max(candidates, key=lambda c: _when(c["verified_at"]) or epoch, default=None)
+
+
+def _age_warning(code: str, label: str, age: float | None, limit: timedelta) -> list[Warning]:
+    if age is None:
+        return [(f"no_{code}", f"no {label} yet")]
+    if age > limit.total_seconds():
+        return [(f"{code}_too_old", f"{label} is {age / 3600:.1f} h old (limit {limit})")]
+    return []
+
+
+def _database_warnings(facts: dict, ages: dict, limits: Thresholds) -> list[Warning]:
+    if facts.get("error"):
+        return [("pgbackrest_unreadable", f"pgBackRest could not be read: {facts['error']} ({facts.get('code')})")]
+    found: list[Warning] = []
+    keys = {"1": "backup_local_s", "2": "backup_offsite_s"}
+    for repo, label in DATABASE_REPOS.items():
+        status = ((facts.get("repos") or {}).get(repo) or {}).get("status") or {}
+        if not pgbackrest.repo_usable(status):
+            found.append(("repo_error", f"pgBackRest repo{repo} ({label}): {status.get('message', 'no status')}"))
+        found += _age_warning("backup", label, ages[keys[repo]], limits.backup)
+    return found
+
+
+def _files_warnings(facts: dict, ages: dict, limits: Thresholds) -> list[Warning]:
+    found: list[Warning] = []
+    for name, label in FILE_REPOS.items():
+        repo = facts.get(name) or {}
+        if repo.get("error"):
+            found.append(("restic_unreadable",
+                          f"restic {name} could not be read: {repo['error']} ({repo.get('code')})"))
+        else:
+            found += _age_warning("snapshot", label, ages[f"files_{name}_s"], limits.backup)
+    return found
+
+
+def _wal_warnings(wal: dict, queue: dict, ages: dict, limits: Thresholds) -> list[Warning]:
+    if wal.get("error"):
+        found: list[Warning] = [("postgres_unavailable", f"WAL archiving unknown: {wal['error']}")]
+    elif ages["wal_archived_s"] is None:
+        found = [("no_wal_archived", "no WAL segment archived yet")]
     elif ages["wal_archived_s"] > limits.wal.total_seconds():
-        warnings.append(f"last WAL archived {ages['wal_archived_s'] / 60:.0f} min ago (limit {limits.wal})")
-    if wal.get("last_failed_time") and (wal.get("last_archived_time") or "") < wal["last_failed_time"]:
-        warnings.append(f"WAL archiving is failing ({wal.get('failed_count')} failures, "
-                        f"last at {wal['last_failed_time']})")
-    queue = output.get("spool_queue") or {}
-    if int(queue.get("files", 0) or 0) > limits.queue_files:
-        warnings.append(f"WAL queue growing: {queue['files']} segments waiting to be archived")
-    if last_verification is None:
-        warnings.append("no verified restore yet")
-    elif not last_verification.get("ok"):
-        warnings.append("the last restore verification FAILED")
-    elif ages["verified_s"] is not None and ages["verified_s"] > limits.verify.total_seconds():
-        warnings.append(f"last verified restore is {ages['verified_s'] / 86400:.1f} days old (limit {limits.verify})")
-    warnings += [alert for alert in output.get("alerts") or [] if not _RECOMPUTED.search(alert)]
-    return {"host": host, "ages": ages, "warnings": warnings, "ok": not warnings}
+        found = [("wal_too_old", f"last WAL archived {ages['wal_archived_s'] / 60:.0f} min ago (limit {limits.wal})")]
+    else:
+        found = []
+    if wal.get("last_failed_time") and (_when(wal.get("last_archived_time")) or datetime.min.replace(tzinfo=UTC)) \
+            < _when(wal["last_failed_time"]):
+        found.append(("wal_failing", f"WAL archiving is failing ({wal.get('failed_count')} failures, "
+                                     f"last at {wal['last_failed_time']})"))
+    threshold = int(queue.get("alert_threshold_files") or limits.queue_files)
+    if int(queue.get("files", 0) or 0) >= threshold:
+        found.append(("wal_queue_growing", f"WAL queue growing: {queue['files']} segments waiting to be archived "
+                                           f"(threshold {threshold})"))
+    return found
+
+
+def _verify_warnings(verification: dict | None, ages: dict, limits: Thresholds) -> list[Warning]:
+    if verification is None:
+        return [("no_verification", "no verified restore yet")]
+    if not verification["ok"]:
+        return [("verification_failed", "the last restore verification FAILED"
+                 + (f": {verification['error'][:300]}" if verification.get("error") else ""))]
+    if ages["verified_s"] is not None and ages["verified_s"] > limits.verify.total_seconds():
+        return [("verification_too_old",
+                 f"last verified restore is {ages['verified_s'] / 86400:.1f} days old (limit {limits.verify})")]
+    return []
 
 
 def admin_s3() -> tuple[object, dict]:
