@@ -50,3 +50,12 @@ def test_catalogue_lists_every_engine_and_repo():
     assert [(r["engine"], str(r["repo"]), r["id"]) for r in rows] == [
         ("pgbackrest", "1", "20261124-093245F"), ("pgbackrest", "2", "20261124-093249F"),
         ("restic", "local", "46244e4d")]
+
+
+def test_control_side_and_site_share_one_parser():
+    from lpse_ops import site  # noqa: F401 (the site package is importable on the control machine)
+    from lpse_ops.site import pgbackrest as site_pgbackrest
+    from lpse_ops.site import restic as site_restic
+
+    assert pgbackrest.parse_info is site_pgbackrest.parse_info and pgbackrest.BackupSet is site_pgbackrest.BackupSet
+    assert restic.parse_snapshots is site_restic.parse_snapshots and restic.parse_time is site_restic.parse_time

@@ -45,7 +45,8 @@ CODES = {
 
 ROOTS = ("/var/lib/pgbackrest", "/var/spool/pgbackrest", "/var/lib/lpse-backup", "/var/lib/postgresql")
 _S3_REFUSED = re.compile(r"\b403\b|invalidaccesskeyid|signaturedoesnotmatch|accessdenied|access denied|forbidden")
-_STANZA = re.compile(r"missing stanza|stanza '[^']+' does not exist|unable to load info file|\[055\]")
+_STANZA = re.compile(r"missing stanza|stanza '[^']+' does not exist|does this stanza exist|unable to load info file|"
+                     r"\[055\]")
 _UNREACHABLE = re.compile(r"connection refused|no route to host|timed out|could not resolve|unable to get address|"
                           r"name or service not known|no such host")
 

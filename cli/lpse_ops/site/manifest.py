@@ -40,7 +40,8 @@ def take(settings: Settings, label: str, labels: dict[str, str], backup_type: st
             "label": label, "backup_labels": labels, "backup_type": backup_type,
             "restore_point": restore_point, "restore_point_lsn": rp_line[1],
             "restore_point_time": iso(parse_time(rp_line[2])), "wal_file": wal_line[1] if wal_line else None,
-            "checksum_settings": dict(postgres.PINNED), "created_at": iso(now_utc()),
+            "checksum_settings": {name: value.strip("'") for name, value in postgres.PINNED},
+            "created_at": iso(now_utc()),
             "tables": postgres.table_checksums(lines)}
 
 

@@ -15,16 +15,18 @@ from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import run
 from lpse_ops.site.settings import Settings
 
-# Every setting that changes a column's text form, pinned with SET LOCAL inside the checksum transaction.
+# Every setting that changes a column's text form, pinned with SET LOCAL inside the checksum transaction
+# (each is settable by a superuser session on PostgreSQL 15). Values are SQL, quoted where needed;
+# search_path puts pg_catalog first (built-ins cannot be shadowed) and keeps public tables' short names.
 PINNED = (
-    ("TimeZone", "UTC"),
-    ("DateStyle", "ISO, YMD"),
-    ("IntervalStyle", "postgres"),
+    ("TimeZone", "'UTC'"),
+    ("DateStyle", "'ISO, YMD'"),
+    ("IntervalStyle", "'postgres'"),
     ("extra_float_digits", "3"),
-    ("bytea_output", "hex"),
-    ("lc_monetary", "C"),
-    ("lc_numeric", "C"),
-    ("lc_time", "C"),
+    ("bytea_output", "'hex'"),
+    ("lc_monetary", "'C'"),
+    ("lc_numeric", "'C'"),
+    ("lc_time", "'C'"),
     ("search_path", "pg_catalog, public"),
 )
 
@@ -56,7 +58,7 @@ ARCHIVER_SQL = ("SELECT coalesce(last_archived_wal, ''), coalesce(last_archived_
 
 def pin_settings_sql() -> str:
     """Return the SET LOCAL statements that make row text independent of server and session settings."""
-    return "".join(f"SET LOCAL {name} = '{value}';\n" for name, value in PINNED)
+    return "".join(f"SET LOCAL {name} = {value};\n" for name, value in PINNED)
 
 
 def checksum_session(before_commit: str = "") -> str:

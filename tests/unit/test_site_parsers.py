@@ -1,0 +1,153 @@
+"""The site's pure helpers over recorded engine output: pgBackRest, restic, psql, settings, lock."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lpse_ops.site import locking, pgbackrest, postgres, restic, settings, verify
+from lpse_ops.site.errors import Failure
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "engines"
+
+
+def recorded(name: str):
+    return json.loads((FIXTURES / f"{name}.json").read_text())["output"]
+
+
+def test_pgbackrest_stanza_of_finds_the_site_stanza_and_describes_its_last_set():
+    stanza = pgbackrest.stanza_of(recorded("pgbackrest-info"), "spse")
+    (last,) = pgbackrest.backups_in(stanza, "1")
+    assert pgbackrest.describe_backup(last) == {
+        "label": "20261124-093245F", "type": "full", "started_at": "2026-11-24T09:32:45+00:00",
+        "finished_at": "2026-11-24T09:32:48+00:00", "size_bytes": 31861617, "repo_size_bytes": 3916592,
+        "error": False}
+    assert pgbackrest.stopped_at(last) == datetime(2026, 11, 24, 9, 32, 48, tzinfo=UTC)
+
+
+def test_pgbackrest_stanza_of_unknown_stanza_reads_as_missing():
+    stanza = pgbackrest.stanza_of(recorded("pgbackrest-info"), "other")
+    assert pgbackrest.stanza_missing(pgbackrest.repo_status(stanza, 1)) and pgbackrest.backups_in(stanza, 1) == []
+
+
+def test_pgbackrest_repo_error_is_per_repo():
+    stanza = pgbackrest.stanza_of(recorded("pgbackrest-info-repo2-refused"), "spse")
+    first, second = pgbackrest.repo_status(stanza, "1"), pgbackrest.repo_status(stanza, "2")
+    assert pgbackrest.repo_usable(first) and first["message"] == "no valid backups"
+    assert not pgbackrest.repo_usable(second) and second["code"] == 99 and "403" in second["message"]
+    (parsed,) = pgbackrest.parse_info(recorded("pgbackrest-info-repo2-refused"))
+    assert parsed.status_message == "different across repos" and parsed.repo_status[1] == "no valid backups"
+
+
+def test_pgbackrest_missing_stanza_recorded_on_both_repos():
+    stanza = pgbackrest.stanza_of(recorded("pgbackrest-info-stanza-missing"), "nosuch")
+    assert all(pgbackrest.stanza_missing(pgbackrest.repo_status(stanza, r)) for r in (1, 2))
+
+
+def test_pgbackrest_verify_problems_name_the_bad_files():
+    output = ("P00   INFO: verify command begin\n"
+              "P01   INFO: invalid checksum 'backup/spse/20261124-093245F/pg_data/base/5/16390.zst'\n"
+              "P00   INFO: stanza: spse\n              status: error\n")
+    assert pgbackrest.verify_problems(output) == [
+        "P01   INFO: invalid checksum 'backup/spse/20261124-093245F/pg_data/base/5/16390.zst'", "status: error"]
+
+
+def test_pgbackrest_argv_builders():
+    assert pgbackrest.argv("spse", *pgbackrest.info_args(2)) == ["pgbackrest", "--stanza=spse", "info",
+                                                                  "--output=json", "--repo=2"]
+    assert pgbackrest.restore_to_time_args(2, "2026-11-24 09:00:00+00", ("--repo2-path=/v/x",))[-1] == \
+        "--repo2-path=/v/x"
+
+
+def test_restic_recorded_snapshots_newest_tagged_and_covering():
+    snapshots = restic.parse_snapshots(recorded("restic-snapshots-site1"))
+    assert [s.short_id for s in snapshots] == ["b9a73e37", "49686697"]
+    assert restic.newest_tagged(snapshots, "20261128-031826F").short_id == "49686697"
+    assert restic.newest_tagged(snapshots, "nope") is None
+    assert restic.covering(snapshots, "/var/lib/spse/documents") == snapshots
+    assert restic.covering(snapshots, "/srv/elsewhere") == []
+
+
+def test_restic_backup_summary_and_forget_counts():
+    stdout = ('{"message_type":"status","percent_done":0.5}\n'
+              '{"message_type":"summary","files_new":21,"files_changed":0,"data_added":105987,'
+              '"total_files_processed":21,"total_bytes_processed":91777,"snapshot_id":"2e182940abc"}\n')
+    assert restic.describe_summary(restic.parse_backup_summary(stdout)) == {
+        "snapshot_id": "2e182940abc", "files_new": 21, "files_changed": 0, "data_added_bytes": 105987,
+        "total_files": 21, "total_bytes": 91777}
+    forget = "Applying Policy: ...\nremove 2 snapshots:\n...\nremove 1 snapshot:\n"
+    assert restic.parse_forget(forget) == {"groups_pruned": 2, "snapshots_removed": 3}
+
+
+def test_restic_env_file_and_repo_args():
+    assert restic.parse_env_file('# Ansible managed\nAWS_ACCESS_KEY_ID="abc"\n\nAWS_DEFAULT_REGION=us-east-1\n') == {
+        "AWS_ACCESS_KEY_ID": "abc", "AWS_DEFAULT_REGION": "us-east-1"}
+    assert restic.repo_args("/var/lib/lpse-backup/restic", "/ca.crt", ("--option", "x")) == [
+        "--repo", "/var/lib/lpse-backup/restic"]
+    assert restic.repo_args("s3:https://o/b", "/ca.crt", ("--option", "x")) == [
+        "--repo", "s3:https://o/b", "--cacert", "/ca.crt", "--option", "x"]
+
+
+def test_postgres_checksum_session_pins_every_setting_before_checksumming():
+    sql = postgres.checksum_session("SELECT 'RP';\n")
+    pins = [f"SET LOCAL {name} =" for name, _ in postgres.PINNED]
+    assert sql.startswith("BEGIN;\n") and sql.rstrip().endswith("COMMIT;")
+    assert all(pin in sql for pin in pins)
+    assert max(sql.index(pin) for pin in pins) < sql.index("LOCK TABLE") < sql.index("SELECT 'RP'")
+    assert "SET LOCAL TimeZone = 'UTC';" in sql and "SET LOCAL search_path = pg_catalog, public;" in sql
+
+
+def test_postgres_table_checksums_and_archiver_row():
+    lines = ["BEGIN", "T\ttenders\t5\tabc", "T\tdocuments\t0\td41d8cd98f00b204e9800998ecf8427e", "RP\t0/3000\tx"]
+    assert postgres.table_checksums(lines) == {"tenders": {"rows": 5, "md5": "abc"},
+                                               "documents": {"rows": 0, "md5": "d41d8cd98f00b204e9800998ecf8427e"}}
+    assert postgres.parse_archiver("0000000100000000000000A1\t2026-11-24 16:00:00+07\t2\tX\t2026-11-24 08:59:00+00") \
+        == {"last_archived_wal": "0000000100000000000000A1", "last_archived_time": "2026-11-24T09:00:00+00:00",
+            "failed_count": 2, "last_failed_wal": "X", "last_failed_time": "2026-11-24T08:59:00+00:00"}
+    assert postgres.wal_at_or_after("000000020000000000000010", "000000010000000000000010")
+    assert not postgres.wal_at_or_after("", "000000010000000000000010")
+
+
+def test_settings_missing_keys_are_named():
+    with pytest.raises(Failure) as caught:
+        settings.Settings.from_mapping({"site_code": "lab01"})
+    assert caught.value.code == "config_invalid" and "stanza" in caught.value.message
+
+
+def test_settings_file_missing_is_config_missing(tmp_path: Path):
+    with pytest.raises(Failure) as caught:
+        settings.load(str(tmp_path / "nope.json"))
+    assert caught.value.code == "config_missing"
+
+
+def test_locking_second_holder_gets_lock_busy(tmp_path: Path):
+    path = str(tmp_path / "lock")
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with locking.exclusive(path, 0):
+            holding.set()
+            release.wait(5)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait(5)
+    try:
+        with pytest.raises(Failure) as caught, locking.exclusive(path, 0):
+            pass
+        assert caught.value.code == "lock_busy"
+    finally:
+        release.set()
+        thread.join()
+    with locking.exclusive(path, 0):
+        pass
+
+
+def test_verify_documents_against_finds_missing_and_changed(tmp_path: Path):
+    (tmp_path / "a.pdf").write_bytes(b"A")
+    (tmp_path / "b.pdf").write_bytes(b"B")
+    rows = [f"1\t{verify.sha256_file(tmp_path / 'a.pdf')}\ta.pdf", "2\t00ff\tb.pdf", "3\t00ff\tc.pdf"]
+    assert verify.documents_against(rows, str(tmp_path)) == (["3:c.pdf"], ["2:b.pdf"])
