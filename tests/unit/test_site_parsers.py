@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from datetime import UTC, datetime
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from lpse_ops.site import locking, pgbackrest, postgres, restic, settings, verify
+from lpse_ops.site import documents, locking, pgbackrest, postgres, restic, settings
 from lpse_ops.site.errors import Failure
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "engines"
@@ -146,8 +147,43 @@ def test_locking_second_holder_gets_lock_busy(tmp_path: Path):
         pass
 
 
-def test_verify_documents_against_finds_missing_and_changed(tmp_path: Path):
+def test_documents_check_finds_missing_and_changed(tmp_path: Path):
     (tmp_path / "a.pdf").write_bytes(b"A")
     (tmp_path / "b.pdf").write_bytes(b"B")
-    rows = [f"1\t{verify.sha256_file(tmp_path / 'a.pdf')}\ta.pdf", "2\t00ff\tb.pdf", "3\t00ff\tc.pdf"]
-    assert verify.documents_against(rows, str(tmp_path)) == (["3:c.pdf"], ["2:b.pdf"])
+    rows = [f"1\t{documents.sha256_file(tmp_path / 'a.pdf')}\ta.pdf", "2\t00ff\tb.pdf", "3\t00ff\tc.pdf"]
+    assert documents.check(documents.parse_rows(rows), str(tmp_path)) == (["3:c.pdf"], ["2:b.pdf"])
+
+
+def test_documents_bring_back_copies_only_files_whose_hash_matches(tmp_path: Path):
+    live, aside = tmp_path / "live", tmp_path / "aside"
+    (aside / "ab").mkdir(parents=True)
+    live.mkdir()
+    (aside / "ab" / "good").write_bytes(b"tender document")
+    (aside / "ab" / "bad").write_bytes(b"changed since its row was written")
+    good = documents.Document("1", documents.sha256_file(aside / "ab" / "good"), "ab/good")
+    bad = documents.Document("2", "00" * 32, "ab/bad")
+    gone = documents.Document("3", "11" * 32, "cd/gone")
+    still = documents.bring_back([good, bad, gone], str(aside), str(live))
+    assert still == [bad, gone]
+    assert (live / "ab" / "good").read_bytes() == b"tender document" and not (live / "ab" / "bad").exists()
+    assert documents.check([good], str(live)) == ([], [])
+
+
+def test_run_steps_forget_only_with_daily_database_backups_never_with_documents_runs():
+    from lpse_ops.site import run
+
+    assert run.steps_for("files") == (run.preflight_files, run.back_up_files)
+    assert run.forget_snapshots not in run.steps_for("incr")
+    assert run.steps_for("full")[-1] is run.forget_snapshots and run.steps_for("diff")[-1] is run.forget_snapshots
+
+
+def test_documents_runs_take_their_own_lock_so_a_database_run_never_holds_them_back(tmp_path: Path):
+    from lpse_ops.site import run
+    from tests.unit.test_site_status import site_settings
+
+    held = dataclasses.replace(site_settings(tmp_path), lock_path=str(tmp_path / "main.lock"), lock_wait_s=0)
+    with run.run_lock(held, "full"), run.run_lock(held, "files"):
+        pass  # the files lock is free while a database run holds the main one
+    with run.run_lock(held, "files"), pytest.raises(Failure) as caught, run.run_lock(held, "files"):
+        pass
+    assert caught.value.code == "lock_busy"

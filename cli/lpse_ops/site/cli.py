@@ -6,7 +6,8 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup list
     lpse-backup status
     lpse-backup verify [--repo 1|2] [--set LABEL | --random]
-    lpse-backup restore --target-time "YYYY-MM-DD HH:MM:SS+00" [--repo 1|2] [--repo2-path PATH] [--restic-repo URL]
+    lpse-backup restore --target-time "YYYY-MM-DD HH:MM:SS+00" [--repo 1|2] [--repo2-path PATH]
+                        [--repo2-bucket BUCKET] [--restic-repo URL]
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
 what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
@@ -46,6 +47,7 @@ def parser() -> argparse.ArgumentParser:
     recover.add_argument("--target-time", required=True)
     recover.add_argument("--repo", type=int, choices=[1, 2], default=1)
     recover.add_argument("--repo2-path", help="pgBackRest repo2-path override (a read-only view of the bucket)")
+    recover.add_argument("--repo2-bucket", help="pgBackRest repo2-s3-bucket override (the restore views bucket)")
     recover.add_argument("--restic-repo", help="restic repository URL override")
     return top
 

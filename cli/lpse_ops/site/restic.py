@@ -125,5 +125,7 @@ def snapshots_args(site_code: str) -> list[str]:
     return ["snapshots", "--tag", site_code, "--json"]
 
 
-def restore_args(snapshot_id: str, target: str, include: str | None = None) -> list[str]:
-    return ["restore", snapshot_id, "--target", target, *(["--include", include] if include else [])]
+def restore_args(snapshot_id: str, target: str, include: str | list[str] | None = None) -> list[str]:
+    """``restic restore`` of *snapshot_id* into *target*, limited to the *include* path(s)."""
+    paths = [include] if isinstance(include, str) else list(include or [])
+    return ["restore", snapshot_id, "--target", target, *[arg for path in paths for arg in ("--include", path)]]

@@ -3,6 +3,12 @@
 A restore is a sequence of named steps (``STEPS``). The checks come first and touch nothing; once the
 live data has been moved aside, any failure rolls the site back (``roll_back``): the failed attempt
 is kept, the previous data goes back into place, PostgreSQL and SPSE start again.
+
+The database and the documents are independent: restic restores the documents into a staging folder
+in a thread while pgBackRest restores and PostgreSQL recovers. Before SPSE starts, every document the
+recovered database references must be in place with its sha256 (``reconcile_documents``): one the
+snapshot lacks is brought back from the live folder just set aside, or from a later snapshot; if any
+is still missing, the restore fails, names them, and rolls the site back.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ import contextlib
 import json
 import os
 import shutil
+import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -18,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lpse_ops.site import engine, locking, pgbackrest, postgres, restic
+from lpse_ops.site import documents, engine, locking, pgbackrest, postgres, restic
 from lpse_ops.site.clock import iso, now_utc, parse_time, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log, run
@@ -40,7 +48,10 @@ class Restore:
     repo2_path: str | None = None
     restic_url: str | None = None
     snapshot: restic.Snapshot | None = None
+    snapshots: list[restic.Snapshot] = field(default_factory=list)
     staging: str = ""
+    staging_thread: threading.Thread | None = None
+    staging_failure: list[Failure] = field(default_factory=list)
     began: float = 0.0
     extra: tuple[str, ...] = field(default_factory=tuple)
 
@@ -64,15 +75,19 @@ def main(settings: Settings, args) -> dict:
     except ValueError:
         return {**result, "error": f"--target-time {args.target_time!r} is not a time like \"2024-05-01 10:00:00+00\"",
                 "code": "bad_argument", "step": "arguments"}
+    extra = tuple(f"--repo2-{name}={value}" for name, value in (("path", args.repo2_path),
+                                                                 ("s3-bucket", args.repo2_bucket)) if value)
     current = Restore(settings, str(args.repo), target, args.target_time, result,
-                      started_at.strftime("%Y%m%dT%H%M%SZ"), args.repo2_path, args.restic_repo,
-                      extra=(f"--repo2-path={args.repo2_path}",) if args.repo2_path else ())
+                      started_at.strftime("%Y%m%dT%H%M%SZ"), args.repo2_path, args.restic_repo, extra=extra)
     try:
-        with locking.exclusive(settings.lock_path, settings.lock_wait_s):
+        with locking.exclusive(settings.lock_path, settings.lock_wait_s), \
+                locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
             for step in STEPS:
                 step(current)
     except Failure as failure:
         result.update(failure.as_fields())
+        if current.staging_thread:
+            current.staging_thread.join()
         if result["moved_aside"]:
             roll_back(current)
     result["finished_at"], result["duration_s"] = iso(now_utc()), seconds_since(started, time.monotonic())
@@ -96,6 +111,7 @@ def select_snapshot(current: Restore) -> None:
     docs = current.settings.docs_dir
     snapshots = restic.covering(engine.restic_snapshots(current.settings, current.restic_name, current.restic_url),
                                 docs)
+    current.snapshots = snapshots
     current.snapshot = restic.snapshot_at(snapshots, current.target)
     if not current.snapshot:
         raise Failure("no_snapshot", f"no restic snapshot of {docs} at or before {iso(current.target)} in the "
@@ -104,13 +120,26 @@ def select_snapshot(current: Restore) -> None:
 
 
 def stage_documents(current: Restore) -> None:
-    """Restore the documents to a staging folder next to the live one (same filesystem)."""
+    """Start restoring the documents to a staging folder next to the live one (same filesystem).
+
+    It runs in a thread, beside the database's restore; ``put_documents_in_place`` waits for it.
+    """
     docs = current.settings.docs_dir
     current.staging = os.path.join(os.path.dirname(docs), f".lpse-restore-{current.stamp}")
     current.step(f"restoring documents of snapshot {current.snapshot.short_id} to {current.staging}")
-    engine.restic_call(current.settings, current.restic_name,
-                       restic.restore_args(current.snapshot.id, current.staging, include=docs),
-                       url=current.restic_url, step="restic restore", timeout=engine.DAY_S)
+
+    def restore_documents() -> None:
+        began = time.monotonic()
+        try:
+            engine.restic_call(current.settings, current.restic_name,
+                               restic.restore_args(current.snapshot.id, current.staging, include=docs),
+                               url=current.restic_url, step="restic restore", timeout=engine.DAY_S)
+        except Failure as failure:
+            current.staging_failure.append(failure)
+        current.result["documents_restore_duration_s"] = seconds_since(began, time.monotonic())
+
+    current.staging_thread = threading.Thread(target=restore_documents, name="restic-restore", daemon=True)
+    current.staging_thread.start()
 
 
 # --- the live site ------------------------------------------------------------------------------
@@ -170,7 +199,10 @@ def wait_promoted(settings: Settings, aside: str) -> list[str]:
 
 
 def put_documents_in_place(current: Restore) -> None:
-    """Move the live documents aside and the staged ones into place."""
+    """Wait for the staged documents, then move the live ones aside and the staged ones into place."""
+    current.staging_thread.join()
+    if current.staging_failure:
+        raise current.staging_failure[0]
     docs = current.settings.docs_dir
     docs_aside = f"{docs}.before-restore-{current.stamp}"
     if os.path.exists(docs):
@@ -179,6 +211,51 @@ def put_documents_in_place(current: Restore) -> None:
     os.rename(current.staging + docs, docs)
     shutil.rmtree(current.staging)
     current.step(f"documents restored (previous ones at {docs_aside})")
+
+
+def reconcile_documents(current: Restore) -> None:
+    """Every document the recovered database references, in place with its sha256, before SPSE starts.
+
+    One the snapshot lacks (uploaded after it, before the target) comes from the live folder set aside
+    by this restore, else from a later snapshot; a matching sha256 is the proof. Any still missing:
+    Failure(documents_missing) naming them, and the site is rolled back.
+    """
+    settings, docs = current.settings, current.settings.docs_dir
+    referenced = documents.parse_rows(postgres.psql(settings, documents.QUERY, step="documents", timeout=HOUR_S))
+    wanted = [d for d in referenced if not documents.matches(d, docs)]
+    report = {"referenced": len(referenced), "from_snapshot": len(referenced) - len(wanted)}
+    aside = (current.result["moved_aside"].get("documents") or {}).get("to")
+    still = documents.bring_back(wanted, aside, docs) if aside and wanted else wanted
+    report["from_set_aside"] = len(wanted) - len(still)
+    later = [s for s in reversed(current.snapshots) if s.time > current.snapshot.time]
+    before_later = len(still)
+    for snapshot in later:
+        if not still:
+            break
+        still = documents_from_snapshot(current, snapshot, still)
+    report["from_later_snapshots"] = before_later - len(still)
+    report["missing"] = [d.label for d in still]
+    current.result["documents"] = report
+    current.step(f"documents: {report['referenced']} referenced, {report['from_set_aside']} from the set-aside "
+                 f"folder, {report['from_later_snapshots']} from later snapshots, {len(still)} missing")
+    if still:
+        raise Failure("documents_missing", f"{len(still)} document(s) the recovered database references are in no "
+                      f"snapshot and not in the set-aside folder: {', '.join(report['missing'][:20])}; the site "
+                      "was not left with a database that points at missing files", step="documents")
+
+
+def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
+                            wanted: list[documents.Document]) -> list[documents.Document]:
+    """Restore just *wanted* from *snapshot* into a scratch folder and bring back those whose hash matches."""
+    docs = current.settings.docs_dir
+    with tempfile.TemporaryDirectory(prefix=".lpse-restore-later-", dir=os.path.dirname(docs)) as scratch:
+        done = engine.restic_call(current.settings, current.restic_name,
+                                  restic.restore_args(snapshot.id, scratch,
+                                                      include=[os.path.join(docs, d.stored_path) for d in wanted]),
+                                  url=current.restic_url, check=False, step="restic restore", timeout=engine.DAY_S)
+        if done.returncode != 0:
+            return wanted
+        return documents.bring_back(wanted, scratch + docs, docs)
 
 
 def start_application(current: Restore) -> None:
@@ -193,7 +270,7 @@ def start_application(current: Restore) -> None:
 
 Step = Callable[[Restore], None]
 STEPS: tuple[Step, ...] = (select_backup, select_snapshot, stage_documents, stop_services, move_database_aside,
-                           restore_database, recover, put_documents_in_place, start_application)
+                           restore_database, recover, put_documents_in_place, reconcile_documents, start_application)
 
 
 # --- rolling back -------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def main(settings: Settings, args) -> dict:
               "type": args.type, "started_at": iso(started_at), "pgbackrest": {}, "manifest": None, "restic": {}}
     current = Run(settings, args.type, result)
     try:
-        with locking.exclusive(settings.lock_path, settings.lock_wait_s):
+        with run_lock(settings, args.type):
             for step in steps_for(args.type):
                 step(current)
         result["ok"] = True
@@ -54,11 +54,25 @@ def main(settings: Settings, args) -> dict:
     return result
 
 
+def run_lock(settings: Settings, backup_type: str) -> contextlib.AbstractContextManager:
+    """The lock a run holds: a documents run only the files lock, so that a long database backup never
+    holds back the 5-minute snapshots (the documents' RPO); a database run the main lock (its restic
+    part takes the files lock too, in ``back_up_files``)."""
+    if backup_type == "files":
+        return locking.exclusive(settings.files_lock_path, settings.lock_wait_s)
+    return locking.exclusive(settings.lock_path, settings.lock_wait_s)
+
+
 def steps_for(backup_type: str) -> tuple[Step, ...]:
-    """Return the steps of a run of *backup_type*, in order."""
+    """Return the steps of a run of *backup_type*, in order.
+
+    Retention (``restic forget --prune``, which rewrites packs) runs with the daily full and diff
+    backups only, never with the 5-minute documents runs.
+    """
     if backup_type == "files":
         return (preflight_files, back_up_files)
-    return (preflight_database, preflight_files, back_up_database, write_manifest, back_up_files)
+    steps = (preflight_database, preflight_files, back_up_database, write_manifest, back_up_files)
+    return (*steps, forget_snapshots) if backup_type in ("full", "diff") else steps
 
 
 # --- preflight ----------------------------------------------------------------------------------
@@ -144,17 +158,19 @@ def write_manifest(current: Run) -> None:
 # --- the files ----------------------------------------------------------------------------------
 
 def back_up_files(current: Run) -> None:
-    """``restic backup`` of the documents, configuration and manifests to both repositories, then forget."""
+    """``restic backup`` of the documents, configuration and manifests to both repositories."""
     settings = current.settings
     tags = [settings.site_code, *sorted(set(current.labels.values()))]
     paths = [p for p in settings.restic_paths if os.path.exists(p)]
-    for name in RESTIC_REPOS:
-        log(f"restic backup to {name}")
-        began = time.monotonic()
-        entry = snapshot_files(settings, name, tags, paths)
-        entry["duration_s"] = seconds_since(began, time.monotonic())
-        entry["forget"] = forget_snapshots(settings, name)
-        current.result["restic"][name] = entry
+    held = contextlib.nullcontext() if current.backup_type == "files" else \
+        locking.exclusive(settings.files_lock_path, settings.lock_wait_s)
+    with held:
+        for name in RESTIC_REPOS:
+            log(f"restic backup to {name}")
+            began = time.monotonic()
+            entry = snapshot_files(settings, name, tags, paths)
+            entry["duration_s"] = seconds_since(began, time.monotonic())
+            current.result["restic"][name] = entry
 
 
 def snapshot_files(settings: Settings, name: str, tags: list[str], paths: list[str]) -> dict:
@@ -164,8 +180,11 @@ def snapshot_files(settings: Settings, name: str, tags: list[str], paths: list[s
     return restic.describe_summary(restic.parse_backup_summary(done.stdout))
 
 
-def forget_snapshots(settings: Settings, name: str) -> dict:
-    """Apply the retention to repository *name* (``restic forget --prune``); return what it removed."""
-    done = engine.restic_call(settings, name, restic.forget_args(settings.site_code, settings.restic_keep),
-                              step=f"restic forget {name}", timeout=engine.DAY_S)
-    return restic.parse_forget(done.stdout)
+def forget_snapshots(current: Run) -> None:
+    """Apply the retention to both restic repositories (``restic forget --prune``); record what it removed."""
+    settings = current.settings
+    with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
+        for name in RESTIC_REPOS:
+            done = engine.restic_call(settings, name, restic.forget_args(settings.site_code, settings.restic_keep),
+                                      step=f"restic forget {name}", timeout=engine.DAY_S)
+            current.result["restic"][name]["forget"] = restic.parse_forget(done.stdout)

@@ -50,6 +50,11 @@ class Settings:
     min_free_bytes: int = 64 * MIB
     lock_path: str = "/run/lpse-backup.lock"
 
+    @property
+    def files_lock_path(self) -> str:
+        """The documents runs' own lock: a long database backup never holds back the 5-minute snapshots."""
+        return self.lock_path + ".files"
+
     @classmethod
     def from_mapping(cls, data: dict[str, Any]) -> Settings:
         """Build the settings from the parsed JSON; unknown keys are ignored (older or newer roles).

@@ -8,14 +8,13 @@ kept in ``<state_dir>/verify/last.json`` for ``status``.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lpse_ops.site import engine, locking, manifest, pgbackrest, postgres, restic, scratch
+from lpse_ops.site import documents, engine, locking, manifest, pgbackrest, postgres, restic, scratch
 from lpse_ops.site.clock import iso, now_utc, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.explain import explain, tail
@@ -225,35 +224,13 @@ def compare_documents(current: Verify) -> None:
     """Every ``documents`` row's file is in the restored snapshot with the same sha256."""
     if not current.answered:
         return
-    rows = postgres.psql(current.settings, "SELECT id, sha256, stored_path FROM documents ORDER BY id;",
-                         database=current.manifest["database"], port=current.scratch.port,
-                         host=current.scratch.socket_dir, check=False, step="documents")
-    missing, mismatched = documents_against(rows, current.scratch.files + current.settings.docs_dir)
+    rows = postgres.psql(current.settings, documents.QUERY, database=current.manifest["database"],
+                         port=current.scratch.port, host=current.scratch.socket_dir, check=False, step="documents")
+    missing, mismatched = documents.check(documents.parse_rows(rows), current.scratch.files + current.settings.docs_dir)
     ok = current.snapshot is not None and not missing and not mismatched
     current.check("documents match their sha256", ok,
                   f"{len(rows)} documents, every file present with its sha256" if ok else
                   f"{len(rows)} documents; missing {missing[:20]}; sha256 mismatch {mismatched[:20]}")
-
-
-def documents_against(rows: list[str], root: str) -> tuple[list[str], list[str]]:
-    """Return (missing, mismatched) ``id:path`` of the ``id<TAB>sha256<TAB>stored_path`` rows under *root*."""
-    missing, mismatched = [], []
-    for row in rows:
-        doc_id, sha, stored = row.split("\t")
-        path = os.path.join(root, stored)
-        if not os.path.isfile(path):
-            missing.append(f"{doc_id}:{stored}")
-        elif sha256_file(path) != sha.strip():
-            mismatched.append(f"{doc_id}:{stored}")
-    return missing, mismatched
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 Step = Callable[[Verify], None]
