@@ -9,16 +9,14 @@ JSON into the fleet view.
 from __future__ import annotations
 
 import json
-import os
 import shlex
-import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config
 from lpse_ops.actions import operation
-from lpse_ops.backends import pgbackrest, restic, s3
+from lpse_ops.backends import pgbackrest, restic
 
 RUN_TASK = "Run lpse-backup"
 REPORT_TASK = "Report lpse-backup result"
@@ -242,48 +240,6 @@ def _verify_warnings(verification: dict | None, ages: dict, limits: Thresholds) 
         return [("verification_too_old",
                  f"last verified restore is {ages['verified_s'] / 86400:.1f} days old (limit {limits.verify})")]
     return []
-
-
-def admin_s3() -> tuple[object, dict]:
-    """Return an admin S3 client for the offsite store and its settings.
-
-    From ``LPSE_OPS_S3_ENDPOINT``, ``LPSE_OPS_S3_BUCKET``, ``LPSE_OPS_S3_CA``, ``LPSE_OPS_S3_ACCESS_KEY`` and
-    ``LPSE_OPS_S3_SECRET_KEY``, else the lab's generated credentials.
-    """
-    from lpse_ops.lab import lab as lab_actions
-
-    if os.environ.get("LPSE_OPS_S3_ENDPOINT"):
-        settings = {"endpoint_control": os.environ["LPSE_OPS_S3_ENDPOINT"],
-                    "endpoint_hosts": os.environ.get("LPSE_OPS_S3_HOST_ENDPOINT", os.environ["LPSE_OPS_S3_ENDPOINT"]),
-                    "bucket": os.environ.get("LPSE_OPS_S3_BUCKET", lab_actions.BUCKET),
-                    "ca_cert": os.environ.get("LPSE_OPS_S3_CA") or None,
-                    "credentials": {"admin": {"access_key": os.environ["LPSE_OPS_S3_ACCESS_KEY"],
-                                              "secret_key": os.environ["LPSE_OPS_S3_SECRET_KEY"]}}}
-    else:
-        path = lab_actions.lab_dir() / "s3-credentials.json"
-        if not path.exists():
-            raise operation.OperationRefused("no offsite S3 settings: set LPSE_OPS_S3_ENDPOINT, LPSE_OPS_S3_BUCKET, "
-                                             "LPSE_OPS_S3_CA, LPSE_OPS_S3_ACCESS_KEY and LPSE_OPS_S3_SECRET_KEY")
-        settings = json.loads(path.read_text())
-    client = lab_actions.s3_client(settings["endpoint_control"], settings["ca_cert"], settings["credentials"]["admin"])
-    return client, settings
-
-
-def offsite_view(site_code: str, when: datetime) -> dict:
-    """Materialise the site's offsite repositories as they stood at *when*; return restore arguments."""
-    client, settings = admin_s3()
-    view = f"views/{when.strftime('%Y%m%dT%H%M%SZ')}-{uuid.uuid4().hex[:6]}"
-    bucket = settings["bucket"]
-    copied = {}
-    for engine in ("pgbackrest", "restic"):
-        copied[engine] = s3.build_view(client, bucket, f"{engine}/{site_code}/", when, view)
-    if not copied["pgbackrest"]:
-        raise operation.OperationRefused(f"the offsite bucket held no pgBackRest repository for {site_code} at "
-                                         f"{when.isoformat()}: choose a later --offsite-as-of")
-    endpoint = settings["endpoint_hosts"].rstrip("/")
-    return {"view": view, "objects": copied,
-            "args": ["--repo", "2", "--repo2-path", f"/{view}/pgbackrest/{site_code}",
-                     "--restic-repo", f"s3:{endpoint}/{bucket}/{view}/restic/{site_code}"]}
 
 
 def record_verifications(outputs: dict[str, dict], run_id: int | None, state_url: str | None) -> None:
