@@ -56,6 +56,18 @@ def archived_now() -> None:
     raise AssertionError(f"WAL segment {segment} was not archived within 120 s")
 
 
+def target_now() -> datetime:
+    """A recovery target after every commit so far, then one commit after it, archived: PostgreSQL only
+    knows it has reached a target time when it replays a commit past it."""
+    archived_now()
+    time.sleep(1)
+    target = datetime.now(UTC)
+    time.sleep(1)
+    sql(f"INSERT INTO tenders (code, title, agency) VALUES ('AFTER-{time.time_ns()}', 'setelah target', 'x')")
+    archived_now()
+    return target
+
+
 # --- 1. checksums that no session or server setting changes -------------------------------------------
 
 SETTINGS_PROBE = ("CREATE TABLE IF NOT EXISTS zz_settings_probe (id int PRIMARY KEY, t timestamptz, d date, "
@@ -144,10 +156,7 @@ def test_restore_after_the_last_snapshot_brings_back_documents_from_the_set_asid
         code, _, output = backup_cli("run", "--type", "incr")
         assert code == 0, output
         late = upload_documents(f"LATE{int(time.time())}", 3)
-        archived_now()
-        time.sleep(1)
-        target = datetime.now(UTC)
-        code, result, output = restore_to(target)
+        code, result, output = restore_to(target_now())
     assert code == 0, output
     assert sql(f"SELECT count(*) FROM documents WHERE name IN ({', '.join(repr(n) for n in late)})") == "3"
     assert documents_not_matching() == [], "a document the recovered database references is missing"
@@ -162,10 +171,9 @@ def test_restore_fails_loudly_and_rolls_back_when_a_referenced_document_is_nowhe
         (name, _), = upload_documents(f"NOWHERE{int(time.time())}", 1).items()
         path = document_path(name)
         on_site(f"mv {path} /tmp/nowhere-doc")  # lost before any snapshot took it
-        archived_now()
-        time.sleep(1)
+        target = target_now()
         tenders = sql("SELECT count(*) FROM tenders")
-        code, result, output = restore_to(datetime.now(UTC))
+        code, result, output = restore_to(target)
     try:
         assert code == 3, output
         assert result["code"] == "documents_missing", result
@@ -186,7 +194,9 @@ def test_offsite_restore_replays_wal_from_the_offsite_repository_alone():
     archived_now()
     time.sleep(1)
     target = datetime.now(UTC)
+    time.sleep(1)
     sql(f"INSERT INTO tenders (code, title, agency) VALUES ('TOOLATE-{stamp}', 'sesudah target', 'x')")
+    archived_now()
     on_site("mv /var/lib/pgbackrest /var/lib/pgbackrest.hidden")
     try:
         code, result, output = restore_to(target, "--from", "offsite")

@@ -77,10 +77,15 @@ def restic_env(settings: Settings) -> dict[str, str]:
 
 def restic_call(settings: Settings, name: str, args: list[str], *, url: str | None = None, check: bool = True,
                 step: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
-    """Run restic on repository *name* ('local' or 'offsite'), or on an explicit *url*."""
+    """Run restic on repository *name* ('local' or 'offsite'), or on an explicit *url*.
+
+    An explicit *url* is a restore view: a copy the site may read but never write, so restic takes no
+    lock there (``--no-lock``; only reads are ever run on a view).
+    """
     repo = restic.repo_args(url or settings.restic_repos[name], settings.s3_ca_file, settings.restic_s3_options)
-    return run(["restic", *repo, *args], env=restic_env(settings), check=check, step=step or f"restic {name}",
-               timeout=timeout, hints=hints(settings))
+    no_lock = ["--no-lock"] if url else []
+    return run(["restic", *repo, *no_lock, *args], env=restic_env(settings), check=check,
+               step=step or f"restic {name}", timeout=timeout, hints=hints(settings))
 
 
 def restic_raw_snapshots(settings: Settings, name: str, url: str | None = None) -> list[dict]:
