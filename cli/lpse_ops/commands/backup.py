@@ -90,8 +90,9 @@ def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: 
 @backup.command(name="run")
 @inventory_option
 @limit_option
-@click.option("--type", "backup_type", type=click.Choice(["full", "diff", "incr"]), default="incr",
-              show_default=True, help="pgBackRest backup type (restic snapshots are always incremental).")
+@click.option("--type", "backup_type", type=click.Choice(["full", "diff", "incr", "files"]), default="incr",
+              show_default=True,
+              help="pgBackRest backup type, or `files` for a documents and configuration snapshot only.")
 @json_option
 def run_command(inventory_path: Path | None, limit: str | None, backup_type: str, as_json: bool) -> None:
     """Back up database, documents and configuration to the local and the offsite repository now."""
