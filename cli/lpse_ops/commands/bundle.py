@@ -11,7 +11,7 @@ import click
 from rich.table import Table
 
 from lpse_ops import bundle as bundles
-from lpse_ops import terminal
+from lpse_ops import reference, terminal
 
 
 def _table(title: str, data: dict[str, Any]) -> Table:
@@ -90,29 +90,35 @@ def _report_built(target: Path, data: dict[str, Any], as_json: bool) -> None:
 
 
 @bundle.command(name="reference")
-@click.option("--version", "version", required=True, help="Reference SPSE version to build (1.0 or 1.1).")
+@click.option("--version", "version", default=None,
+              help="Reference SPSE version to build (1.0, 1.1 or 1.2); with --bad, the bad release's version "
+                   "(default 1.2.1, 1.2.2 or 1.2.3).")
+@click.option("--bad", "bad", default=None, type=click.Choice(reference.BAD_KINDS),
+              help="Build a BAD release instead, for testing upgrades (docs/release-bundle.md).")
 @click.option("--key", "key_path", required=True, type=click.Path(path_type=Path),
               help="Private signing key (PEM PKCS8 ed25519).")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder to write spse-<version>.tar.gz into.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def reference_command(version: str, key_path: Path, out_dir: Path, as_json: bool) -> None:
+def reference_command(version: str | None, bad: str | None, key_path: Path, out_dir: Path, as_json: bool) -> None:
     """Compile the reference SPSE (tests/fixtures/spse) and build it into a signed bundle.
 
     LKPP's real SPSE releases come as bundles; this small real service stands in for them in the
-    lab, the demo and the tests.
+    lab, the demo and the tests. --bad KIND builds one of its deliberately broken releases
+    (a migration that fails after committing half its work, a degraded /health, 500s on part of the
+    traffic), validly signed, to test that upgrades catch and roll them back.
     """
-    import tempfile
-
-    from lpse_ops import reference
-
+    if bad is None and version is None:
+        raise click.UsageError("give --version (1.0, 1.1 or 1.2) or --bad KIND")
+    what = f"bad reference SPSE {bad}" if bad else f"reference SPSE {version}"
     try:
-        with tempfile.TemporaryDirectory(prefix="spse-reference-") as work:
-            source = reference.build_reference_source(version, Path(work))
-            target = bundles.build(source, key_path, out_dir)
+        if bad:
+            target = reference.build_bad_release(bad, key_path, out_dir, version)
+        else:
+            target = reference.build_reference_bundle(version, key_path, out_dir)
         data = bundles.show(target)
     except (bundles.BundleError, RuntimeError, KeyError, ValueError) as error:
-        raise terminal.fail(f"cannot build reference SPSE {version}: {error}") from error
+        raise terminal.fail(f"cannot build {what}: {error}") from error
     _report_built(target, data, as_json)
 
 
