@@ -18,6 +18,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("lpse_ops.commands.backup", "backup"),
     ("lpse_ops.commands.runs", "runs"),
     ("lpse_ops.commands.audit", "audit_log"),
+    ("lpse_ops.commands.lock", "lock"),
 )
 
 

@@ -56,7 +56,8 @@ def execute(ctx: BackupContext, action: str, args: list[str], operation_name: st
         operation=operation_name or f"backup.{action}", playbook="backup_exec.yml", inventory=ctx.inventory,
         limit=ctx.limit, extravars={"backup_action": action, "backup_args": shlex.join(args), **ctx.extravars},
         capture=(RUN_TASK, REPORT_TASK), show_progress=ctx.show_progress, state_url=ctx.state_url,
-        record_args={"action": action, "args": args, **(record or {})}, validate_for="backup")
+        record_args={"action": action, "args": args, **(record or {})}, validate_for="backup",
+        lock_sites=action == "restore")
     result = operation.run(op)
     return result, host_outputs(result)
 

@@ -1,7 +1,9 @@
 """Run one fleet operation (a playbook of this project) end to end.
 
 Validate the inventory, resolve the target hosts, record the run in the state store and the audit
-log, run the playbook through ansible-runner with live progress, and return what happened.
+log, lock the sites when the operation changes them (one install, upgrade, restore or drill per site
+at a time, across operators sharing a store), run the playbook through ansible-runner with live
+progress, release the locks, and return what happened.
 """
 
 from __future__ import annotations
@@ -12,11 +14,15 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lpse_ops import config, inventory
 from lpse_ops.backends import ansible
 from lpse_ops.progress import HostProgress
 from lpse_ops.runner_events import PlayTracker
+
+if TYPE_CHECKING:
+    from lpse_ops.state import StateStore
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -30,7 +36,12 @@ class OperationRefused(Exception):
 
 @dataclass
 class OperationContext:
-    """What to run, where, and which task results to keep."""
+    """What to run, where, and which task results to keep.
+
+    ``lock_sites``: the operation changes the sites (install, restore, upgrade, drill), so it holds
+    the state store's site lock on every target host from just after the run is recorded until it
+    ends; a site another run holds refuses the operation before anything runs.
+    """
 
     operation: str
     playbook: str
@@ -45,6 +56,7 @@ class OperationContext:
     show_progress: bool = True
     record_args: dict = field(default_factory=dict)
     validate_for: str | None = None
+    lock_sites: bool = False
 
 
 @dataclass
@@ -90,7 +102,11 @@ def preflight_input(ctx: OperationContext) -> inventory.InventoryReport:
 
 
 def run(ctx: OperationContext) -> OperationResult:
-    """Validate, record, run and summarise one operation. Raises OperationRefused on bad input."""
+    """Validate, record, lock, run and summarise one operation.
+
+    Raises OperationRefused on bad input, or when a target site is locked by another run (that run,
+    its holder and since when are named; this run is then recorded as aborted, no host touched).
+    """
     from lpse_ops.state import StateStore
 
     preflight_input(ctx)
@@ -99,8 +115,42 @@ def run(ctx: OperationContext) -> OperationResult:
         raise OperationRefused(f"no host matches group '{ctx.group}'"
                                f"{f' with --limit {ctx.limit}' if ctx.limit else ''}: check the names")
     store = StateStore.open(ctx.state_url or config.state_url())
-    args = {"inventory": str(ctx.inventory), "limit": ctx.limit, "check": ctx.check, **ctx.record_args}
-    run_id = store.start_run(ctx.operation, args, hosts, actor=config.actor())
+    try:
+        actor = config.actor()
+        args = {"inventory": str(ctx.inventory), "limit": ctx.limit, "check": ctx.check, **ctx.record_args}
+        run_id = store.start_run(ctx.operation, args, hosts, actor=actor)
+        if ctx.lock_sites:
+            lock_hosts(store, ctx.operation, hosts, run_id, actor)
+        try:
+            return _run_playbook(ctx, store, run_id, hosts)
+        finally:
+            if ctx.lock_sites:
+                store.release_sites(hosts, run_id=run_id, holder=actor)
+    finally:
+        store.close()
+
+
+def lock_hosts(store: StateStore, operation: str, hosts: list[str], run_id: int, actor: str) -> None:
+    """Take the site lock on *hosts* for run *run_id*, all or none.
+
+    On a site locked by another run, finish *run_id* as aborted (the refusal in its summary) and
+    raise OperationRefused naming every lock in the way.
+    """
+    from lpse_ops.state.store import SiteLockedError
+
+    try:
+        store.acquire_sites(hosts, operation, run_id=run_id, holder=actor)
+    except SiteLockedError as error:
+        store.finish_run(run_id, "aborted", {}, None, summary={"refused": "site locked", "locks": error.locks})
+        raise OperationRefused(f"{error}\nno host was touched (run {run_id} recorded as aborted)") from error
+    except BaseException:
+        store.finish_run(run_id, "aborted", {}, None, summary={"error": "interrupted while locking the sites"})
+        store.release_sites(hosts, run_id=run_id, holder=actor)
+        raise
+
+
+def _run_playbook(ctx: OperationContext, store: StateStore, run_id: int, hosts: list[str]) -> OperationResult:
+    """Run *ctx*'s playbook with live progress and record how run *run_id* ended."""
     tracker = PlayTracker(capture=ctx.capture)
     started = time.monotonic()
     artifact_dir = ""

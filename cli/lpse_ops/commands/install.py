@@ -61,8 +61,13 @@ def install(bundle_path: Path, inventory_path: Path | None, limit: str | None, t
             forks: int, as_json: bool) -> None:
     """Install SPSE from a signed BUNDLE on the sites (pre-flight, PostgreSQL, SPSE, nginx with TLS).
 
+    For a bare site, or one that already runs this version (a re-run changes nothing); a site that
+    runs another version is refused before anything changes on it (use `lpse-ops upgrade`). Each
+    site is locked in the state store for the whole install.
+
     Exit codes: 0 every host serves the release; 1 refused before touching any host (bad inventory,
-    bundle or options); 3 a host failed; 4 a host was unreachable.
+    bundle or options, or a site locked by another run); 3 a host failed, or runs another version;
+    4 a host was unreachable.
     """
     inventory_path = require_inventory(inventory_path)
     if not bundle_path.exists():
@@ -73,7 +78,7 @@ def install(bundle_path: Path, inventory_path: Path | None, limit: str | None, t
     ctx = operation.OperationContext(
         operation="install", playbook="install.yml", inventory=inventory_path, limit=limit,
         extravars={"spse_bundle": str(bundle_path.resolve()), "spse_version": manifest.version},
-        capture=(HEALTH_TASK,), check=check, forks=forks, show_progress=not as_json,
+        capture=(HEALTH_TASK,), check=check, forks=forks, show_progress=not as_json, lock_sites=True,
         record_args={"bundle": str(bundle_path.resolve()), "version": manifest.version, "key_id": manifest.key_id},
     )
     result = run_operation(ctx)

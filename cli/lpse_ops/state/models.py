@@ -98,3 +98,17 @@ class RestoreVerification(Base):
     checks: Mapped[list[str] | None] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_restore_verifications_host_time", "host", "verified_at"),)
+
+
+class SiteLock(Base):
+    """Who is changing a site right now: one install, upgrade, restore or drill per site at a time."""
+
+    __tablename__ = "site_locks"
+
+    site: Mapped[str] = mapped_column(String(255), primary_key=True)
+    """The inventory host name of the site."""
+    operation: Mapped[str] = mapped_column(String(64))
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    holder: Mapped[str] = mapped_column(String(255))
+    """The actor holding the lock (``LPSE_OPS_ACTOR`` or ``user@host``)."""
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

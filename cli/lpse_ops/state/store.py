@@ -26,13 +26,13 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, IntegrityError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 from sqlalchemy.pool import StaticPool
 
 from lpse_ops import config
 from lpse_ops.state import audit
-from lpse_ops.state.models import AuditEntry, RestoreVerification, Run, RunHost
+from lpse_ops.state.models import AuditEntry, RestoreVerification, Run, RunHost, SiteLock
 
 RESULTS = ("ok", "failed", "error", "aborted")
 """The values of ``runs.result``."""
@@ -55,6 +55,32 @@ class StateError(Exception):
 
 class RunNotFoundError(StateError, LookupError):
     """No run has the requested id."""
+
+
+def lock_holder(lock: Mapping[str, Any]) -> str:
+    """Return "SITE is locked by HOLDER since TIME UTC for OPERATION (run N)" for a ``list_locks`` row."""
+    since = datetime.fromisoformat(lock["acquired_at"]).astimezone(UTC) if lock.get("acquired_at") else None
+    run = f" (run {lock['run_id']})" if lock.get("run_id") is not None else ""
+    return (f"{lock['site']} is locked by {lock['holder']} since "
+            f"{since.strftime('%Y-%m-%d %H:%M:%S UTC') if since else '?'} for {lock['operation']}{run}")
+
+
+def describe_lock(lock: Mapping[str, Any]) -> str:
+    """Return who holds *lock* (a ``list_locks`` row), since when, and what the operator can do about it."""
+    return (f"{lock_holder(lock)}: wait for it, or `lpse-ops lock release {lock['site']} --force` "
+            "if that run is dead")
+
+
+class SiteLockedError(StateError):
+    """A site is locked by another operation; ``locks`` holds every lock in the way (``list_locks`` rows)."""
+
+    def __init__(self, locks: list[dict[str, Any]]) -> None:
+        self.locks = locks
+        super().__init__("\n".join(describe_lock(lock) for lock in locks))
+
+
+class LockNotHeldError(StateError):
+    """A release was refused: the site is not locked, or another actor holds it and ``force`` was not given."""
 
 
 def _normalize_url(url: str) -> URL:
@@ -364,6 +390,83 @@ class StateStore:
                      "recovery_point": row.recovery_point, "recovery_time": row.recovery_time,
                      "restore_duration_s": row.restore_duration_s, "checks": row.checks}
                     for row in session.scalars(query)]
+
+    # -- site locks ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _lock_dict(row: SiteLock) -> dict[str, Any]:
+        return {"site": row.site, "operation": row.operation, "run_id": row.run_id, "holder": row.holder,
+                "acquired_at": _iso(row.acquired_at)}
+
+    def acquire_sites(self, sites: list[str], operation: str, run_id: int | None = None,
+                      holder: str | None = None) -> list[dict[str, Any]]:
+        """Lock every site in *sites* for *operation* (run *run_id*) by *holder*, all or none, and audit it.
+
+        Returns the new locks; raises :class:`SiteLockedError` naming every site already locked (by anyone,
+        this holder included: one change at a time per site), in which case no lock is taken.
+        """
+        holder = holder or config.actor()
+        names = list(dict.fromkeys(str(site) for site in sites))
+        if not names:
+            return []
+        try:
+            with self._write() as session:
+                held = list(session.scalars(select(SiteLock).where(SiteLock.site.in_(names)).order_by(SiteLock.site)))
+                if held:
+                    raise SiteLockedError([self._lock_dict(row) for row in held])
+                now = datetime.now(UTC)
+                rows = [SiteLock(site=name, operation=operation, run_id=run_id, holder=holder, acquired_at=now)
+                        for name in names]
+                session.add_all(rows)
+                session.flush()
+                entry = self._append(session, "lock.acquire", {"sites": names, "operation": operation,
+                                                               "run_id": run_id}, holder)
+        except IntegrityError as error:  # a writer that bypassed the write lock got there first
+            held = [lock for lock in self.list_locks() if lock["site"] in names]
+            raise SiteLockedError(held) if held else StateError(f"cannot lock {', '.join(names)}: {error}") from error
+        self._anchor(entry)
+        return [self._lock_dict(row) for row in rows]
+
+    def release_sites(self, sites: list[str], *, run_id: int | None = None, holder: str | None = None,
+                      force: bool = False) -> list[dict[str, Any]]:
+        """Release the locks on *sites* and audit it; return the locks released.
+
+        With *run_id*, only that run's locks are released and others are left alone (an operation
+        ending). Otherwise every named site must be locked, and by *holder* (default: this actor)
+        unless *force*; else :class:`LockNotHeldError` is raised and nothing is released.
+        """
+        holder = holder or config.actor()
+        names = list(dict.fromkeys(str(site) for site in sites))
+        if not names:
+            return []
+        with self._write() as session:
+            rows = list(session.scalars(select(SiteLock).where(SiteLock.site.in_(names)).order_by(SiteLock.site)))
+            if run_id is not None:
+                rows = [row for row in rows if row.run_id == run_id]
+            else:
+                problems = [f"{name} is not locked" for name in names if name not in {row.site for row in rows}]
+                if not force:
+                    problems += [f"{lock_holder(self._lock_dict(row))}, not by {holder}: add --force only "
+                                 "if that run is dead" for row in rows if row.holder != holder]
+                if problems:
+                    raise LockNotHeldError("; ".join(problems))
+            released = [self._lock_dict(row) for row in rows]
+            if not released:
+                return []
+            for row in rows:
+                session.delete(row)
+            session.flush()
+            others = [lock for lock in released if lock["holder"] != holder]
+            entry = self._append(session, "lock.release", {
+                "sites": [lock["site"] for lock in released], "run_id": run_id, "forced": bool(force and others),
+                "locks": released}, holder)
+        self._anchor(entry)
+        return released
+
+    def list_locks(self) -> list[dict[str, Any]]:
+        """Return every site lock held now, by site name."""
+        with self._read() as session:
+            return [self._lock_dict(row) for row in session.scalars(select(SiteLock).order_by(SiteLock.site))]
 
     # -- audit log ----------------------------------------------------------------------------
 
