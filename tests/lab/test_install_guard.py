@@ -50,7 +50,8 @@ def test_install_other_version_refusal_shows_why_in_table(lab, installed, releas
     code, _, output = run_cli("install", str(release["bundles"]["1.1"]), "--limit", "site2",
                               "--trusted-keys", str(release["trusted"]))
     assert code == 3, output
-    assert "site runs SPSE 1.0" in output and "lpse-ops" in output and "upgrade" in output, output
+    assert "site2: FAILED Refuse a site that runs another SPSE version: site runs SPSE 1.0; install is for a " \
+           "bare site or the same version: use `lpse-ops upgrade` to move it to 1.1" in output, output
     assert site_view("site2")["health"]["version"] == "1.0"
 
 
