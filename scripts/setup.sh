@@ -9,6 +9,8 @@ need=()
 command -v dockerd >/dev/null || need+=(docker.io)
 command -v debootstrap >/dev/null || [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
+# The PostgreSQL JDBC driver, so the integration tests can run the reference SPSE against a real database.
+[ -f /usr/share/java/postgresql.jar ] || need+=(libpostgresql-jdbc-java)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
