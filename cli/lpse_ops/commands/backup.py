@@ -189,6 +189,7 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
         hosts = operation.target_hosts(ctx.inventory, "sites", limit)
         if len(hosts) != 1:
             raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
+        _refuse_if_locked(hosts[0])
         args = ["--target-time", target.strftime("%Y-%m-%d %H:%M:%S+00")]
         view = None
         if as_of:
@@ -215,6 +216,16 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     details = {h: o.get("error") or f"recovered to {(o.get('recovery_point') or {}).get('target_time', target_time)}"
                for h, o in outputs.items()}
     _finish(result, outputs, as_json, "backup restore", details)
+
+
+def _refuse_if_locked(host: str) -> None:
+    """Refuse before the plan, the prompt or any offsite copy when another operation holds the site."""
+    from lpse_ops.state import StateStore
+    from lpse_ops.state.store import describe_lock
+
+    held = [lock for lock in StateStore.open(config.state_url()).list_locks() if lock["site"] == host]
+    if held:
+        raise terminal.fail(describe_lock(held[0]) + "; nothing was done")
 
 
 def _show_restore_plan(host: str, target: datetime, source: str, view: offsite.OffsiteView | None) -> None:
