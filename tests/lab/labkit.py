@@ -14,9 +14,11 @@ SITES = 3  # one site in each Indonesian zone (lab.ZONES)
 CLI = str(Path(sys.executable).with_name("lpse-ops"))
 
 
-def run_cli(*args: str, check_json: bool = True, timeout: float = 1800) -> tuple[int, dict | None, str]:
-    """Run the real ``lpse-ops`` command; return (exit code, parsed JSON stdout or None, stderr)."""
-    done = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, check=False)
+def run_cli(*args: str, check_json: bool = True, timeout: float = 1800,
+            answer: str | None = None) -> tuple[int, dict | None, str]:
+    """Run the real ``lpse-ops`` command (*answer* typed at its prompt); return (exit code, JSON stdout, output)."""
+    done = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, check=False,
+                          input=answer)
     data = None
     if check_json and done.stdout.strip().startswith("{"):
         data = json.loads(done.stdout)

@@ -256,6 +256,9 @@ def test_site_credentials_cannot_destroy_offsite_backups_which_still_restore(bac
         assert sql("SELECT count(*) FROM tenders WHERE code LIKE 'GEN-%'") == "3000"
         assert sql(f"SELECT count(*) FROM tenders WHERE code IN ('KEEP-{stamp}', 'LATE-{stamp}')") == "1"
         assert sql(f"SELECT code FROM tenders WHERE code LIKE '%-{stamp}'") == f"KEEP-{stamp}"
+        assert documents_not_matching() == [], "a referenced document is missing after the offsite restore"
+        view = result["offsite_view"]
+        assert view["copied"] > 0 and view["removed"] >= view["copied"], view
     finally:
         # Put the repository back as it was for later runs: the admin copies the locked versions forward.
         from lpse_ops.backends.s3 import list_versions, state_as_of

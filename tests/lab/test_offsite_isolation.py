@@ -115,3 +115,39 @@ def test_site_key_cannot_shorten_retention_or_lift_a_hold_on_its_own_objects(s3)
     denied(lambda: site.delete_object(Bucket=bucket, Key=key, VersionId=version))
     denied(lambda: site.put_object_legal_hold(Bucket=bucket, Key=key, VersionId=version,
                                               LegalHold={"Status": "OFF"}))
+
+
+def test_backup_setup_refuses_an_offsite_lock_shorter_than_the_retention(s3, tmp_path):
+    """14 days of lock against 6 monthly snapshots: refused before anything changes on the site."""
+    import shutil
+
+    from lpse_ops.lab import lab as lab_actions
+    from tests.lab.labkit import on_site, run_cli
+
+    inventory = tmp_path / "inventory"
+    shutil.copytree(lab_actions.inventory_path().parent, inventory)
+    secrets = inventory / "group_vars" / "sites" / "secrets.yml"
+    secrets.write_text(secrets.read_text().replace("backup_s3_lock_days: 190", "backup_s3_lock_days: 14"))
+    before = on_site("stat -c %Y /etc/lpse-backup/lpse-backup.json /etc/pgbackrest/pgbackrest.conf")
+    code, report, output = run_cli("backup", "setup", "-i", str(inventory / "hosts.yml"), "--limit", "site1",
+                                   "--json")
+    assert code == 3, output
+    assert "shorter than the longest offsite retention, 186 days" in output, output
+    assert on_site("stat -c %Y /etc/lpse-backup/lpse-backup.json /etc/pgbackrest/pgbackrest.conf") == before
+
+
+def test_answering_no_to_an_offsite_as_of_restore_writes_nothing(s3):
+    """The plan is read from the version listing; the copy into the views bucket waits for yes."""
+    from lpse_ops.backends.s3 import list_versions
+    from tests.lab.labkit import run_cli
+
+    def stored(bucket: str) -> int:
+        return len(list_versions(s3["admin"], bucket, ""))
+
+    before = {bucket: stored(bucket) for bucket in (s3["bucket"], s3["views"])}
+    now = datetime.now(UTC).isoformat()
+    code, _, output = run_cli("backup", "restore", "--limit", "site1", "--from", "offsite", "--offsite-as-of", now,
+                              "--target-time", now, answer="n\n", check_json=False)
+    assert code == 1 and "Aborted" in output, output
+    assert "objects" in output and "no Object Lock" in output, output  # the plan was shown first
+    assert {bucket: stored(bucket) for bucket in before} == before
