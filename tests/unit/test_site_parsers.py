@@ -187,3 +187,15 @@ def test_documents_runs_take_their_own_lock_so_a_database_run_never_holds_them_b
     with run.run_lock(held, "files"), pytest.raises(Failure) as caught, run.run_lock(held, "files"):
         pass
     assert caught.value.code == "lock_busy"
+
+
+@pytest.mark.parametrize("state, dead", [
+    ({"ActiveState": "activating", "SubState": "start", "MainPID": "0", "ControlPID": "0"}, True),
+    ({"ActiveState": "activating", "SubState": "start", "MainPID": "0", "ControlPID": "4242"}, False),
+    ({"ActiveState": "active", "SubState": "running", "MainPID": "77", "ControlPID": "0"}, False),
+])
+def test_services_dead_start_is_activating_with_no_process_left(state, dead):
+    """As seen on a lab site: Debian's postgresql@.service (TimeoutStartSec=0) after a refused recovery."""
+    from lpse_ops.site import services
+
+    assert services.dead_start(state) is dead

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lpse_ops.site import documents, engine, locking, pgbackrest, postgres, restic
+from lpse_ops.site import documents, engine, locking, pgbackrest, postgres, restic, services
 from lpse_ops.site.clock import iso, now_utc, parse_time, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log, run
@@ -52,6 +52,7 @@ class Restore:
     staging: str = ""
     staging_thread: threading.Thread | None = None
     staging_failure: list[Failure] = field(default_factory=list)
+    timeline: str | None = None
     began: float = 0.0
     extra: tuple[str, ...] = field(default_factory=tuple)
 
@@ -119,6 +120,20 @@ def select_snapshot(current: Restore) -> None:
     current.result["restic_snapshot"] = {"id": current.snapshot.short_id, "time": iso(current.snapshot.time)}
 
 
+def note_live_timeline(current: Restore) -> None:
+    """The timeline the live cluster is on: the history "as lived" that the target time belongs to.
+
+    A restore that failed and was rolled back has already archived the history file of the timeline its
+    attempt promoted to; following "latest" would take that abandoned branch and PostgreSQL would refuse
+    to start. Following the live timeline never does. Unknown when PostgreSQL is down (a lost server):
+    then pgBackRest's default applies.
+    """
+    lines = postgres.psql(current.settings, "SELECT timeline_id FROM pg_control_checkpoint();", database="postgres",
+                          check=False, step="timeline", timeout=60)
+    current.timeline = lines[0].strip() if lines and lines[0].strip().isdigit() else None
+    current.result["timeline_followed"] = int(current.timeline) if current.timeline else "default"
+
+
 def stage_documents(current: Restore) -> None:
     """Start restoring the documents to a staging folder next to the live one (same filesystem).
 
@@ -165,15 +180,16 @@ def restore_database(current: Restore) -> None:
     """``pgbackrest restore --type=time`` into the empty data dir."""
     current.began = time.monotonic()
     current.step(f"pgbackrest restore --type=time --target={current.target_text} from repo{current.repo}")
+    timeline = (f"--target-timeline={current.timeline}",) if current.timeline else ()
     engine.pgbackrest_call(current.settings,
-                           pgbackrest.restore_to_time_args(current.repo, current.target_text, current.extra),
+                           pgbackrest.restore_to_time_args(current.repo, current.target_text, current.extra + timeline),
                            step="pgbackrest restore", timeout=engine.DAY_S)
 
 
 def recover(current: Restore) -> None:
     """Start PostgreSQL and wait until it has recovered to the target and promoted."""
     settings = current.settings
-    run(["systemctl", "start", settings.pg_unit], step="start postgresql", timeout=HOUR_S)
+    services.start(settings.pg_unit, step="start postgresql")
     cols = wait_promoted(settings, current.result["moved_aside"]["pgdata"]["to"])
     current.result["recovery_point"] = {
         "target_time": iso(current.target),
@@ -260,7 +276,7 @@ def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
 
 def start_application(current: Restore) -> None:
     """Start SPSE and wait for its health endpoint to say ok."""
-    run(["systemctl", "start", current.settings.spse_unit], step="start spse")
+    services.start(current.settings.spse_unit, step="start spse")
     current.result["health"] = wait_health(current.settings.health_url)
     current.result["ok"] = current.result["health"].get("status") == "ok"
     if not current.result["ok"]:  # reported, not rolled back: the data is restored, the application needs a look
@@ -269,8 +285,9 @@ def start_application(current: Restore) -> None:
 
 
 Step = Callable[[Restore], None]
-STEPS: tuple[Step, ...] = (select_backup, select_snapshot, stage_documents, stop_services, move_database_aside,
-                           restore_database, recover, put_documents_in_place, reconcile_documents, start_application)
+STEPS: tuple[Step, ...] = (select_backup, select_snapshot, note_live_timeline, stage_documents, stop_services,
+                           move_database_aside, restore_database, recover, put_documents_in_place,
+                           reconcile_documents, start_application)
 
 
 # --- rolling back -------------------------------------------------------------------------------
@@ -284,8 +301,8 @@ def roll_back(current: Restore) -> None:
         run(["systemctl", "stop", settings.pg_unit], step="roll back", check=False)
         kept = [swap_back(moved["from"], moved["to"], current.stamp) for moved in result["moved_aside"].values()]
         kept = [path for path in kept if path]
-        run(["systemctl", "start", settings.pg_unit], step="roll back", timeout=600)
-        run(["systemctl", "start", settings.spse_unit], step="roll back")
+        services.start(settings.pg_unit, step="roll back")
+        services.start(settings.spse_unit, step="roll back")
         result["rolled_back"] = True
         result["health_after_rollback"] = wait_health(settings.health_url, timeout=120)
         result["error"] += (". The site was rolled back to its state before the restore"
