@@ -1,0 +1,112 @@
+"""``lpse-ops upgrade``: move sites to another SPSE release. Today: ``upgrade plan`` (what would happen)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from lpse_ops import config, terminal
+from lpse_ops.actions import upgrade_plan
+from lpse_ops.commands._options import inventory_option, json_option, limit_option, refusal_as_error, require_inventory
+from lpse_ops.commands.install import trusted_keys_default
+
+EXIT_NOTHING_POSSIBLE = 3
+"""No site can be upgraded: every site that is not on the target is left out."""
+
+
+def releases_default() -> str:
+    return str(config.home() / "bundles")
+
+
+def _table(title: str, columns: tuple[str, ...]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        # fold, never an ellipsis: a host name or version cut short in a pipe is a wrong answer
+        table.add_column(column, overflow="fold")
+    return table
+
+
+def render_plan(plan: upgrade_plan.UpgradePlan) -> None:
+    """Print the plan: path per site, the waves, the excluded sites with their reasons."""
+    releases = ", ".join(f"{release.version} (from {release.min_upgrade_from})" for release in plan.releases)
+    terminal.out.print(f"Upgrade plan to SPSE {plan.target} (run {plan.run_id}); bundles used: {releases}",
+                       highlight=False)
+    paths = _table("Path per site", ("wave", "host", "now", "path"))
+    for index, wave in enumerate(plan.waves):
+        for site in wave:
+            arrow = " -> ".join([site.current, *site.steps])
+            paths.add_row(f"{index} {site.wave}", site.host, site.current,
+                          f"[red]{arrow} (DOWNGRADE)[/red]" if site.downgrade else arrow)
+    if plan.waves:
+        terminal.out.print(paths)
+    waves = _table("Waves", ("wave", "name", "sites", "hosts"))
+    for index, wave in enumerate(plan.waves):
+        waves.add_row(str(index), wave[0].wave, str(len(wave)), ", ".join(site.host for site in wave))
+    if plan.waves:
+        terminal.out.print(waves)
+    else:
+        terminal.out.print("No site can be upgraded now.", highlight=False)
+    if plan.excluded:
+        excluded = _table(f"Left out: {len(plan.excluded)} site(s)", ("host", "now", "code", "reason"))
+        for exclusion in plan.excluded:
+            excluded.add_row(exclusion.host, exclusion.version or "-", exclusion.code,
+                             "\n".join(f"{reason.code}: {reason.message}" if position else reason.message
+                                       for position, reason in enumerate(exclusion.reasons)))
+        terminal.out.print(excluded)
+    if plan.up_to_date:
+        terminal.out.print(f"Already on {plan.target}: {', '.join(plan.up_to_date)}", highlight=False)
+    for warning in plan.warnings:
+        terminal.warn(warning)
+
+
+@click.group(name="upgrade")
+def upgrade() -> None:
+    """Upgrade SPSE on the sites from signed release bundles."""
+
+
+@upgrade.command(name="plan")
+@click.option("--to", "target", required=True, metavar="VERSION", help="The SPSE version to reach, e.g. 1.2.")
+@click.option("--releases", "releases_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=releases_default, show_default="<LPSE_OPS_HOME>/bundles",
+              help="Folder of signed release bundles (spse-*.tar.gz); each is verified.")
+@click.option("--trusted-keys", type=click.Path(path_type=Path, file_okay=False), default=trusted_keys_default,
+              show_default="$LPSE_OPS_TRUSTED_KEYS or ~/.local/share/lpse-ops/trusted-keys",
+              help="Folder of trusted release public keys (*.pub).")
+@inventory_option
+@limit_option
+@click.option("--canary", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Sites in the canary wave when the inventory has no eligible 'canary' group member.")
+@click.option("--wave-size", default=upgrade_plan.DEFAULT_WAVE_SIZE, show_default=True, metavar="N|P%",
+              help="Sites per wave after the canary (a count, or a percentage of the eligible sites), "
+                   "when the inventory has no wave_N groups.")
+@click.option("--max-backup-age", "max_backup_age", default=upgrade_plan.DEFAULT_MAX_BACKUP_AGE_HOURS,
+              show_default=True, type=click.FloatRange(min=0, min_open=True), metavar="HOURS",
+              help="A site needs a successful restore verification younger than this.")
+@click.option("--allow-downgrade", is_flag=True,
+              help="Plan sites on a newer version straight back to VERSION (migrations are NOT reversed).")
+@json_option
+def plan(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Path | None, limit: str | None,
+         canary: int, wave_size: str, max_backup_age: float, allow_downgrade: bool, as_json: bool) -> None:
+    """Show how the sites would reach SPSE VERSION: each site's path, the waves, the sites left out and why.
+
+    Verifies every bundle in the release folder, then reads each site's state (read-only, recorded as
+    run upgrade.plan). Changes nothing on any site.
+
+    Exit codes: 0 there is something to do (or every site already runs VERSION); 1 refused before any
+    host was touched (bad or missing bundle, bad option or inventory); 3 no site can be upgraded (every
+    site not on VERSION is left out).
+    """
+    inventory_path = require_inventory(inventory_path)
+    ctx = upgrade_plan.PlanContext(
+        target=target, inventory=inventory_path, releases_dir=releases_dir, trusted_keys=trusted_keys, limit=limit,
+        canary=canary, wave_size=wave_size, max_backup_age_hours=max_backup_age, allow_downgrade=allow_downgrade,
+        show_progress=not as_json)
+    with refusal_as_error():
+        result = upgrade_plan.plan(ctx)
+    if as_json:
+        terminal.emit_json(result.as_dict())
+    else:
+        render_plan(result)
+    raise SystemExit(0 if result.waves or not result.excluded else EXIT_NOTHING_POSSIBLE)
