@@ -168,10 +168,14 @@ def verify_args(repo: int | str) -> list[str]:
 
 
 def restore_to_point_args(repo: int | str, label: str, pgdata: str, restore_point: str) -> list[str]:
-    """Arguments restoring set *label* into *pgdata*, recovering to the named restore point (verify)."""
+    """Arguments restoring set *label* into *pgdata*, recovering to the named restore point (verify).
+
+    The restore point is made on the set's own timeline just after the backup, so recovery follows that
+    timeline (``current``), never a later branch such as one a rolled-back restore left in the archive.
+    """
     return ["restore", f"--repo={repo}", f"--set={label}", f"--pg1-path={pgdata}", "--type=name",
-            f"--target={restore_point}", "--target-action=promote", "--archive-mode=off",
-            "--log-level-console=warn"]
+            f"--target={restore_point}", "--target-timeline=current", "--target-action=promote",
+            "--archive-mode=off", "--log-level-console=warn"]
 
 
 def restore_to_time_args(repo: int | str, target_time: str, extra: tuple[str, ...] = ()) -> list[str]:
