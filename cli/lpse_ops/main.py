@@ -19,6 +19,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("lpse_ops.commands.runs", "runs"),
     ("lpse_ops.commands.audit", "audit_log"),
     ("lpse_ops.commands.lock", "lock"),
+    ("lpse_ops.commands.notice", "notice"),
     ("lpse_ops.commands.upgrade", "upgrade"),
 )
 
