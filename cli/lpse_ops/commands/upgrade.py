@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from lpse_ops import config, terminal
@@ -28,6 +30,15 @@ def _table(title: str, columns: tuple[str, ...]) -> Table:
     return table
 
 
+def print_table(table: Table) -> None:
+    """Print *table* on stdout; in a pipe, as wide as its content, so no host or version is ever folded."""
+    if terminal.out.is_terminal:
+        terminal.out.print(table)
+        return
+    natural = Measurement.get(terminal.out, terminal.out.options.update(width=100_000), table).maximum
+    Console(soft_wrap=True, width=max(terminal.out.width, natural)).print(table)
+
+
 def render_plan(plan: upgrade_plan.UpgradePlan) -> None:
     """Print the plan: path per site, the waves, the excluded sites with their reasons."""
     releases = ", ".join(f"{release.version} (from {release.min_upgrade_from})" for release in plan.releases)
@@ -40,8 +51,13 @@ def render_plan(plan: upgrade_plan.UpgradePlan) -> None:
             paths.add_row(f"{index} {site.wave}", site.host, site.current,
                           f"[red]{arrow} (DOWNGRADE)[/red]" if site.downgrade else arrow)
     if plan.waves:
-        terminal.out.print(paths)
-    waves = _table("Waves", ("wave", "name", "sites", "hosts"))
+        print_table(paths)
+    # one row per wave; its hosts wrap between names (each name kept whole), not across the screen
+    waves = Table(title="Waves", title_justify="left")
+    for column in ("wave", "name", "sites"):
+        waves.add_column(column, no_wrap=True)
+    longest = max((len(site.host) for wave in plan.waves for site in wave), default=5)
+    waves.add_column("hosts", min_width=min(longest + 1, 60), overflow="fold")
     for index, wave in enumerate(plan.waves):
         waves.add_row(str(index), wave[0].wave, str(len(wave)), ", ".join(site.host for site in wave))
     if plan.waves:
@@ -54,7 +70,7 @@ def render_plan(plan: upgrade_plan.UpgradePlan) -> None:
             excluded.add_row(exclusion.host, exclusion.version or "-", exclusion.code,
                              "\n".join(f"{reason.code}: {reason.message}" if position else reason.message
                                        for position, reason in enumerate(exclusion.reasons)))
-        terminal.out.print(excluded)
+        print_table(excluded)
     if plan.up_to_date:
         terminal.out.print(f"Already on {plan.target}: {', '.join(plan.up_to_date)}", highlight=False)
     for warning in plan.warnings:
