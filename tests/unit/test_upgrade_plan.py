@@ -175,6 +175,16 @@ def test_plan_tampered_bundle_on_no_path_warns_only(signed: dict, tmp_path: Path
     assert any("spse-1.2.tar.gz" in warning and "on no path" in warning for warning in plan.warnings)
 
 
+def test_refuse_bad_steps_tampered_older_bundle_refused_before_reading_sites(signed: dict, tmp_path: Path) -> None:
+    folder = folder_with(signed, tmp_path, "1.0", "1.1", "1.2")
+    tamper(folder / "spse-1.1.tar.gz")
+    loaded = up.load_catalogue(folder, signed["trusted"])
+    with pytest.raises(up.PlanRefused, match=r"could be a step to 1\.2; no host was touched") as caught:
+        up.refuse_bad_steps(loaded, "1.2")
+    assert "spse-1.1.tar.gz" in str(caught.value)
+    up.refuse_bad_steps(loaded, "1.0")  # 1.1 is newer than that target: on no path
+
+
 def test_plan_target_without_bundle_refused(catalogue: up.Catalogue) -> None:
     with pytest.raises(up.PlanRefused, match=r"no bundle of SPSE 1\.3 .*verified: 1\.0, 1\.1, 1\.2"):
         up.compute_plan(catalogue, {}, {}, options("1.3"))
@@ -365,10 +375,11 @@ def test_plan_600_sites_every_eligible_site_in_exactly_one_wave(catalogue: up.Ca
 # ------------------------------------------------------------------ the command
 
 
-def test_upgrade_plan_command_bad_bundle_refused_before_any_host(signed: dict, tmp_path: Path,
+@pytest.mark.parametrize("bad", ["1.2", "1.1"])
+def test_upgrade_plan_command_bad_bundle_refused_before_any_host(signed: dict, tmp_path: Path, bad: str,
                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     folder = folder_with(signed, tmp_path, "1.0", "1.1", "1.2")
-    tamper(folder / "spse-1.2.tar.gz")
+    tamper(folder / f"spse-{bad}.tar.gz")
 
     def no_hosts(*_args: object, **_kwargs: object) -> None:
         raise AssertionError("a host was about to be touched")
@@ -380,7 +391,8 @@ def test_upgrade_plan_command_bad_bundle_refused_before_any_host(signed: dict, t
     result = CliRunner().invoke(upgrade_cli.upgrade, ["plan", "--to", "1.2", "--releases", str(folder),
                                                       "--trusted-keys", str(signed["trusted"]), "-i", str(inventory)])
     assert result.exit_code == 1, result.output
-    assert "spse-1.2.tar.gz" in result.output and "sha256 mismatch" in result.output
+    assert f"spse-{bad}.tar.gz" in result.output and "sha256 mismatch" in result.output
+    assert "no host was touched" in result.output
 
 
 def test_upgrade_plan_command_renders_full_names_in_a_pipe(catalogue: up.Catalogue,

@@ -171,6 +171,22 @@ def load_catalogue(releases_dir: Path, trusted_keys: Path,
     return catalogue
 
 
+def refuse_bad_steps(catalogue: Catalogue, target: str) -> None:
+    """Refuse, before any site is read, when a bundle that failed verification could be a step to *target*.
+
+    Which steps a site needs is known only once its version is read, so any failing bundle not newer
+    than the target (or whose version is unknown) refuses the plan here, naming the file and its error.
+    A failing bundle newer than the target is on no path and only becomes a warning of the plan.
+    """
+    target_key = version_key(target)
+    bad = [release for release in catalogue.refused
+           if (key := _safe_key(release.version)) is None or key <= target_key]
+    if bad:
+        raise PlanRefused(f"{len(bad)} bundle(s) of the release folder failed verification and could be a step "
+                          f"to {target}; no host was touched. Remove or replace them:\n  - "
+                          + "\n  - ".join(str(release.error) for release in bad))
+
+
 # ------------------------------------------------------------------------------------------ paths
 
 
@@ -630,6 +646,7 @@ def plan(ctx: PlanContext) -> UpgradePlan:
     options = PlanOptions(ctx.target, ctx.allow_downgrade, ctx.canary, wave_size, ctx.max_backup_age_hours)
     catalogue = load_catalogue(ctx.releases_dir, ctx.trusted_keys)
     compute_plan(catalogue, {}, {}, options)  # refuses a missing or bad target bundle before any host is touched
+    refuse_bad_steps(catalogue, ctx.target)
     op = operation.OperationContext(
         operation=OPERATION, playbook=PLAYBOOK, inventory=ctx.inventory, limit=ctx.limit,
         capture=(RESULT_TASK,), state_url=ctx.state_url, show_progress=ctx.show_progress, validate_for="validate",
@@ -668,6 +685,7 @@ __all__ = [
     "load_catalogue",
     "parse_site_state",
     "plan",
+    "refuse_bad_steps",
     "states_from_run",
     "upgrade_path",
     "version_key",
