@@ -27,7 +27,7 @@ import yaml
 
 from lpse_ops import config
 from lpse_ops.backends import docker, s3
-from lpse_ops.lab import image, tls
+from lpse_ops.lab import image, smtp, tls
 
 LABEL = "lpse-ops.lab"
 ADMIN_USER = "lpse-admin"
@@ -37,6 +37,8 @@ VIEWS_BUCKET = "lpse-restore-views"
 # three sites has one of each (WIB, WITA, WIT) and every lab test runs away from UTC.
 ZONES = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura")
 S3_CONTAINER_PORT = 8333
+SMTP_PORT_OFFSET = 99  # the lab's SMTP server (lab/smtp.py) on 127.0.0.1:BASE+99
+SMTP_FROM = "lpse-ops@lkpp.lab.test"
 Progress = Callable[[str], None]
 
 
@@ -413,14 +415,21 @@ spse_server_name: "{{ inventory_hostname }}"
 
 # --- inventory -------------------------------------------------------------------------------------
 
-def write_inventory(lab: LabPlan, offsite: dict) -> Path:
+def lab_contacts(site_code: str) -> list[dict]:
+    """Return a lab site's notice recipients (``site_contacts``): its head and its PPE admin."""
+    number = site_code[-2:]
+    return [{"name": f"Kepala LPSE Lab {number}", "email": f"kepala@{site_code}.lpse.test"},
+            {"name": "Admin PPE", "email": f"admin@{site_code}.lpse.test"}]
+
+
+def write_inventory(lab: LabPlan, offsite: dict, mail: dict | None = None) -> Path:
     """Write the lab's ready inventory (with its secrets in 0600 files) and return its path."""
     directory = lab_dir()
     inventory = inventory_path()
     (inventory.parent / "group_vars" / "sites").mkdir(parents=True, exist_ok=True)
     sites = {h.name: {"ansible_port": h.ssh_port, "site_code": h.site_code,
                       "site_name": f"LPSE Lab {h.site_code[-2:]}", "site_timezone": h.timezone,
-                      "lab_https_port": h.https_port}
+                      "lab_https_port": h.https_port, "site_contacts": lab_contacts(h.site_code)}
              for h in lab.hosts if h.role == "site"}
     offsite_hosts = {h.name: {"ansible_port": h.ssh_port, "lab_s3_port": h.s3_port}
                      for h in lab.hosts if h.role == "offsite"}
@@ -429,7 +438,9 @@ def write_inventory(lab: LabPlan, offsite: dict) -> Path:
                  "ansible_ssh_private_key_file": str(directory / "id_ed25519"),
                  "ansible_ssh_common_args": f"-o StrictHostKeyChecking=accept-new "
                                             f"-o UserKnownHostsFile={directory / 'known_hosts'}",
-                 "lpse_environment": "lab"},
+                 "lpse_environment": "lab",
+                 **({"lpse_smtp_host": mail["host"], "lpse_smtp_port": mail["port"], "lpse_smtp_from": mail["from"],
+                     "lpse_smtp_ca_cert": mail["ca_cert"]} if mail else {})},
         "children": {"sites": {"hosts": sites}, "offsite": {"hosts": offsite_hosts}}}}
     inventory.write_text("# Written by `lpse-ops lab up`; the lab's secrets are in group_vars/, mode 0600.\n"
                          + yaml.safe_dump(data, sort_keys=False))
@@ -457,6 +468,21 @@ def write_inventory(lab: LabPlan, offsite: dict) -> Path:
     return inventory
 
 
+def start_smtp(port_base: int) -> dict:
+    """Start (or keep) the lab's SMTP server on 127.0.0.1:*port_base*+99, STARTTLS with the lab CA, delivering
+    into ``lab/smtp/maildir``; return its settings (host, port, maildir, ca_cert, from)."""
+    tls_dir = lab_dir() / "tls"
+    cert, key = tls_dir / "smtp.crt", tls_dir / "smtp.key"
+    if not cert.exists():
+        tls.make_server_cert(tls_dir, tls_dir / "ca.crt", tls_dir / "ca.key", "smtp", ["localhost"], ["127.0.0.1"])
+    try:
+        info = smtp.start(lab_dir() / "smtp", port_base + SMTP_PORT_OFFSET, tls_cert=cert, tls_key=key,
+                          ca_cert=tls_dir / "ca.crt")
+    except smtp.SmtpLabError as error:
+        raise LabError(str(error)) from error
+    return {"host": info.host, "port": info.port, "maildir": info.maildir, "ca_cert": info.ca_cert, "from": SMTP_FROM}
+
+
 # --- the three commands ----------------------------------------------------------------------------
 
 def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
@@ -470,6 +496,8 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
         have = {c["Names"] for c in existing}
         running = all(c["State"] == "running" for c in existing)
         if state and state.get("complete") and have == wanted and running:
+            state["smtp"] = start_smtp(state["port_base"])  # restarted if it stopped; its settings kept
+            state_path().write_text(json.dumps(state, indent=2))
             progress("the lab is already up")
             return state
         if state and state.get("complete") and running:
@@ -478,6 +506,9 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
         raise LabError(f"a half-built or stopped lab exists ({', '.join(sorted(have))}): "
                        "run `lpse-ops lab down`, then `lpse-ops lab up` again")
     check_ports(lab.hosts)
+    if smtp.running(directory / "smtp") is None and port_in_use(lab.port_base + SMTP_PORT_OFFSET):
+        raise LabError(f"port {lab.port_base + SMTP_PORT_OFFSET} on 127.0.0.1 (the lab's SMTP server) is already in "
+                       "use by another program: stop it, or choose other ports with --port-base N")
     try:
         tag, built = image.build(config.home() / "cache", progress)
     except RuntimeError as error:
@@ -508,9 +539,11 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
     creds_file = directory / "s3-credentials.json"
     creds_file.write_text(json.dumps(offsite, indent=2))
     creds_file.chmod(0o600)
-    inventory = write_inventory(lab, offsite)
+    mail = start_smtp(lab.port_base)
+    progress(f"SMTP server on 127.0.0.1:{mail['port']} delivering into {mail['maildir']}")
+    inventory = write_inventory(lab, offsite, mail)
     _save_state(lab, complete=True, image=tag, subnet=subnet, egress_allowed=mirrors,
-                inventory=str(inventory), s3_endpoint=offsite["endpoint_control"], bucket=BUCKET)
+                inventory=str(inventory), s3_endpoint=offsite["endpoint_control"], bucket=BUCKET, smtp=mail)
     return load_state() or {}
 
 
@@ -576,6 +609,8 @@ def down(name: str | None = None, purge: bool = False) -> list[str]:
             removed.append(f"network {name}")
     remove_egress_filter(LabPlan(name, 0, []))
     directory = lab_dir()
+    if smtp.stop(directory / "smtp"):
+        removed.append("SMTP server")
     if purge:
         shutil.rmtree(directory, ignore_errors=True)
         removed.append(str(directory))
