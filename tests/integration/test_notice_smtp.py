@@ -20,8 +20,8 @@ from lpse_ops.state import StateStore
 
 pytest.importorskip("aiosmtpd", reason="the lab's SMTP server needs aiosmtpd: pip install -e '.[dev]'")
 
-# 15:00 UTC is 22.00 WIB on Saturday 28 November and 00.00 WIT on Sunday 29 November 2026.
-START = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+# 15:00 UTC is 22.00 WIB on Saturday 28 November and 00.00 WIT on Sunday 29 November 2037.
+START = datetime(2037, 11, 28, 15, 0, tzinfo=UTC)
 REFUSED = "ditolak@lab03.lpse.test"
 CONTACTS = {
     "site1": [{"name": "Kepala LPSE Lab 01", "email": "kepala@lab01.lpse.test"},
@@ -92,8 +92,8 @@ def test_notice_maintenance_two_zones_delivers_indonesian_notice_per_site(invent
     text_jkt = jakarta.get_body(("plain",)).get_content()
     text_jpr = jayapura.get_body(("plain",)).get_content()
     # The same instant in each site's own zone: the date changes in Jayapura.
-    assert "Sabtu, 28 November 2026 pukul 22.00 WIB" in text_jkt
-    assert "Minggu, 29 November 2026 pukul 00.00 WIT" in text_jpr
+    assert "Sabtu, 28 November 2037 pukul 22.00 WIB" in text_jkt
+    assert "Minggu, 29 November 2037 pukul 00.00 WIT" in text_jpr
     assert "22.30 WIB" in text_jkt and "00.30 WIT" in text_jpr
     for text in (text_jkt, text_jpr):
         assert "Kepada Yth." in text and "30 menit" in text
@@ -105,7 +105,7 @@ def test_notice_maintenance_two_zones_delivers_indonesian_notice_per_site(invent
     # UTF-8 on the wire (the em dash of the subject, the quotes of the HTML part), decoded intact.
     html = jayapura.get_body(("html",)).get_content()
     assert jayapura.get_body(("html",)).get_content_charset() == "utf-8"
-    assert "<html lang=\"id\">" in html and "Minggu, 29 November 2026 pukul 00.00 WIT" in html
+    assert "<html lang=\"id\">" in html and "Minggu, 29 November 2037 pukul 00.00 WIT" in html
     assert jakarta["Message-ID"] == next(r.message_id for r in outcome.results if r.host == "site1")
 
 
@@ -132,7 +132,7 @@ def test_notice_completion_reports_version_and_interruption(inventory, server):
     assert message["Subject"] == "Pemeliharaan SPSE selesai — LPSE Lab 03"
     text = message.get_body(("plain",)).get_content()
     assert "SPSE kini berjalan pada versi 1.2" in text and "12 menit" in text
-    assert "Minggu, 29 November 2026 pukul 00.00 WIT sampai 00.12 WIT" in text
+    assert "Minggu, 29 November 2037 pukul 00.00 WIT sampai 00.12 WIT" in text
     with StateStore.open() as store:
         assert store.get_run(outcome.run_id)["operation"] == "notice.completion"
 
@@ -191,17 +191,17 @@ def test_smtp_send_login_over_starttls_accepted_and_wrong_password_refused(tmp_p
 
 def test_notice_cli_json_sends_and_exits_zero(inventory, server):
     result = CliRunner().invoke(main, ["notice", "send", "-i", str(inventory), "--kind", "maintenance",
-                                       "--limit", "site3", "--start", "2026-11-28T22:00", "--duration", "30m",
+                                       "--limit", "site3", "--start", "2037-11-28T22:00", "--duration", "30m",
                                        "--from-version", "1.0", "--to-version", "1.2", "--json", "--yes"])
 
     assert result.exit_code == 0, result.output
     assert '"ok": true' in result.output
     text = lab_smtp.messages(server.maildir)[0].get_body(("plain",)).get_content()
-    assert "Minggu, 29 November 2026 pukul 00.00 WIT" in text
+    assert "Minggu, 29 November 2037 pukul 00.00 WIT" in text
 
 
 def test_notice_cli_json_without_yes_refuses(inventory):
-    result = CliRunner().invoke(main, ["notice", "send", "-i", str(inventory), "--start", "2026-11-28T22:00",
+    result = CliRunner().invoke(main, ["notice", "send", "-i", str(inventory), "--start", "2037-11-28T22:00",
                                        "--duration", "30m", "--from-version", "1.0", "--to-version", "1.2", "--json"])
 
     assert result.exit_code == 1 and "--yes" in result.output

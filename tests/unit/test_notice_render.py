@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 import click
 import pytest
 
-from lpse_ops.actions.notice import reference_for, site_targets
+from lpse_ops.actions.notice import NoticeRequest, SiteTarget, plan_notice, reference_for, site_targets
+from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.backends import smtp
 from lpse_ops.commands.notice import parse_duration, parse_start
 from lpse_ops.reports.notice import Contact, NoticeContent, render
@@ -116,3 +117,16 @@ def test_parse_duration_bad_text_refused(text):
 def test_parse_start_without_offset_read_in_start_zone():
     assert parse_start("2026-11-28T22:00", "Asia/Jakarta") == START
     assert parse_start("2026-11-29T00:00+09:00", "Asia/Jakarta") == START
+
+
+def test_plan_notice_maintenance_in_the_past_refused_completion_allowed():
+    site = SiteTarget("site1", "lab01", "LPSE Lab 01", "Asia/Jakarta", [Contact("K", "k@lab01.lpse.test")])
+    settings = smtp.SmtpSettings(host="127.0.0.1", port=25, sender="lpse-ops@lkpp.lab.test")
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    request = NoticeRequest(kind="maintenance", start=past, duration=timedelta(minutes=30), from_version="1.0",
+                            to_version="1.2", sites=[site], smtp_settings=settings)
+
+    with pytest.raises(OperationRefused, match="starts in the past"):
+        plan_notice(request)
+    request.kind = "completion"
+    assert plan_notice(request).sites == [site]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config, inventory
@@ -24,6 +24,8 @@ from lpse_ops.reports.notice import KINDS, Contact, NoticeContent, render
 
 Progress = Callable[[str, str], None]
 REFERENCE_PREFIX = {"maintenance": "PML", "completion": "SLS"}
+PAST_GRACE = timedelta(minutes=5)
+"""How late a maintenance notice may still be sent (an upgrade run announcing the window it opens now)."""
 
 
 @dataclass
@@ -167,6 +169,9 @@ def plan_notice(request: NoticeRequest) -> NoticePlan:
         problems.append(f"notice kind must be one of {', '.join(KINDS)}, not {request.kind!r}")
     if request.start.tzinfo is None:
         problems.append("the window start needs a time zone or an offset (e.g. 2026-11-28T22:00+07:00)")
+    elif request.kind == "maintenance" and request.start < datetime.now(UTC) - PAST_GRACE:
+        problems.append(f"the maintenance window starts in the past ({request.start.isoformat()}): the notice must "
+                        "reach the site before the work (clause 6.2.13); check --start and --start-zone")
     if request.duration <= timedelta(0):
         problems.append("the duration must be longer than zero (e.g. 30m, 2h, 1h30m)")
     sites = request.sites
