@@ -138,8 +138,9 @@ def test_restore_to_a_point_between_two_batches_gets_exactly_the_first(backed_up
     between = datetime.now(UTC)
     time.sleep(2)
     upload_documents(f"B{batch}", 20)
+    segment = sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
     sql("SELECT pg_switch_wal()")
-    time.sleep(5)
+    wait_until_archived(segment)  # batch B's commits, past the target, reach the archive
     code, report, output = run_cli("backup", "restore", "--limit", SITE, "--target-time", between.isoformat(),
                                    "--yes", "--json")
     assert code == 0, output

@@ -34,6 +34,15 @@ def verify_set(label: str) -> tuple[int, dict, str]:
     return code, (report or {}).get("outputs", {}).get(SITE, {}), output
 
 
+def failed_checks_of_a_new_set() -> list[dict]:
+    """Take an incremental backup, verify that very set (it must fail), and return its failed checks."""
+    code, report, output = backup_cli("run", "--type", "incr")
+    assert code == 0, output
+    code, result, output = verify_set(last_label(report))
+    assert code == 3, output
+    return [c for c in result["checks"] if not c["ok"]]
+
+
 def document_path(name: str) -> str:
     return "/var/lib/spse/documents/" + sql(f"SELECT stored_path FROM documents WHERE name = '{name}'")
 
@@ -107,11 +116,7 @@ def test_verify_names_a_document_whose_file_no_longer_matches_its_row(fault, wor
     path = document_path(name)
     on_site(f"cp -a {path} /tmp/saved-doc && " + fault.format(path=path))
     try:
-        code, report, output = backup_cli("run", "--type", "incr")
-        assert code == 0, output
-        code, result, output = verify_set(last_label(report))
-        assert code == 3, output
-        failed = [c for c in result["checks"] if not c["ok"]]
+        failed = failed_checks_of_a_new_set()
         assert [c["check"] for c in failed] == ["documents match their sha256"], failed
         lists = dict(part.split(" [", 1) for part in failed[0]["detail"].split("; ")[1:])  # {"missing": "...]"}
         named = {kind for kind, items in lists.items() if path.rsplit("/", 1)[-1] in items}
@@ -126,11 +131,7 @@ def test_verify_names_a_table_whose_restored_rows_differ_from_the_manifest():
     sql("CREATE UNLOGGED TABLE IF NOT EXISTS zz_unlogged (id int PRIMARY KEY, note text); "
         "INSERT INTO zz_unlogged SELECT g, 'catatan ' || g FROM generate_series(1, 50) g ON CONFLICT DO NOTHING")
     try:
-        code, report, output = backup_cli("run", "--type", "incr")
-        assert code == 0, output
-        code, result, output = verify_set(last_label(report))
-        assert code == 3, output
-        failed = [c for c in result["checks"] if not c["ok"]]
+        failed = failed_checks_of_a_new_set()
         assert [c["check"] for c in failed] == ["table zz_unlogged"], failed
         assert "expected 50 rows" in failed[0]["detail"] and "got 0 rows" in failed[0]["detail"], failed
     finally:
