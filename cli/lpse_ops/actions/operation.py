@@ -130,6 +130,30 @@ def run(ctx: OperationContext) -> OperationResult:
         store.close()
 
 
+def refuse_if_locked(operation: str, hosts: list[str], args: dict, state_url: str | None = None) -> None:
+    """Refuse *operation* on *hosts* before anything else happens (a plan, a prompt, an offsite copy)
+    when another run holds any of them; the refused attempt is recorded as an aborted run.
+
+    Holding nothing: the operation takes its locks later, in :func:`run`.
+    """
+    from lpse_ops.state import StateStore
+    from lpse_ops.state.store import SiteLockedError
+
+    store = StateStore.open(state_url or config.state_url())
+    try:
+        held = [lock for lock in store.list_locks() if lock["site"] in hosts]
+        if held:
+            _abort_as_refused(store, store.start_run(operation, args, hosts), SiteLockedError(held))
+    finally:
+        store.close()
+
+
+def _abort_as_refused(store: StateStore, run_id: int, error: Exception) -> None:
+    """Finish *run_id* as aborted by a site lock and raise OperationRefused naming every lock in the way."""
+    store.finish_run(run_id, "aborted", {}, None, summary={"refused": "site locked", "locks": error.locks})
+    raise OperationRefused(f"{error}\nno host was touched (run {run_id} recorded as aborted)") from error
+
+
 def lock_hosts(store: StateStore, operation: str, hosts: list[str], run_id: int, actor: str) -> None:
     """Take the site lock on *hosts* for run *run_id*, all or none.
 
@@ -141,8 +165,7 @@ def lock_hosts(store: StateStore, operation: str, hosts: list[str], run_id: int,
     try:
         store.acquire_sites(hosts, operation, run_id=run_id, holder=actor)
     except SiteLockedError as error:
-        store.finish_run(run_id, "aborted", {}, None, summary={"refused": "site locked", "locks": error.locks})
-        raise OperationRefused(f"{error}\nno host was touched (run {run_id} recorded as aborted)") from error
+        _abort_as_refused(store, run_id, error)
     except BaseException:
         store.finish_run(run_id, "aborted", {}, None, summary={"error": "interrupted while locking the sites"})
         store.release_sites(hosts, run_id=run_id, holder=actor)

@@ -189,8 +189,9 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
         hosts = operation.target_hosts(ctx.inventory, "sites", limit)
         if len(hosts) != 1:
             raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
-        _refuse_if_locked(hosts[0], {"target_time": target.isoformat(), "source": source,
-                                     "offsite_as_of": as_of.isoformat() if as_of else None})
+        operation.refuse_if_locked("backup.restore", hosts, {
+            "inventory": str(ctx.inventory), "limit": limit, "action": "restore", "target_time": target.isoformat(),
+            "source": source, "offsite_as_of": as_of.isoformat() if as_of else None})
         args = ["--target-time", target.strftime("%Y-%m-%d %H:%M:%S+00")]
         view = None
         if as_of:
@@ -217,23 +218,6 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     details = {h: o.get("error") or f"recovered to {(o.get('recovery_point') or {}).get('target_time', target_time)}"
                for h, o in outputs.items()}
     _finish(result, outputs, as_json, "backup restore", details)
-
-
-def _refuse_if_locked(host: str, record: dict) -> None:
-    """Refuse before the plan, the prompt or any offsite copy when another operation holds the site.
-
-    The refused attempt is still recorded (a run ``aborted``, with its audit entries), as every other
-    operation refused on a locked site is.
-    """
-    from lpse_ops.state import StateStore
-    from lpse_ops.state.store import describe_lock
-
-    store = StateStore.open(config.state_url())
-    held = [lock for lock in store.list_locks() if lock["site"] == host]
-    if held:
-        run_id = store.start_run("backup.restore", {"limit": host, "action": "restore", **record}, [host])
-        store.finish_run(run_id, "aborted", {}, None, summary={"refused": "site locked", "locks": held})
-        raise terminal.fail(f"{describe_lock(held[0])}\nno host was touched (run {run_id} recorded as aborted)")
 
 
 def _show_restore_plan(host: str, target: datetime, source: str, view: offsite.OffsiteView | None) -> None:
