@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from lpse_ops.state import StateStore
 from lpse_ops.state.store import LockNotHeldError, SiteLockedError
+from tests.unit.test_site_locks import race_for_sites
 
 
 def test_second_store_on_same_url_cannot_take_locked_site(pg_url: str, tmp_path: Path) -> None:
@@ -47,31 +46,8 @@ def test_forced_release_by_second_operator_is_audited(pg_url: str, tmp_path: Pat
         assert entry["detail"]["forced"] is True
 
 
-def _acquire_in_child(url: str, head: str, name: str, barrier: Any, results: Any) -> None:
-    try:
-        with StateStore.open(url, head_path=head) as own:
-            barrier.wait(timeout=60)
-            own.acquire_sites(["site1", "site2"], "install", holder=name)
-        results.put((name, "won"))
-    except SiteLockedError:
-        results.put((name, "refused"))
-    except BaseException as error:  # reported to the parent
-        results.put((name, f"error: {error!r}"))
-
-
 def test_concurrent_acquire_from_processes_has_exactly_one_winner(pg_url: str, tmp_path: Path) -> None:
-    StateStore.open(pg_url, head_path=tmp_path / "head.json").close()
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
-    results = context.Queue()
-    workers = [context.Process(target=_acquire_in_child,
-                               args=(pg_url, str(tmp_path / "head.json"), f"operator-{index}", barrier, results))
-               for index in range(4)]
-    for worker in workers:
-        worker.start()
-    outcomes = dict(results.get(timeout=120) for _ in workers)
-    for worker in workers:
-        worker.join(timeout=60)
+    outcomes = race_for_sites(pg_url, tmp_path / "head.json", ["site1", "site2"])
     assert sorted(outcomes.values()) == ["refused", "refused", "refused", "won"], outcomes
     winner = next(name for name, outcome in outcomes.items() if outcome == "won")
     with StateStore.open(pg_url, head_path=tmp_path / "head.json") as store:

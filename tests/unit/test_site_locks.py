@@ -203,11 +203,11 @@ def test_concurrent_acquire_from_threads_has_exactly_one_winner(url: str) -> Non
         assert store.audit_verify().ok
 
 
-def _acquire_in_child(url: str, head: str, name: str, barrier: Any, results: Any) -> None:
+def _acquire_in_child(url: str, head: str, name: str, sites: list[str], barrier: Any, results: Any) -> None:
     try:
         with StateStore.open(url, head_path=head) as own:
             barrier.wait(timeout=60)
-            own.acquire_sites(["site1", "site2", "site3"], "install", holder=name)
+            own.acquire_sites(sites, "install", holder=name)
         results.put((name, "won"))
     except SiteLockedError:
         results.put((name, "refused"))
@@ -215,19 +215,27 @@ def _acquire_in_child(url: str, head: str, name: str, barrier: Any, results: Any
         results.put((name, f"error: {error!r}"))
 
 
-def test_concurrent_acquire_from_processes_has_exactly_one_winner(url: str, tmp_path: Path) -> None:
-    StateStore.open(url, head_path=tmp_path / "head.json").close()
+def race_for_sites(url: str, head: Path, sites: list[str], operators: int = 4) -> dict[str, str]:
+    """Start *operators* processes that take *sites* at the same moment on the store at *url*; return
+    each operator's outcome ("won", "refused" or the error)."""
+    StateStore.open(url, head_path=head).close()
     context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(4)
+    barrier = context.Barrier(operators)
     results = context.Queue()
     workers = [context.Process(target=_acquire_in_child,
-                               args=(url, str(tmp_path / "head.json"), f"operator-{index}", barrier, results))
-               for index in range(4)]
+                               args=(url, str(head), f"operator-{index}", sites, barrier, results))
+               for index in range(operators)]
     for worker in workers:
         worker.start()
     outcomes = dict(results.get(timeout=120) for _ in workers)
     for worker in workers:
         worker.join(timeout=60)
+    return outcomes
+
+
+def test_concurrent_acquire_from_processes_has_exactly_one_winner(url: str, tmp_path: Path) -> None:
+    sites = ["site1", "site2", "site3"]
+    outcomes = race_for_sites(url, tmp_path / "head.json", sites)
     assert sorted(outcomes.values()) == ["refused", "refused", "refused", "won"], outcomes
     winner = next(name for name, outcome in outcomes.items() if outcome == "won")
     with StateStore.open(url, head_path=tmp_path / "head.json") as store:
