@@ -2,7 +2,15 @@
 
 Given the event dicts that ``ansible_runner.run(event_handler=...)`` receives, :class:`PlayTracker`
 keeps what the CLI shows and stores: each host's status, counts, current task, failure messages, and
-the results of named tasks (such as the pre-flight report or the final health check).
+the results of named tasks (such as the pre-flight report or the final health check), and the typed
+result records the playbooks emit.
+
+A typed record: every playbook of this project ends by setting, per host, one ``lpse_result`` record
+through ``ansible.builtin.set_stats`` (``per_host: false``, ``aggregate: true``, data
+``{lpse_result: {<inventory_hostname>: {...}}}``). Ansible merges them into the play's custom stats,
+which ansible-runner hands over in the ``playbook_on_stats`` event as ``artifact_data`` (and AWX keeps
+as the job's artifacts; plain ``ansible-playbook`` prints them under CUSTOM STATS). The runner reads
+results from there, never from a task's display name.
 """
 
 from __future__ import annotations
@@ -44,6 +52,15 @@ class HostState:
                 "captured": self.captured}
 
 
+RESULT_KEY = "lpse_result"
+
+
+def result_records(custom_stats: dict | None) -> dict[str, dict]:
+    """Return the per-host typed result records from a play's custom stats (``{host: record}``)."""
+    records = (custom_stats or {}).get(RESULT_KEY) or {}
+    return {host: record for host, record in records.items() if isinstance(record, dict)}
+
+
 def _message(result: dict) -> str:
     if result.get("_ansible_no_log") or result.get("censored"):
         return "output hidden (no_log)"
@@ -61,6 +78,7 @@ class PlayTracker:
     capture: tuple[str, ...] = ()
     hosts: dict[str, HostState] = field(default_factory=dict)
     finished: bool = False
+    records: dict[str, dict] = field(default_factory=dict)
 
     def host(self, name: str) -> HostState:
         return self.hosts.setdefault(name, HostState())
@@ -75,6 +93,7 @@ class PlayTracker:
             return data.get("host")
         if kind == "playbook_on_stats":
             self._apply_stats(data)
+            self.records.update(result_records(data.get("artifact_data")))
             self.finished = True
             return None
         if kind not in HOST_EVENTS:
