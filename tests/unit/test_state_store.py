@@ -206,3 +206,18 @@ def test_record_verification_kept_newest_first_and_audited(tmp_path, monkeypatch
     assert rows[1]["restore_duration_s"] == 4.2 and rows[1]["checks"][0]["check"] == "row counts"
     assert [e["operation"] for e in store.audit_entries()][-2:] == ["backup.verified", "backup.verified"]
     assert store.audit_verify().ok
+
+
+def test_runs_link_to_their_parent_so_a_rollout_groups_its_waves_and_steps(tmp_path: Path) -> None:
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        rollout = store.start_run("upgrade.rollout", {"to": "1.2"}, ["site1", "site2"])
+        wave = store.start_run("upgrade.wave", {"wave": 1}, ["site1"], parent_id=rollout)
+        step = store.start_run("upgrade.site", {}, ["site1"], parent_id=wave)
+        other = store.start_run("backup", {}, ["site2"])
+        assert store.get_run(step)["parent_id"] == wave
+        assert [r["id"] for r in store.list_runs(parent_id=rollout)] == [wave]
+        assert [r["id"] for r in store.list_runs(parent_id=wave)] == [step]
+        assert store.get_run(other)["parent_id"] is None
+        assert store.audit_entries()[-2]["detail"]["parent_id"] == wave
+        with pytest.raises(RunNotFoundError, match="parent run 999 not found"):
+            store.start_run("upgrade.site", {}, ["site1"], parent_id=999)

@@ -36,6 +36,8 @@ class Run(Base):
     result: Mapped[str | None] = mapped_column(String(16))
     artifact_dir: Mapped[str | None] = mapped_column(Text)
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    """The run this one is a step of: rollout -> wave -> site step; drill -> step."""
 
     host_results: Mapped[list[RunHost]] = relationship(
         back_populates="run", order_by="RunHost.host", cascade="all, delete-orphan"
@@ -44,6 +46,7 @@ class Run(Base):
     __table_args__ = (
         Index("ix_runs_operation", "operation"),
         Index("ix_runs_started_at", "started_at"),
+        Index("ix_runs_parent_id", "parent_id"),
     )
 
 

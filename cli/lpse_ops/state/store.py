@@ -260,18 +260,25 @@ class StateStore:
 
     # -- runs ---------------------------------------------------------------------------------
 
-    def start_run(self, operation: str, args: Mapping[str, Any], hosts: list[str], actor: str | None = None) -> int:
-        """Record the start of *operation* over *hosts* (and audit it); return the run id."""
+    def start_run(self, operation: str, args: Mapping[str, Any], hosts: list[str], actor: str | None = None,
+                  parent_id: int | None = None) -> int:
+        """Record the start of *operation* over *hosts* (and audit it); return the run id.
+
+        *parent_id*: the run this one is a step of (a rollout's wave, a wave's site step).
+        """
         actor = actor or config.actor()
         clean_args = audit.normalize_detail(args)
         host_list = [str(host) for host in hosts]
         with self._write() as session:
+            if parent_id is not None and session.get(Run, parent_id) is None:
+                raise RunNotFoundError(f"parent run {parent_id} not found")
             run = Run(operation=operation, actor=actor, args=clean_args, hosts=host_list,
-                      started_at=datetime.now(UTC))
+                      started_at=datetime.now(UTC), parent_id=parent_id)
             session.add(run)
             session.flush()
             entry = self._append(session, "run.start", {"run_id": run.id, "operation": operation,
-                                                        "hosts": host_list, "args": clean_args}, actor)
+                                                        "hosts": host_list, "args": clean_args,
+                                                        **({"parent_id": parent_id} if parent_id else {})}, actor)
         self._anchor(entry)
         return run.id
 
@@ -333,7 +340,7 @@ class StateStore:
             "id": run.id, "operation": run.operation, "actor": run.actor, "args": run.args, "hosts": run.hosts,
             "started_at": _iso(run.started_at), "finished_at": _iso(run.finished_at),
             "duration_s": run.duration_s, "result": run.result, "artifact_dir": run.artifact_dir,
-            "summary": run.summary,
+            "summary": run.summary, "parent_id": run.parent_id,
         }
         if with_hosts:
             data["host_results"] = {
@@ -351,11 +358,14 @@ class StateStore:
                 raise RunNotFoundError(f"run {run_id} not found")
             return self._run_dict(run, with_hosts=True)
 
-    def list_runs(self, limit: int = 20, operation: str | None = None) -> list[dict[str, Any]]:
-        """Return the newest *limit* runs (optionally of one *operation*), newest first."""
+    def list_runs(self, limit: int = 20, operation: str | None = None,
+                  parent_id: int | None = None) -> list[dict[str, Any]]:
+        """Return the newest *limit* runs (optionally of one *operation*, or steps of *parent_id*), newest first."""
         query = select(Run).order_by(Run.id.desc()).limit(limit)
         if operation:
             query = query.where(Run.operation == operation)
+        if parent_id is not None:
+            query = query.where(Run.parent_id == parent_id)
         with self._read() as session:
             return [self._run_dict(run, with_hosts=False) for run in session.scalars(query)]
 
