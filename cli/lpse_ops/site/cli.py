@@ -8,6 +8,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup verify [--repo 1|2] [--set LABEL | --random]
     lpse-backup restore --target-time "YYYY-MM-DD HH:MM:SS+00" [--repo 1|2] [--repo2-path PATH]
                         [--repo2-bucket BUCKET] [--restic-repo URL]
+    lpse-backup checkpoint --name NAME | rollback-db --name NAME | compare --name NAME   (upgrades)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
 what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
@@ -21,12 +22,13 @@ import os
 import sys
 from collections.abc import Callable
 
-from lpse_ops.site import listing, restore, run, settings, status, verify
+from lpse_ops.site import checkpoint, listing, restore, run, settings, status, verify
 from lpse_ops.site.errors import Failure
 
 Action = Callable[[settings.Settings, argparse.Namespace], dict]
 ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
-                              "restore": restore.main}
+                              "restore": restore.main, "checkpoint": checkpoint.take,
+                              "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
@@ -49,6 +51,11 @@ def parser() -> argparse.ArgumentParser:
     recover.add_argument("--repo2-path", help="pgBackRest repo2-path override (a read-only view of the bucket)")
     recover.add_argument("--repo2-bucket", help="pgBackRest repo2-s3-bucket override (the restore views bucket)")
     recover.add_argument("--restic-repo", help="restic repository URL override")
+    for name, text in (("checkpoint", "an upgrade's restore point: a fresh backup, its table checksums, every "
+                                      "document's sha256"),
+                       ("rollback-db", "the live database back to a checkpoint's restore point (SPSE left stopped)"),
+                       ("compare", "the live tables and documents against a checkpoint")):
+        sub.add_parser(name, help=text).add_argument("--name", required=True, help="the checkpoint's name")
     return top
 
 

@@ -40,6 +40,10 @@ CODES = {
     "recovery_timeout": "PostgreSQL did not finish recovery in time",
     "unhealthy_after_restore": "SPSE did not report healthy after a restore",
     "bad_argument": "an argument could not be read",
+    "backup_failed": "the upgrade checkpoint's backup failed",
+    "no_checkpoint": "no upgrade checkpoint of that name on the site",
+    "no_manifest": "the checkpoint's verification manifest is gone",
+    "data_differs": "the live tables or documents differ from the checkpoint",
     "unexpected": "a bug: an exception the tool did not expect",
 }
 
