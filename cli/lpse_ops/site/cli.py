@@ -9,6 +9,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup restore --target-time "YYYY-MM-DD HH:MM:SS+00" [--repo 1|2] [--repo2-path PATH]
                         [--repo2-bucket BUCKET] [--restic-repo URL]
     lpse-backup checkpoint --name NAME | rollback-db --name NAME | compare --name NAME   (upgrades)
+    lpse-backup traffic --since EPOCH [--until EPOCH] [--log PATH]   (requests to SPSE in a window)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
 what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
@@ -22,13 +23,14 @@ import os
 import sys
 from collections.abc import Callable
 
-from lpse_ops.site import checkpoint, listing, restore, run, settings, status, verify
+from lpse_ops.site import checkpoint, listing, nginxlog, restore, run, settings, status, verify
 from lpse_ops.site.errors import Failure
 
 Action = Callable[[settings.Settings, argparse.Namespace], dict]
 ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
                               "restore": restore.main, "checkpoint": checkpoint.take,
-                              "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare}
+                              "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
+                              "traffic": nginxlog.main}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
@@ -56,6 +58,10 @@ def parser() -> argparse.ArgumentParser:
                        ("rollback-db", "the live database back to a checkpoint's restore point (SPSE left stopped)"),
                        ("compare", "the live tables and documents against a checkpoint")):
         sub.add_parser(name, help=text).add_argument("--name", required=True, help="the checkpoint's name")
+    traffic = sub.add_parser("traffic", help="requests to SPSE in a window: count, 5xx, p50/p95/max ms (nginx log)")
+    traffic.add_argument("--since", required=True, type=float, help="window start, epoch seconds")
+    traffic.add_argument("--until", type=float, help="window end, epoch seconds (default: now)")
+    traffic.add_argument("--log", default=nginxlog.DEFAULT_LOG, help="the lpse_timed access log")
     return top
 
 
