@@ -40,7 +40,8 @@ class OperationContext:
 
     ``lock_sites``: the operation changes the sites (install, restore, upgrade, drill), so it holds
     the state store's site lock on every target host from just after the run is recorded until it
-    ends; a site another run holds refuses the operation before anything runs.
+    ends; a site another run holds refuses the operation before anything runs. ``parent_id``: the run
+    this one is a step of (an upgrade wave of its rollout), which then holds the locks.
     """
 
     operation: str
@@ -57,6 +58,7 @@ class OperationContext:
     record_args: dict = field(default_factory=dict)
     validate_for: str | None = None
     lock_sites: bool = False
+    parent_id: int | None = None
 
 
 @dataclass
@@ -118,7 +120,7 @@ def run(ctx: OperationContext) -> OperationResult:
     try:
         actor = config.actor()
         args = {"inventory": str(ctx.inventory), "limit": ctx.limit, "check": ctx.check, **ctx.record_args}
-        run_id = store.start_run(ctx.operation, args, hosts, actor=actor)
+        run_id = store.start_run(ctx.operation, args, hosts, actor=actor, parent_id=ctx.parent_id)
         if ctx.lock_sites:
             lock_hosts(store, ctx.operation, hosts, run_id, actor)
         try:
