@@ -261,7 +261,8 @@ def send_notice(request: NoticeRequest, plan: NoticePlan | None = None,
             "smtp": plan.smtp_settings.describe()}
     store = StateStore.open(request.state_url or config.state_url())
     try:
-        run_id = store.start_run(operation, args, [site.host for site in plan.sites])
+        run_id = store.start_run(operation, args, [site.host for site in plan.sites],
+                                 parent_id=request.parent_run_id)
         results: list[NoticeResult] = []
         try:
             for site in plan.sites:
