@@ -1,7 +1,8 @@
-"""``lpse-ops upgrade``: move sites to another SPSE release. Today: ``upgrade plan`` (what would happen)."""
+"""``lpse-ops upgrade``: move sites to another SPSE release: ``plan``, ``run`` (in waves), ``status``."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -10,8 +11,16 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from lpse_ops import config, terminal
+from lpse_ops.actions import upgrade as rollout
 from lpse_ops.actions import upgrade_plan
-from lpse_ops.commands._options import inventory_option, json_option, limit_option, refusal_as_error, require_inventory
+from lpse_ops.commands._options import (
+    inventory_option,
+    json_option,
+    limit_option,
+    refusal_as_error,
+    require_inventory,
+    yes_option,
+)
 from lpse_ops.commands.install import trusted_keys_default
 
 EXIT_NOTHING_POSSIBLE = 3
@@ -77,29 +86,38 @@ def render_plan(plan: upgrade_plan.UpgradePlan) -> None:
         terminal.warn(warning)
 
 
+def plan_options(function):
+    """The options ``upgrade plan`` and ``upgrade run`` share (the plan is computed the same way)."""
+    decorators = [
+        click.option("--to", "target", required=True, metavar="VERSION", help="The SPSE version to reach, e.g. 1.2."),
+        click.option("--releases", "releases_dir", type=click.Path(path_type=Path, file_okay=False),
+                     default=releases_default, show_default="<LPSE_OPS_HOME>/bundles",
+                     help="Folder of signed release bundles (spse-*.tar.gz); each is verified."),
+        click.option("--trusted-keys", type=click.Path(path_type=Path, file_okay=False), default=trusted_keys_default,
+                     show_default="$LPSE_OPS_TRUSTED_KEYS or ~/.local/share/lpse-ops/trusted-keys",
+                     help="Folder of trusted release public keys (*.pub)."),
+        inventory_option, limit_option,
+        click.option("--canary", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Sites in the canary wave when the inventory has no eligible 'canary' group member."),
+        click.option("--wave-size", default=upgrade_plan.DEFAULT_WAVE_SIZE, show_default=True, metavar="N|P%",
+                     help="Sites per wave after the canary (a count, or a percentage of the eligible sites), "
+                          "when the inventory has no wave_N groups."),
+        click.option("--max-backup-age", "max_backup_age", default=upgrade_plan.DEFAULT_MAX_BACKUP_AGE_HOURS,
+                     show_default=True, type=click.FloatRange(min=0, min_open=True), metavar="HOURS",
+                     help="A site needs a successful restore verification younger than this."),
+    ]
+    for decorator in reversed(decorators):
+        function = decorator(function)
+    return function
+
+
 @click.group(name="upgrade")
 def upgrade() -> None:
     """Upgrade SPSE on the sites from signed release bundles."""
 
 
 @upgrade.command(name="plan")
-@click.option("--to", "target", required=True, metavar="VERSION", help="The SPSE version to reach, e.g. 1.2.")
-@click.option("--releases", "releases_dir", type=click.Path(path_type=Path, file_okay=False),
-              default=releases_default, show_default="<LPSE_OPS_HOME>/bundles",
-              help="Folder of signed release bundles (spse-*.tar.gz); each is verified.")
-@click.option("--trusted-keys", type=click.Path(path_type=Path, file_okay=False), default=trusted_keys_default,
-              show_default="$LPSE_OPS_TRUSTED_KEYS or ~/.local/share/lpse-ops/trusted-keys",
-              help="Folder of trusted release public keys (*.pub).")
-@inventory_option
-@limit_option
-@click.option("--canary", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Sites in the canary wave when the inventory has no eligible 'canary' group member.")
-@click.option("--wave-size", default=upgrade_plan.DEFAULT_WAVE_SIZE, show_default=True, metavar="N|P%",
-              help="Sites per wave after the canary (a count, or a percentage of the eligible sites), "
-                   "when the inventory has no wave_N groups.")
-@click.option("--max-backup-age", "max_backup_age", default=upgrade_plan.DEFAULT_MAX_BACKUP_AGE_HOURS,
-              show_default=True, type=click.FloatRange(min=0, min_open=True), metavar="HOURS",
-              help="A site needs a successful restore verification younger than this.")
+@plan_options
 @click.option("--allow-downgrade", is_flag=True,
               help="Plan sites on a newer version straight back to VERSION (migrations are NOT reversed).")
 @json_option
@@ -126,3 +144,109 @@ def plan(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Pa
     else:
         render_plan(result)
     raise SystemExit(0 if result.waves or not result.excluded else EXIT_NOTHING_POSSIBLE)
+
+
+@upgrade.command(name="run")
+@plan_options
+@click.option("--failure-budget", default="0", show_default=True, metavar="N|P%",
+              help="Failed sites the whole rollout tolerates (a count or a share of the planned sites); once "
+                   "exceeded, no further wave starts. 0: the first failure (the canary's) halts the rollout.")
+@click.option("--bake", "bake_seconds", default=120, show_default=True, type=click.IntRange(min=0), metavar="SECONDS",
+              help="Canary bake per site: reads flow to the new release (writes held) while its 5xx rate and "
+                   "p95 latency are measured from nginx's log.")
+@click.option("--baseline", "baseline_seconds", default=300, show_default=True, type=click.IntRange(min=10),
+              metavar="SECONDS", help="The window of nginx's log before the upgrade the bake is compared with.")
+@click.option("--min-requests", default=20, show_default=True, type=click.IntRange(min=0),
+              help="Requests the bake needs to judge the canary; fewer fail it as inconclusive.")
+@click.option("--window", "window_minutes", default=30, show_default=True, type=click.IntRange(min=1),
+              metavar="MINUTES", help="The maintenance window announced to each site.")
+@click.option("--no-notice", is_flag=True, help="Send no maintenance and completion e-mails (a lab or staging run).")
+@click.option("--forks", default=10, show_default=True, type=click.IntRange(min=1, max=200))
+@yes_option("upgrading")
+@json_option
+def run_command(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Path | None, limit: str | None,
+                canary: int, wave_size: str, max_backup_age: float, failure_budget: str, bake_seconds: int,
+                baseline_seconds: int, min_requests: int, window_minutes: int, no_notice: bool, forks: int,
+                yes: bool, as_json: bool) -> None:
+    """Upgrade the sites to SPSE VERSION in waves: canary first, each site rolled back by itself on failure.
+
+    Plan, show, confirm, then act. Per site: the maintenance notice (clause 6.2.13), the maintenance page,
+    a checkpoint backup with its restore point, the release path unpacked beside the old one,
+    migrations, the switch, the health gate and smoke test, the canary bake and analysis; on any
+    failure the previous release and (when a migration ran) the database at the checkpoint come back
+    and the data is proven identical. Sites left out by the plan refuse the whole run (nothing touched):
+    fix them or --limit them out. Running it again resumes: sites already on VERSION are skipped.
+
+    Exit codes: 0 every planned site runs VERSION; 1 refused, nothing touched; 3 a site failed (rolled
+    back) or the rollout halted on its failure budget.
+    """
+    inventory_path = require_inventory(inventory_path)
+    if as_json and not yes:
+        raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to upgrade without asking")
+    try:
+        budget = rollout.Budget.parse(failure_budget)
+    except ValueError as error:
+        raise terminal.fail(str(error)) from error
+    ctx = upgrade_plan.PlanContext(
+        target=target, inventory=inventory_path, releases_dir=releases_dir, trusted_keys=trusted_keys, limit=limit,
+        canary=canary, wave_size=wave_size, max_backup_age_hours=max_backup_age, show_progress=not as_json)
+    options = rollout.RolloutOptions(
+        inventory=inventory_path, budget=budget, bake_seconds=bake_seconds, baseline_seconds=baseline_seconds,
+        min_requests=min_requests, notify=not no_notice, window=timedelta(minutes=window_minutes), forks=forks,
+        show_progress=not as_json)
+    with refusal_as_error():
+        the_plan = upgrade_plan.plan(ctx)
+        if not as_json:
+            render_plan(the_plan)
+        rollout.refuse_unless_clean(the_plan)
+        if not yes:
+            click.confirm(f"Upgrade {len(the_plan.sites)} site(s) in {len(the_plan.waves)} wave(s) to "
+                          f"{the_plan.target} (failure budget {budget})?", abort=True, err=True)
+        result = rollout.run_rollout(the_plan, options, progress=None if as_json else terminal.info)
+    if as_json:
+        terminal.emit_json(result.as_dict())
+    else:
+        render_rollout(result)
+    raise SystemExit(0 if result.result == "ok" else EXIT_NOTHING_POSSIBLE)
+
+
+def render_rollout(result: rollout.RolloutResult) -> None:
+    """Print each site's outcome, wave by wave, and why a rollout halted."""
+    table = _table(f"Rollout {result.run_id} to SPSE {result.target}: {result.result}",
+                   ("wave", "host", "outcome", "downtime s", "why"))
+    for wave in result.waves:
+        for site in wave.sites:
+            why = "" if site.ok else f"{site.record.get('failed_step') or '?'}: {site.record.get('reason') or ''}"
+            table.add_row(f"{wave.index} {wave.name}", site.host, site.outcome,
+                          "" if site.record.get("downtime_s") is None else str(site.record.get("downtime_s")), why)
+    print_table(table)
+    if result.halted:
+        terminal.warn(f"rollout halted: {result.halted}")
+    for hosts in result.not_started:
+        terminal.info(f"not started: {', '.join(hosts)}")
+
+
+@upgrade.command(name="status")
+@click.option("--rollout", "rollout_id", type=int, default=None, help="This rollout (default: the latest).")
+@json_option
+def status(rollout_id: int | None, as_json: bool) -> None:
+    """Show a rollout's progress: each wave and each site's outcome, from the state store (reads no host)."""
+    with refusal_as_error():
+        found = rollout.rollout_status(rollout_id)
+    if as_json:
+        terminal.emit_json(found)
+        return
+    if not found:
+        terminal.info("no rollout recorded yet (lpse-ops upgrade run)")
+        return
+    args = found["args"]
+    terminal.out.print(f"Rollout {found['id']} to SPSE {args.get('target')}: {found['result'] or 'running'} "
+                       f"(started {found['started_at']}, by {found['actor']})", highlight=False)
+    table = _table("Sites", ("wave", "host", "outcome", "step run"))
+    for index, wave in enumerate(found["waves"]):
+        for host, site in sorted(wave["sites"].items()):
+            table.add_row(str(index), host, site["outcome"], str(site["run_id"]))
+    for index, hosts in enumerate(args.get("waves", [])[len(found["waves"]):], start=len(found["waves"])):
+        for host in hosts:
+            table.add_row(str(index), host, "not started", "")
+    print_table(table)
