@@ -80,6 +80,7 @@ class RolloutOptions:
     bake_seconds: int = 120
     baseline_seconds: int = 300
     min_requests: int = 20
+    health_timeout_s: int = 90
     notify: bool = True
     window: timedelta = timedelta(minutes=30)
     forks: int = 10
@@ -176,6 +177,7 @@ def extravars(plan: UpgradePlan, group: list[SitePlan], checkpoint: str, options
         "upgrade_bake_seconds": options.bake_seconds,
         "upgrade_baseline_seconds": options.baseline_seconds,
         "upgrade_canary_min_requests": options.min_requests,
+        "upgrade_health_timeout_s": options.health_timeout_s,
         "upgrade_maintenance_start": start.strftime("%d-%m-%Y %H.%M UTC"),
         "upgrade_maintenance_duration": f"sampai sekitar {end.strftime('%H.%M UTC')} "
                                         f"({int(options.window.total_seconds() // 60)} menit)",

@@ -158,6 +158,8 @@ def plan(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Pa
               metavar="SECONDS", help="The window of nginx's log before the upgrade the bake is compared with.")
 @click.option("--min-requests", default=20, show_default=True, type=click.IntRange(min=0),
               help="Requests the bake needs to judge the canary; fewer fail it as inconclusive.")
+@click.option("--health-timeout", default=90, show_default=True, type=click.IntRange(min=5), metavar="SECONDS",
+              help="How long the new release has to report healthy (version and schema) before it is rolled back.")
 @click.option("--window", "window_minutes", default=30, show_default=True, type=click.IntRange(min=1),
               metavar="MINUTES", help="The maintenance window announced to each site.")
 @click.option("--no-notice", is_flag=True, help="Send no maintenance and completion e-mails (a lab or staging run).")
@@ -166,8 +168,8 @@ def plan(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Pa
 @json_option
 def run_command(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Path | None, limit: str | None,
                 canary: int, wave_size: str, max_backup_age: float, failure_budget: str, bake_seconds: int,
-                baseline_seconds: int, min_requests: int, window_minutes: int, no_notice: bool, forks: int,
-                yes: bool, as_json: bool) -> None:
+                baseline_seconds: int, min_requests: int, health_timeout: int, window_minutes: int, no_notice: bool,
+                forks: int, yes: bool, as_json: bool) -> None:
     """Upgrade the sites to SPSE VERSION in waves: canary first, each site rolled back by itself on failure.
 
     Plan, show, confirm, then act. Per site: the maintenance notice (clause 6.2.13), the maintenance page,
@@ -192,7 +194,8 @@ def run_command(target: str, releases_dir: Path, trusted_keys: Path, inventory_p
         canary=canary, wave_size=wave_size, max_backup_age_hours=max_backup_age, show_progress=not as_json)
     options = rollout.RolloutOptions(
         inventory=inventory_path, budget=budget, bake_seconds=bake_seconds, baseline_seconds=baseline_seconds,
-        min_requests=min_requests, notify=not no_notice, window=timedelta(minutes=window_minutes), forks=forks,
+        min_requests=min_requests, health_timeout_s=health_timeout, notify=not no_notice,
+        window=timedelta(minutes=window_minutes), forks=forks,
         show_progress=not as_json)
     with refusal_as_error():
         the_plan = upgrade_plan.plan(ctx)
