@@ -83,6 +83,7 @@ def test_window_stats_leaves_out_health_and_the_maintenance_page():
              line(T0 + 3, status=503, upstream="-", mode="full", method="POST", request_s=0.0),
              line(T0 + 4, status=503, upstream="-", mode="read-only", request_s=0.0),
              line(T0 + 5, status=200, request_s=0.005, mode="read-only")]
+    assert nginxlog.parse_line(line(T0, mode="off")).maintenance is None
     stats = nginxlog.window_stats(lines, T0, T0 + 10)
     assert stats["requests"] == 1 and stats["errors_5xx"] == 0 and stats["max_ms"] == pytest.approx(5.0)
     assert stats["excluded_paths"] == 2 and stats["answered_by_nginx"] == 2

@@ -46,7 +46,7 @@ class Request:
     status: int
     request_s: float
     upstream_s: float | None  # None: nginx answered itself ("-")
-    maintenance: str | None  # "full", "read-only"; None when off ("-") or the field is absent
+    maintenance: str | None  # "full", "read-only"; None when off or the field is absent
 
     @property
     def answered_by_nginx(self) -> bool:
@@ -78,7 +78,7 @@ def parse_line(line: str) -> Request | None:
         upstream_s = _upstream_seconds(fields[5])
     except ValueError:
         return None
-    maintenance = fields[7] if len(fields) > 7 and fields[7] not in ("-", "") else None
+    maintenance = fields[7] if len(fields) > 7 and fields[7] not in ("-", "", "off") else None
     return Request(time=moment, method=fields[1], path=fields[2].split("?", 1)[0], status=status,
                    request_s=request_s, upstream_s=upstream_s, maintenance=maintenance)
 
