@@ -37,6 +37,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lpse_ops.settings import current as current_settings
+
 FORMAT = 1
 PRODUCT = "spse"
 MANIFEST_NAME = "manifest.json"
@@ -383,7 +385,7 @@ def load_trusted_keys(trusted_keys_dir: Path) -> dict[str, Ed25519PublicKey]:
 
 
 def _passphrase() -> bytes | None:
-    value = os.environ.get(PASSPHRASE_ENV)
+    value = current_settings().bundle_key_passphrase
     return value.encode("utf-8") if value else None
 
 

@@ -2,7 +2,8 @@
 
 Everything is overridable from the environment so that CI, AWX and operators can relocate it:
 ``LPSE_OPS_HOME`` (state, artifacts, lab files), ``LPSE_OPS_STATE_URL`` (a SQLAlchemy URL for a
-shared PostgreSQL store), ``LPSE_OPS_ACTOR`` (the engineer's name recorded in the audit log).
+shared PostgreSQL store), ``LPSE_OPS_ACTOR`` (the engineer's name recorded in the audit log), all read
+through :mod:`lpse_ops.settings` (``docs/settings.md``).
 """
 
 from __future__ import annotations
@@ -12,25 +13,27 @@ import os
 import socket
 from pathlib import Path
 
+from lpse_ops.settings import current as current_settings
+
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 """The repository root: playbooks/, roles/ and inventory.example/ live here (an AWX project)."""
 
 
 def home() -> Path:
     """Return the lpse-ops data folder (created on demand), outside git."""
-    path = Path(os.environ.get("LPSE_OPS_HOME") or Path.home() / ".local/share/lpse-ops")
+    path = current_settings().home or Path.home() / ".local/share/lpse-ops"
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def state_url() -> str:
     """Return the state store URL: ``LPSE_OPS_STATE_URL`` or an SQLite file in :func:`home`."""
-    return os.environ.get("LPSE_OPS_STATE_URL") or f"sqlite:///{home() / 'state.db'}"
+    return current_settings().state_url or f"sqlite:///{home() / 'state.db'}"
 
 
 def actor() -> str:
     """Return who is acting, as recorded in runs and the audit log."""
-    name = os.environ.get("LPSE_OPS_ACTOR")
+    name = current_settings().actor
     if name:
         return name
     try:

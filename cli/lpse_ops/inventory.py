@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
-import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from lpse_ops.backends import ansible
 
 KNOWN_GROUPS = ("all", "ungrouped", "sites", "offsite", "canary")
 GROUP_PATTERNS = (r"wave_\d+", r"region_[a-z0-9_]+")
@@ -56,22 +54,17 @@ class InventoryReport:
 
 
 def load(path: Path) -> dict:
-    """Return ``ansible-inventory --list`` output for *path*; raise InventoryError when unreadable."""
+    """Return ``ansible-inventory --list`` output for *path*; raise InventoryError when unreadable.
+
+    Ansible runs with the backend's one environment (vault password file, ``ansible.cfg``), so the
+    inventory reads here exactly as it will for the playbooks; the error carries Ansible's reason.
+    """
     if not path.exists():
         raise InventoryError(f"inventory {path} does not exist: pass -i PATH (see inventory.example/)")
-    argv = [str(Path(sys.executable).with_name("ansible-inventory")), "-i", str(path), "--list"]
-    vault_file = os.environ.get("LPSE_OPS_VAULT_PASSWORD_FILE")
-    if vault_file:
-        argv += ["--vault-password-file", vault_file]
-    env = {**os.environ, "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
-           "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True", "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_DEPRECATION_WARNINGS": "False"}
-    done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False, timeout=120)
-    if done.returncode != 0:
-        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        reason = next((line for line in lines if "ERROR" in line or "Vault" in line), lines[-1] if lines else "")
-        raise InventoryError(f"inventory {path} cannot be parsed: {reason}")
-    return json.loads(done.stdout)
+    try:
+        return ansible.inventory_list(path)
+    except ansible.AnsibleError as error:
+        raise InventoryError(str(error)) from error
 
 
 def _group_members(data: dict, group: str) -> set[str]:

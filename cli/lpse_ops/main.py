@@ -6,7 +6,7 @@ import importlib
 
 import click
 
-from lpse_ops import __version__
+from lpse_ops import __version__, settings, terminal
 
 # Each module defines a click command or group named in the tuple; a registry, not an if/elif chain.
 COMMANDS: tuple[tuple[str, str], ...] = (
@@ -27,7 +27,17 @@ COMMANDS: tuple[tuple[str, str], ...] = (
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="lpse-ops")
 def main() -> None:
-    """Install, upgrade, back up, harden and recover SPSE across the LPSE fleet."""
+    """Install, upgrade, back up, harden and recover SPSE across the LPSE fleet.
+
+    Environment variables: docs/settings.md.
+    """
+    try:
+        settings.current()
+    except settings.SettingsError as error:
+        raise terminal.fail(f"bad setting: {error} (see docs/settings.md)") from error
+    for name, close in settings.unknown().items():
+        terminal.warn(f"{name} is not an lpse-ops setting and is ignored"
+                      + (f": did you mean {close}?" if close else " (see docs/settings.md)"))
 
 
 for module_name, attribute in COMMANDS:

@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config, inventory
-from lpse_ops.actions.operation import OperationRefused, target_hosts
-from lpse_ops.backends import smtp
+from lpse_ops.actions.operation import OperationRefused
+from lpse_ops.backends import ansible, smtp
 from lpse_ops.reports import dates
 from lpse_ops.reports.notice import KINDS, Contact, NoticeContent, render
 
@@ -183,7 +183,10 @@ def plan_notice(request: NoticeRequest) -> NoticePlan:
             data = inventory.load(request.inventory)
         except inventory.InventoryError as error:
             raise OperationRefused(str(error)) from error
-        hosts = target_hosts(request.inventory, "sites", request.limit)
+        try:
+            hosts = ansible.list_hosts(request.inventory, "sites", request.limit)
+        except ansible.AnsibleError as error:
+            raise OperationRefused(str(error)) from error
         if not hosts:
             raise OperationRefused(f"no site matches group 'sites'"
                                    f"{f' with --limit {request.limit}' if request.limit else ''}: check the names")

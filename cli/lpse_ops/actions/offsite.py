@@ -3,13 +3,13 @@ they stood at a chosen time, planned before anything is written and removed afte
 
 Settings come from ``LPSE_OPS_S3_ENDPOINT``, ``LPSE_OPS_S3_BUCKET``, ``LPSE_OPS_S3_VIEWS_BUCKET``,
 ``LPSE_OPS_S3_HOST_ENDPOINT``, ``LPSE_OPS_S3_CA``, ``LPSE_OPS_S3_ACCESS_KEY`` and
-``LPSE_OPS_S3_SECRET_KEY``; without them, from the lab's generated ``lab/s3-credentials.json``.
+``LPSE_OPS_S3_SECRET_KEY`` (read through :mod:`lpse_ops.settings`); without them, from the lab's
+generated ``lab/s3-credentials.json``.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,6 +18,7 @@ from datetime import datetime
 from lpse_ops import config
 from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.backends import s3
+from lpse_ops.settings import current as current_settings
 
 ENGINES = ("pgbackrest", "restic")
 
@@ -40,17 +41,16 @@ class OffsiteSettings:
 
 def settings() -> OffsiteSettings:
     """Return the offsite settings (environment first, else the lab's); raise OperationRefused if none."""
-    if os.environ.get("LPSE_OPS_S3_ENDPOINT"):
-        endpoint = os.environ["LPSE_OPS_S3_ENDPOINT"]
-        missing = [name for name in ("LPSE_OPS_S3_BUCKET", "LPSE_OPS_S3_ACCESS_KEY", "LPSE_OPS_S3_SECRET_KEY")
-                   if not os.environ.get(name)]
+    env = current_settings()
+    if env.s3_endpoint:
+        missing = [name for name, value in (("LPSE_OPS_S3_BUCKET", env.s3_bucket),
+                                            ("LPSE_OPS_S3_ACCESS_KEY", env.s3_access_key),
+                                            ("LPSE_OPS_S3_SECRET_KEY", env.s3_secret_key)) if not value]
         if missing:
             raise OperationRefused(f"LPSE_OPS_S3_ENDPOINT is set but {', '.join(missing)} is not")
-        return OffsiteSettings(endpoint, os.environ.get("LPSE_OPS_S3_HOST_ENDPOINT", endpoint),
-                               os.environ["LPSE_OPS_S3_BUCKET"],
-                               os.environ.get("LPSE_OPS_S3_VIEWS_BUCKET", "lpse-restore-views"),
-                               os.environ.get("LPSE_OPS_S3_CA") or None, os.environ["LPSE_OPS_S3_ACCESS_KEY"],
-                               os.environ["LPSE_OPS_S3_SECRET_KEY"])
+        return OffsiteSettings(env.s3_endpoint, env.s3_host_endpoint or env.s3_endpoint, env.s3_bucket or "",
+                               env.s3_views_bucket, str(env.s3_ca) if env.s3_ca else None, env.s3_access_key or "",
+                               env.s3_secret_key or "")
     path = config.home() / "lab" / "s3-credentials.json"
     if not path.exists():
         raise OperationRefused("no offsite S3 settings: set LPSE_OPS_S3_ENDPOINT, LPSE_OPS_S3_BUCKET, "

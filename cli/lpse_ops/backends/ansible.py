@@ -1,17 +1,45 @@
-"""ansible-runner backend (AWX's engine): runs a playbook of this project and streams its events."""
+"""The one Ansible backend: parses inventories, matches hosts and runs playbooks (through ansible-runner,
+AWX's engine), every one of them with the same environment (:func:`environment`).
+
+A failure carries Ansible's own reason (:class:`AnsibleError`): an unparsable inventory, a missing
+vault password, ... never an empty host list that reads "no host matches".
+"""
 
 from __future__ import annotations
 
+import json
 import os
+import re
+import subprocess
 import sys
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from lpse_ops import config
+from lpse_ops import settings as settings_schema
 
 ARTIFACTS_KEPT = 200
+TIMEOUT_S = 120
+# Files ansible-runner (before suppress_env_files) wrote once into <runner>/env/ and then applied to every
+# later run, whatever that run asked for: the first run's extra vars, environment and options.
+STALE_ENV_FILES = ("envvars", "extravars", "cmdline", "passwords", "settings", "ssh_key")
+NO_HOSTS_LEFT = "leaves us with no hosts to target"
+
+
+class AnsibleError(Exception):
+    """Ansible could not do what was asked; the message is Ansible's own reason (from its stderr).
+
+    ``argv``, ``returncode`` and ``stderr`` are kept for logs and tests.
+    """
+
+    def __init__(self, message: str, *, argv: tuple[str, ...] = (), returncode: int | None = None,
+                 stderr: str = "") -> None:
+        super().__init__(message)
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr
 
 
 @dataclass
@@ -24,34 +52,155 @@ class PlaybookRun:
     artifact_dir: str
 
 
-def runner_dir() -> Path:
-    """Return ansible-runner's private data folder (its artifacts/ holds one folder per run)."""
-    path = config.home() / "runner"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+def environment(app_settings: settings_schema.Settings | None = None) -> dict[str, str]:
+    """Return the variables every Ansible process of lpse-ops runs with (on top of the inherited environment).
 
-
-def run_playbook(playbook: str, inventory: Path, on_event: Callable[[dict], None], *, limit: str | None = None,
-                 extravars: dict | None = None, check: bool = False, forks: int = 10) -> PlaybookRun:
-    """Run ``playbooks/<playbook>`` against *inventory*, calling *on_event* for every runner event.
-
-    Secrets never travel in *extravars* (ansible-runner writes them to disk): they come from the
-    inventory's vault files or the environment.
+    Given the settings (default: the current ones), returns this project's ``ansible.cfg`` and roles, the
+    virtualenv's ``bin`` first on PATH, no colour, an inventory that fails when any source cannot be
+    parsed, and the vault password file of ``LPSE_OPS_VAULT_PASSWORD_FILE`` (when set).
     """
-    import ansible_runner
-
-    ident = f"{Path(playbook).stem}-{uuid.uuid4().hex[:10]}"
+    app_settings = app_settings or settings_schema.current()
     bin_dir = str(Path(sys.executable).parent)
-    envvars = {
+    env = {
         "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ANSIBLE_CONFIG": str(config.PROJECT_DIR / "ansible.cfg"),
         "ANSIBLE_ROLES_PATH": str(config.PROJECT_DIR / "roles"),
         "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True",
+        "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
     }
-    vault_file = os.environ.get("LPSE_OPS_VAULT_PASSWORD_FILE")
+    if app_settings.vault_password_file:
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(app_settings.vault_password_file)
+    return env
+
+
+def secret_names() -> tuple[str, ...]:
+    """Return the ``LPSE_OPS_*`` variables that hold secrets: never handed to an Ansible process."""
+    return tuple(spec.metadata["env"] for spec in settings_schema.fields() if spec.metadata["secret"])
+
+
+def process_environment(base: Mapping[str, str] | None = None,
+                        app_settings: settings_schema.Settings | None = None) -> dict[str, str]:
+    """Return the full environment of an ``ansible``/``ansible-inventory`` process: *base* (default
+    ``os.environ``) without lpse-ops' own secrets, plus :func:`environment`."""
+    base = os.environ if base is None else base
+    hidden = set(secret_names())
+    return {**{name: value for name, value in base.items() if name not in hidden}, **environment(app_settings)}
+
+
+def error_reason(stderr: str) -> str:
+    """Return the useful part of an Ansible command's *stderr*: its error line, and for an inventory that
+    cannot be parsed, the first parser's reason and where (pure; tested with recorded output)."""
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [re.sub(r"^(\[ERROR\]:|ERROR!)\s*", "", line) for line in lines
+              if line.startswith(("[ERROR]", "ERROR!"))]
+    reason = "; ".join(dict.fromkeys(errors)) or next((line for line in lines if "Vault" in line or "vault" in line),
+                                                      lines[-1] if lines else "no reason given")
+    if "parse inventory" in reason:
+        parser = next((re.sub(r"^\[WARNING\]:\s*", "", line) for line in lines
+                       if re.match(r"^\[WARNING\]:\s*(Failed to parse|\S+ declined parsing)", line)), None)
+        origin = next((line.removeprefix("Origin:").strip() for line in lines if line.startswith("Origin:")), None)
+        if parser:
+            reason += f" ({parser}{f' at {origin}' if origin and origin not in parser else ''})"
+    return reason
+
+
+def _run(tool: str, args: list[str], app_settings: settings_schema.Settings | None) -> subprocess.CompletedProcess:
+    argv = [str(Path(sys.executable).with_name(tool)), *args]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=TIMEOUT_S,
+                              env=process_environment(app_settings=app_settings))
+    except (OSError, subprocess.TimeoutExpired) as error:
+        raise AnsibleError(f"cannot run {tool}: {error}", argv=tuple(argv)) from error
+
+
+def _failed(what: str, done: subprocess.CompletedProcess) -> AnsibleError:
+    return AnsibleError(f"{what}: {error_reason(done.stderr)}", argv=tuple(done.args), returncode=done.returncode,
+                        stderr=done.stderr)
+
+
+def parse_list_hosts(stdout: str) -> list[str]:
+    """Return the host names of ``ansible PATTERN --list-hosts`` output (pure)."""
+    hosts: list[str] = []
+    listing = False
+    for line in stdout.splitlines():
+        if re.fullmatch(r"\s*hosts \(\d+\):\s*", line):
+            listing = True
+        elif listing and line.strip():
+            hosts.append(line.strip())
+    return hosts
+
+
+def list_hosts(inventory: Path, group: str, limit: str | None = None, *,
+               app_settings: settings_schema.Settings | None = None) -> list[str]:
+    """Return the hosts a playbook on *group* limited by *limit* would touch (Ansible's own matching).
+
+    An empty match (no such group, or a limit that leaves nothing) is an empty list. Raises AnsibleError
+    carrying Ansible's reason when the inventory cannot be read (missing, unparsable, vault password
+    missing or wrong, ...).
+    """
+    args = [group, "-i", str(inventory), "--list-hosts"]
+    if limit:
+        args += ["--limit", limit]
+    done = _run("ansible", args, app_settings)
+    if done.returncode != 0:
+        if NO_HOSTS_LEFT in done.stderr and "parse" not in done.stderr:
+            return []
+        raise _failed(f"cannot list the hosts of inventory {inventory}", done)
+    return parse_list_hosts(done.stdout)
+
+
+def inventory_list(inventory: Path, *, app_settings: settings_schema.Settings | None = None) -> dict:
+    """Return ``ansible-inventory --list`` of *inventory* (groups and ``_meta.hostvars``, vault decrypted).
+
+    Raises AnsibleError with Ansible's reason when the inventory cannot be read.
+    """
+    done = _run("ansible-inventory", ["-i", str(inventory), "--list"], app_settings)
+    if done.returncode != 0:
+        raise _failed(f"inventory {inventory} cannot be parsed", done)
+    try:
+        return json.loads(done.stdout)
+    except json.JSONDecodeError as error:
+        raise AnsibleError(f"ansible-inventory printed no JSON for {inventory}: {error}", argv=tuple(done.args),
+                           returncode=done.returncode, stderr=done.stderr) from error
+
+
+def inventory_graph(inventory: Path, group: str = "all", *,
+                    app_settings: settings_schema.Settings | None = None) -> str:
+    """Return ``ansible-inventory --graph`` of *group* in *inventory* (a text tree of groups and hosts).
+
+    Raises AnsibleError with Ansible's reason when the inventory cannot be read.
+    """
+    done = _run("ansible-inventory", ["-i", str(inventory), "--graph", group], app_settings)
+    if done.returncode != 0:
+        raise _failed(f"inventory {inventory} cannot be parsed", done)
+    return done.stdout
+
+
+def runner_dir() -> Path:
+    """Return ansible-runner's private data folder (its artifacts/ holds one folder per run)."""
+    path = config.home() / "runner"
+    path.mkdir(parents=True, exist_ok=True)
+    for name in STALE_ENV_FILES:
+        (path / "env" / name).unlink(missing_ok=True)
+    return path
+
+
+def run_playbook(playbook: str, inventory: Path, on_event: Callable[[dict], None], *, limit: str | None = None,
+                 extravars: dict | None = None, check: bool = False, forks: int = 10,
+                 app_settings: settings_schema.Settings | None = None) -> PlaybookRun:
+    """Run ``playbooks/<playbook>`` against *inventory*, calling *on_event* for every runner event.
+
+    The run has :func:`environment` (the same as inventory parsing and host listing). Secrets never
+    travel in *extravars* (on the command line and in the artifacts): they come from the inventory's
+    vault files; lpse-ops' own secret settings are removed from the environment the runner records.
+    """
+    from ansible_runner.interface import init_runner
+
+    ident = f"{Path(playbook).stem}-{uuid.uuid4().hex[:10]}"
     cmdline = ["--forks", str(forks)]
-    if vault_file:
-        cmdline += ["--vault-password-file", vault_file]
     if check:
         cmdline.append("--check")
 
@@ -59,10 +208,13 @@ def run_playbook(playbook: str, inventory: Path, on_event: Callable[[dict], None
         on_event(event)
         return True
 
-    runner = ansible_runner.run(
+    runner = init_runner(
         private_data_dir=str(runner_dir()), project_dir=str(config.PROJECT_DIR), ident=ident,
         playbook=str(config.PROJECT_DIR / "playbooks" / playbook), inventory=str(inventory.resolve()),
-        limit=limit, extravars=extravars or {}, envvars=envvars, cmdline=" ".join(cmdline),
-        rotate_artifacts=ARTIFACTS_KEPT, quiet=True, event_handler=handler,
+        limit=limit, extravars=extravars or {}, envvars=environment(app_settings), cmdline=" ".join(cmdline),
+        rotate_artifacts=ARTIFACTS_KEPT, quiet=True, suppress_env_files=True, event_handler=handler,
     )
+    for name in secret_names():
+        runner.config.env.pop(name, None)
+    runner.run()
     return PlaybookRun(ident=ident, status=runner.status, rc=runner.rc, artifact_dir=str(runner.config.artifact_dir))

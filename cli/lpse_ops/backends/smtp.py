@@ -1,7 +1,7 @@
 """Send one e-mail over SMTP (notices to the sites' contacts), with errors that say what to do.
 
-Settings come from the environment first (``LPSE_OPS_SMTP_HOST``, ``LPSE_OPS_SMTP_PORT``,
-``LPSE_OPS_SMTP_FROM``, ``LPSE_OPS_SMTP_CA``, ``LPSE_OPS_SMTP_STARTTLS`` = auto|require|off,
+Settings come from the environment first (through :mod:`lpse_ops.settings`: ``LPSE_OPS_SMTP_HOST``,
+``LPSE_OPS_SMTP_PORT``, ``LPSE_OPS_SMTP_FROM``, ``LPSE_OPS_SMTP_CA``, ``LPSE_OPS_SMTP_STARTTLS`` = auto|require|off,
 ``LPSE_OPS_SMTP_USER``, ``LPSE_OPS_SMTP_PASSWORD``), else from the inventory's ``lpse_smtp_host``,
 ``lpse_smtp_port``, ``lpse_smtp_from``, ``lpse_smtp_ca_cert`` and ``lpse_smtp_starttls``. The
 password is read from the environment only, never from the inventory, a log or a report.
@@ -13,7 +13,6 @@ does not offer it. A login is only ever sent over TLS.
 
 from __future__ import annotations
 
-import os
 import smtplib
 import ssl
 from collections.abc import Mapping
@@ -23,7 +22,10 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 
-STARTTLS_MODES = ("auto", "require", "off")
+from lpse_ops import settings as app_settings
+
+STARTTLS_MODES = app_settings.STARTTLS_MODES
+ENV_PREFIX = "LPSE_OPS_SMTP_"
 TIMEOUT_S = 30.0
 
 
@@ -77,42 +79,50 @@ class SmtpSettings:
 def settings(inventory_vars: Mapping | None = None, environ: Mapping[str, str] | None = None) -> SmtpSettings:
     """Return the SMTP settings: the environment first, else *inventory_vars* (``lpse_smtp_*``).
 
+    The environment is read through :mod:`lpse_ops.settings` (*environ*, default the process's own).
     Raises SmtpSettingsError naming every missing or bad setting.
     """
-    environ = os.environ if environ is None else environ
+    env_problems: dict[str, str] = {}
+    try:
+        env = app_settings.current() if environ is None else app_settings.load(environ)
+    except app_settings.SettingsError as error:
+        env = error.partial
+        env_problems = {name: problem for name, problem in error.problems.items() if name.startswith(ENV_PREFIX)}
+    problems = [f"{name}: {problem}" for name, problem in env_problems.items()]
     variables = inventory_vars or {}
 
-    def pick(env_name: str, var_name: str) -> str | None:
-        value = environ.get(env_name) or variables.get(var_name)
+    def from_inventory(var_name: str) -> str | None:
+        value = variables.get(var_name)
         return str(value) if value not in (None, "") else None
 
-    host = pick("LPSE_OPS_SMTP_HOST", "lpse_smtp_host")
-    port_text = pick("LPSE_OPS_SMTP_PORT", "lpse_smtp_port") or "25"
-    sender = pick("LPSE_OPS_SMTP_FROM", "lpse_smtp_from")
-    starttls = (pick("LPSE_OPS_SMTP_STARTTLS", "lpse_smtp_starttls") or "auto").lower()
-    problems = []
+    host = env.smtp_host or from_inventory("lpse_smtp_host")
+    port = env.smtp_port
+    if port is None and f"{ENV_PREFIX}PORT" not in env_problems:
+        port_text = from_inventory("lpse_smtp_port") or "25"
+        try:
+            port = int(port_text)
+            if not 1 <= port <= 65535:
+                raise ValueError
+        except ValueError:
+            problems.append(f"bad SMTP port {port_text!r}: lpse_smtp_port (or LPSE_OPS_SMTP_PORT) must be 1-65535")
+    sender = env.smtp_from or from_inventory("lpse_smtp_from")
+    starttls = env.smtp_starttls or (from_inventory("lpse_smtp_starttls") or "auto").lower()
     if not host:
         problems.append("no SMTP server: set LPSE_OPS_SMTP_HOST or the inventory variable lpse_smtp_host")
-    try:
-        port = int(port_text)
-        if not 1 <= port <= 65535:
-            raise ValueError
-    except ValueError:
-        port = 0
-        problems.append(f"bad SMTP port {port_text!r}: LPSE_OPS_SMTP_PORT / lpse_smtp_port must be 1-65535")
     if not sender or "@" not in sender:
         problems.append("no sender address: set LPSE_OPS_SMTP_FROM or the inventory variable lpse_smtp_from "
                         "(e.g. lpse-ops@lkpp.go.id)")
     if starttls not in STARTTLS_MODES:
-        problems.append(f"LPSE_OPS_SMTP_STARTTLS must be one of {', '.join(STARTTLS_MODES)}, not {starttls!r}")
-    user = environ.get("LPSE_OPS_SMTP_USER") or None
-    password = environ.get("LPSE_OPS_SMTP_PASSWORD") or None
+        problems.append(f"lpse_smtp_starttls (or LPSE_OPS_SMTP_STARTTLS) must be one of {', '.join(STARTTLS_MODES)}, "
+                        f"not {starttls!r}")
+    user, password = env.smtp_user, env.smtp_password
     if bool(user) != bool(password):
         problems.append("set both LPSE_OPS_SMTP_USER and LPSE_OPS_SMTP_PASSWORD, or neither")
     if problems:
         raise SmtpSettingsError("; ".join(problems))
-    return SmtpSettings(host=host or "", port=port, sender=sender or "", starttls=starttls,
-                        ca_cert=pick("LPSE_OPS_SMTP_CA", "lpse_smtp_ca_cert"), user=user, password=password)
+    ca_cert = str(env.smtp_ca) if env.smtp_ca else from_inventory("lpse_smtp_ca_cert")
+    return SmtpSettings(host=host or "", port=port or 0, sender=sender or "", starttls=starttls,
+                        ca_cert=ca_cert, user=user, password=password)
 
 
 @dataclass(frozen=True)

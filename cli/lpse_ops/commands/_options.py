@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -10,16 +9,25 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from lpse_ops import terminal
+from lpse_ops import settings, terminal
 from lpse_ops.actions.operation import OperationContext, OperationRefused, OperationResult, run
+
+
+def app_settings() -> settings.Settings:
+    """Return the current settings; a bad ``LPSE_OPS_*`` value becomes a one-line error (exit code 1)."""
+    try:
+        return settings.current()
+    except settings.SettingsError as error:
+        raise terminal.fail(f"bad setting: {error} (see docs/settings.md)") from error
 
 
 def default_inventory() -> str | None:
     """Return ``LPSE_OPS_INVENTORY``, else the lab's inventory when a lab was brought up."""
     from lpse_ops.lab.lab import inventory_path
 
-    if os.environ.get("LPSE_OPS_INVENTORY"):
-        return os.environ["LPSE_OPS_INVENTORY"]
+    configured = app_settings().inventory
+    if configured:
+        return str(configured)
     lab_inventory = inventory_path()
     return str(lab_inventory) if lab_inventory.exists() else None
 
@@ -32,6 +40,12 @@ def inventory_option(function: Callable) -> Callable:
 
 def limit_option(function: Callable) -> Callable:
     return click.option("--limit", "-l", default=None, help="Only these hosts or groups (Ansible pattern).")(function)
+
+
+def yes_option(what: str) -> Callable[[Callable], Callable]:
+    """Return the ``--yes`` option (default ``LPSE_OPS_YES``) of a command that would otherwise ask before *what*."""
+    return click.option("--yes", is_flag=True, default=lambda: app_settings().yes,
+                        help=f"Do not ask for confirmation before {what} (env LPSE_OPS_YES).")
 
 
 def json_option(function: Callable) -> Callable:

@@ -18,6 +18,7 @@ from lpse_ops.commands._options import (
     refusal_as_error,
     render,
     require_inventory,
+    yes_option,
 )
 
 
@@ -170,7 +171,7 @@ def verify_command(inventory_path: Path | None, limit: str | None, repo: str, ba
 @click.option("--from", "source", type=click.Choice(["local", "offsite"]), default="local", show_default=True)
 @click.option("--offsite-as-of", default=None,
               help="Use the offsite repository as it stood at this time (survives later deletes/overwrites).")
-@click.option("--yes", is_flag=True, envvar="LPSE_OPS_YES", help="Do not ask for confirmation (env LPSE_OPS_YES).")
+@yes_option("restoring")
 @json_option
 def restore_command(inventory_path: Path | None, limit: str, target_time: str, source: str,
                     offsite_as_of: str | None, yes: bool, as_json: bool) -> None:

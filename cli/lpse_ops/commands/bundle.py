@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from rich.table import Table
 
 from lpse_ops import bundle as bundles
 from lpse_ops import reference, terminal
+from lpse_ops.commands._options import app_settings
 
 
 def _table(title: str, data: dict[str, Any]) -> Table:
@@ -130,12 +130,12 @@ def reference_command(version: str | None, bad: str | None, key_path: Path, out_
 def verify_command(bundle_path: Path, trusted_keys: Path | None, as_json: bool) -> None:
     """Verify BUNDLE's signature and every payload file; exit 1 if anything is wrong."""
     if trusted_keys is None:
-        env = os.environ.get(bundles.TRUSTED_KEYS_ENV)
-        if not env:
+        configured = app_settings().trusted_keys
+        if not configured:
             raise terminal.fail(
                 f"no trusted keys directory: pass --trusted-keys DIR or set {bundles.TRUSTED_KEYS_ENV}"
             )
-        trusted_keys = Path(env)
+        trusted_keys = configured
     try:
         manifest = bundles.verify(bundle_path, trusted_keys)
     except bundles.BundleError as error:

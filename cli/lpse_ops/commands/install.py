@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
@@ -10,6 +9,7 @@ import click
 from lpse_ops import config, terminal
 from lpse_ops.actions import operation
 from lpse_ops.commands._options import (
+    app_settings,
     inventory_option,
     json_option,
     limit_option,
@@ -23,7 +23,7 @@ HEALTH_TASK = "Check SPSE health through nginx"
 
 def trusted_keys_default() -> str:
     """Return ``LPSE_OPS_TRUSTED_KEYS``, else ``<home>/trusted-keys``."""
-    return os.environ.get("LPSE_OPS_TRUSTED_KEYS") or str(config.home() / "trusted-keys")
+    return str(app_settings().trusted_keys or config.home() / "trusted-keys")
 
 
 def verified_bundle(bundle_path: Path, trusted_keys: Path):

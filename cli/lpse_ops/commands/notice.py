@@ -13,7 +13,7 @@ from rich.table import Table
 from lpse_ops import terminal
 from lpse_ops.actions.notice import NoticeRequest, plan_notice, send_notice
 from lpse_ops.actions.operation import EXIT_HOSTS_FAILED
-from lpse_ops.commands._options import inventory_option, json_option, refusal_as_error
+from lpse_ops.commands._options import inventory_option, json_option, refusal_as_error, yes_option
 from lpse_ops.commands.runs import state_url_option
 from lpse_ops.reports import dates
 
@@ -63,7 +63,7 @@ def notice() -> None:
               help="The run (e.g. an upgrade) this notice belongs to.")
 @click.option("--helpdesk", default=None, help="The helpdesk line of the notice [default: lpse_helpdesk, else "
               "LKPP's helpdesk of clause 7.2.2].")
-@click.option("--yes", is_flag=True, envvar="LPSE_OPS_YES", help="Do not ask for confirmation (env LPSE_OPS_YES).")
+@yes_option("sending")
 @json_option
 @state_url_option
 def send_command(kind: str, inventory_path: Path | None, limit: str | None, start_text: str, start_zone: str,

@@ -17,10 +17,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def state_url_option(function: F) -> F:
-    """Add ``--state-url`` (envvar ``LPSE_OPS_STATE_URL``, default: the SQLite file in the lpse-ops home)."""
+    """Add ``--state-url`` (default: ``LPSE_OPS_STATE_URL`` through the settings, else the SQLite file in the
+    lpse-ops home; the store resolves None)."""
     return click.option(
-        "--state-url", envvar="LPSE_OPS_STATE_URL", default=None, metavar="URL",
-        help="SQLAlchemy URL of the state store [default: SQLite file in LPSE_OPS_HOME; "
+        "--state-url", default=None, metavar="URL",
+        help="SQLAlchemy URL of the state store [default: $LPSE_OPS_STATE_URL, else an SQLite file in LPSE_OPS_HOME; "
              "PostgreSQL needs pip install 'psycopg[binary]'].",
     )(function)
 

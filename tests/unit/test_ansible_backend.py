@@ -1,0 +1,194 @@
+"""The one Ansible backend: one environment for inventory parsing, host listing and playbook runs, and
+failures that carry Ansible's own reason (real ansible-core on local inventories; no host is contacted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lpse_ops import inventory, settings
+from lpse_ops.backends import ansible
+
+GOOD = "sites:\n  hosts:\n    site1: {ansible_host: 127.0.0.1, site_code: one}\n    site2: {site_code: two}\n"
+BROKEN = "sites:\n  hosts:\n    site1: [oops\n"
+VAULT_PASSWORD = "correct horse"  # noqa: S105 - a test fixture's password
+
+
+@pytest.fixture
+def good(tmp_path: Path) -> Path:
+    path = tmp_path / "good.yml"
+    path.write_text(GOOD)
+    return path
+
+
+@pytest.fixture
+def broken(tmp_path: Path) -> Path:
+    path = tmp_path / "broken.yml"
+    path.write_text(BROKEN)
+    return path
+
+
+@pytest.fixture
+def vaulted(tmp_path: Path) -> Path:
+    """An inventory folder whose group_vars/sites/vault.yml is ansible-vault encrypted."""
+    folder = tmp_path / "vaulted"
+    (folder / "group_vars" / "sites").mkdir(parents=True)
+    (folder / "hosts.yml").write_text(GOOD)
+    (tmp_path / "vault-pass").write_text(VAULT_PASSWORD + "\n")
+    vault = folder / "group_vars" / "sites" / "vault.yml"
+    vault.write_text("postgresql_spse_password: s3cret\n")
+    subprocess.run([str(Path(sys.executable).with_name("ansible-vault")), "encrypt", "--vault-password-file",
+                    str(tmp_path / "vault-pass"), str(vault)], check=True, capture_output=True)
+    return folder
+
+
+def test_list_hosts_group_and_limit(good: Path):
+    assert ansible.list_hosts(good, "sites") == ["site1", "site2"]
+    assert ansible.list_hosts(good, "sites", "site2") == ["site2"]
+
+
+def test_list_hosts_empty_match_is_empty_list(good: Path):
+    assert ansible.list_hosts(good, "sites", "nosuch") == []
+    assert ansible.list_hosts(good, "nogroup") == []
+
+
+def test_list_hosts_broken_inventory_raises_with_parser_reason(broken: Path):
+    with pytest.raises(ansible.AnsibleError) as caught:
+        ansible.list_hosts(broken, "sites")
+
+    message = str(caught.value)
+    assert "failed to parse inventory source" in message and str(broken) in message
+    assert "YAML parsing failed" in message
+    assert caught.value.returncode != 0 and caught.value.stderr
+
+
+def test_list_hosts_missing_inventory_raises(tmp_path: Path):
+    with pytest.raises(ansible.AnsibleError, match="failed to parse inventory source"):
+        ansible.list_hosts(tmp_path / "absent.yml", "sites")
+
+
+def test_inventory_load_broken_file_reason_reaches_caller(broken: Path):
+    with pytest.raises(inventory.InventoryError) as caught:
+        inventory.load(broken)
+
+    assert f"inventory {broken} cannot be parsed" in str(caught.value)
+    assert "YAML parsing failed" in str(caught.value)
+
+
+def test_inventory_without_vault_password_says_so(vaulted: Path):
+    with pytest.raises(inventory.InventoryError, match="no vault secrets"):
+        inventory.load(vaulted)
+
+
+def test_vault_password_file_setting_reaches_inventory_and_host_listing(vaulted: Path, tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LPSE_OPS_VAULT_PASSWORD_FILE", str(tmp_path / "vault-pass"))
+
+    data = inventory.load(vaulted)
+
+    assert data["_meta"]["hostvars"]["site1"]["postgresql_spse_password"] == "s3cret"
+    assert ansible.list_hosts(vaulted, "sites") == ["site1", "site2"]
+
+
+def test_missing_vault_password_file_is_an_error_not_an_empty_list(vaulted: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LPSE_OPS_VAULT_PASSWORD_FILE", str(tmp_path / "no-such-file"))
+
+    with pytest.raises(ansible.AnsibleError, match="vault password file .*no-such-file was not found"):
+        ansible.list_hosts(vaulted, "sites")
+
+
+def test_inventory_graph_shows_groups_and_hosts(good: Path):
+    graph = ansible.inventory_graph(good)
+
+    assert "@sites:" in graph and "site1" in graph and "site2" in graph
+
+
+def test_environment_from_settings_has_config_roles_and_vault(tmp_path: Path):
+    env = ansible.environment(settings.load({"LPSE_OPS_VAULT_PASSWORD_FILE": str(tmp_path / "pw")}))
+
+    assert env["ANSIBLE_CONFIG"].endswith("/ansible.cfg") and env["ANSIBLE_ROLES_PATH"].endswith("/roles")
+    assert env["ANSIBLE_VAULT_PASSWORD_FILE"] == str(tmp_path / "pw")
+    assert env["PATH"].startswith(str(Path(sys.executable).parent) + ":")
+    assert "ANSIBLE_VAULT_PASSWORD_FILE" not in ansible.environment(settings.load({}))
+
+
+def test_all_three_call_sites_use_the_same_environment(good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("LPSE_OPS_VAULT_PASSWORD_FILE", str(tmp_path / "pw"))
+    monkeypatch.setenv("LPSE_OPS_SMTP_PASSWORD", "smtp-secret")
+    monkeypatch.setenv("LPSE_OPS_SMTP_USER", "u")
+    seen: dict[str, dict] = {}
+
+    def fake_run(argv, **kwargs):
+        seen[Path(argv[0]).name + " " + argv[-1]] = kwargs["env"]
+        stdout = {"--list": json.dumps({"_meta": {"hostvars": {}}}), "--list-hosts": "  hosts (1):\n    site1\n",
+                  "all": "@all:\n"}[argv[-1]]
+        return subprocess.CompletedProcess(argv, 0, stdout=stdout, stderr="")
+
+    runner_dir = ansible.runner_dir()
+    (runner_dir / "env").mkdir(exist_ok=True)
+    (runner_dir / "env" / "extravars").write_text('{"spse_bundle": "/old/run.tar.gz"}')
+
+    def fake_init_runner(**kwargs):
+        seen["runner"] = kwargs["envvars"]
+        seen["runner kwargs"] = kwargs
+        env = {"PATH": "/bin", "LPSE_OPS_SMTP_PASSWORD": "smtp-secret", **kwargs["envvars"]}
+        return SimpleNamespace(config=SimpleNamespace(env=env, artifact_dir=str(tmp_path / "artifacts")),
+                               run=lambda: seen.setdefault("runner env at run", dict(env)), status="successful", rc=0)
+
+    monkeypatch.setattr(ansible.subprocess, "run", fake_run)
+    monkeypatch.setattr("ansible_runner.interface.init_runner", fake_init_runner)
+
+    inventory.load(good)
+    ansible.list_hosts(good, "sites")
+    ansible.inventory_graph(good)
+    ansible.run_playbook("preflight.yml", good, lambda event: None)
+
+    expected = ansible.environment()
+    assert expected["ANSIBLE_VAULT_PASSWORD_FILE"] == str(tmp_path / "pw")
+    for name in ("ansible-inventory --list", "ansible --list-hosts", "ansible-inventory all"):
+        assert {key: seen[name][key] for key in expected} == expected, name
+        assert "LPSE_OPS_SMTP_PASSWORD" not in seen[name]
+    assert seen["runner"] == expected
+    assert "LPSE_OPS_SMTP_PASSWORD" not in seen["runner env at run"]
+    assert seen["runner kwargs"]["suppress_env_files"] is True
+    assert not (runner_dir / "env" / "extravars").exists()
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("[WARNING]: Could not match supplied host pattern, ignoring: nosuch\n"
+     "[ERROR]: Specified inventory, host pattern and/or --limit leaves us with no hosts to target.\n",
+     "Specified inventory, host pattern and/or --limit leaves us with no hosts to target."),
+    ("[ERROR]: Attempting to decrypt but no vault secrets found.\n",
+     "Attempting to decrypt but no vault secrets found."),
+    ("[WARNING]: Error getting vault password file (default): The vault password file /nope was not found\n"
+     "[ERROR]: The vault password file /nope was not found\n",
+     "The vault password file /nope was not found"),
+    ("ERROR! Completely failed to parse inventory source /x.yml\n",
+     "Completely failed to parse inventory source /x.yml"),
+    ("", "no reason given"),
+    ("something odd happened\nlast words\n", "last words"),
+])
+def test_error_reason_recorded_stderr(stderr: str, expected: str):
+    assert ansible.error_reason(stderr) == expected
+
+
+def test_error_reason_unparsable_inventory_names_the_parser_and_place():
+    stderr = ("[WARNING]: Failed to parse inventory with 'auto' plugin: YAML parsing failed: While parsing a flow "
+              "sequence did not find expected ',' or ']'.\n\nFailed to parse inventory with 'auto' plugin.\n\n"
+              "<<< caused by >>>\n\nYAML parsing failed.\nOrigin: /tmp/bad.yml:4:1\n\n"
+              "[ERROR]: Completely failed to parse inventory source /tmp/bad.yml\n")
+
+    assert ansible.error_reason(stderr) == (
+        "Completely failed to parse inventory source /tmp/bad.yml (Failed to parse inventory with 'auto' plugin: "
+        "YAML parsing failed: While parsing a flow sequence did not find expected ',' or ']'. at /tmp/bad.yml:4:1)")
+
+
+def test_parse_list_hosts_recorded_output():
+    assert ansible.parse_list_hosts("  hosts (2):\n    site1\n    site2\n") == ["site1", "site2"]
+    assert ansible.parse_list_hosts("  hosts (0):\n") == []
