@@ -10,6 +10,7 @@ from rich.table import Table
 from lpse_ops import terminal
 from lpse_ops.backends.docker import DockerError
 from lpse_ops.lab import lab as lab_actions
+from lpse_ops.lab import traffic as traffic_actions
 
 
 @click.group(name="lab")
@@ -90,3 +91,58 @@ def down_command(purge: bool) -> None:
     except DockerError as error:
         raise terminal.fail(str(error)) from error
     terminal.info(f"removed: {', '.join(removed) if removed else 'nothing (no lab)'}")
+
+
+@lab.group(name="traffic")
+def traffic() -> None:
+    """Steady synthetic READ-ONLY traffic to each lab site through nginx (for canary analyses)."""
+
+
+def _traffic_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title)
+    for column in ("site", "running", "rate/s", "requests", "by status", "transport errors", "last error"):
+        table.add_column(column)
+    for row in rows:
+        by_status = ", ".join(f"{key} {value}" for key, value in sorted(row["by_status"].items()))
+        table.add_row(row["site"], "yes" if row["running"] else "no", f"{row['rate'] or '-'}", str(row["requests"]),
+                      by_status or "-", str(row["transport_errors"]), row["last_error"] or "-")
+    return table
+
+
+@traffic.command(name="start")
+@click.option("--rate", default=5.0, show_default=True, type=float,
+              help="Requests per second per site (at most 50).")
+@click.option("--limit", default=None, help="Comma-separated lab sites (site1,site2 or lab01); default all.")
+def traffic_start(rate: float, limit: str | None) -> None:
+    """Install and (re)start lpse-lab-traffic.service on the sites; return once each has answered requests."""
+    try:
+        rows = traffic_actions.start(rate=rate, limit=limit)
+    except (lab_actions.LabError, DockerError) as error:
+        raise terminal.fail(str(error)) from error
+    terminal.out.print(_traffic_table(rows, f"lab traffic started ({rate:g}/s per site)"))
+
+
+@traffic.command(name="stop")
+@click.option("--limit", default=None, help="Comma-separated lab sites; default all.")
+def traffic_stop(limit: str | None) -> None:
+    """Stop lpse-lab-traffic.service on the sites."""
+    try:
+        rows = traffic_actions.stop(limit=limit)
+    except (lab_actions.LabError, DockerError) as error:
+        raise terminal.fail(str(error)) from error
+    terminal.out.print(_traffic_table(rows, "lab traffic stopped"))
+
+
+@traffic.command(name="status")
+@click.option("--limit", default=None, help="Comma-separated lab sites; default all.")
+@click.option("--json", "as_json", is_flag=True, help="Print the status as JSON.")
+def traffic_status(limit: str | None, as_json: bool) -> None:
+    """Show, per site, whether the traffic runs and how many requests it sent (by status class)."""
+    try:
+        rows = traffic_actions.status(limit=limit)
+    except (lab_actions.LabError, DockerError) as error:
+        raise terminal.fail(str(error)) from error
+    if as_json:
+        terminal.emit_json({"sites": rows})
+    else:
+        terminal.out.print(_traffic_table(rows, "lab traffic"))
