@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -85,12 +84,12 @@ def test_settings_doc_table_matches_schema():
 
 
 def test_settings_schema_covers_every_variable_the_project_mentions():
-    tracked = subprocess.run(["git", "ls-files", "cli", "scripts", "tests", "docs", "README.md"], cwd=ROOT,
-                             capture_output=True, text=True, check=True).stdout.split()
+    sources = [ROOT / "README.md"] + [path for folder in ("cli", "scripts", "tests", "docs")
+                                      for path in (ROOT / folder).rglob("*")]
     mentioned: set[str] = set()
-    for name in tracked:
-        path = ROOT / name
-        if path.suffix in (".py", ".sh", ".md", ".ini", ".yml", ".yaml") and path.is_file():
+    for path in sources:
+        if path.suffix in (".py", ".sh", ".md", ".ini", ".yml", ".yaml") and path.is_file() \
+                and path.resolve() != Path(__file__).resolve():  # this file spells names wrong on purpose
             mentioned |= set(re.findall(r"\bLPSE_OPS_[A-Z0-9_]*[A-Z0-9]\b", path.read_text(errors="replace")))
     mentioned.discard("LPSE_OPS_SMTP")  # the prefix, as in "LPSE_OPS_SMTP_{name}"
     assert mentioned - set(settings.names()) == set()
