@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from lpse_ops.runner_events import PlayTracker
 
 
@@ -47,3 +50,29 @@ def test_tracker_captures_named_task_results_and_stats_are_authoritative():
                                  "skipped": {"a": 2}}})
     assert tracker.hosts["a"].captured["Check SPSE health through nginx"]["json"]["version"] == "1.0"
     assert tracker.hosts["a"].ok == 30 and tracker.hosts["a"].changed == 0 and tracker.finished
+
+
+RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "runner" / "preflight-failed-and-unreachable.json"
+"""Events recorded from the demo lab: preflight.yml on site2 (passes), site3 (baseline not met: vCPUs)
+and site9 (nothing listens on its SSH port); the failure, the unreachable host and the play recap."""
+
+
+def test_tracker_recorded_stats_event_records_read_per_host():
+    tracker = PlayTracker()
+    events = json.loads(RECORDED.read_text())
+    for event in events:
+        tracker.feed(event)
+    assert tracker.finished
+    assert sorted(tracker.records) == ["site2", "site3"]  # site9 was unreachable: no record
+    passed, failed = tracker.records["site2"], tracker.records["site3"]
+    assert (passed["kind"], passed["schema"], passed["complete"], passed["ok"]) == ("preflight", 1, True, True)
+    assert (failed["kind"], failed["complete"], failed["ok"]) == ("preflight", True, False)
+    assert [c["check"] for c in failed["checks"] if not c["ok"]] == ["vcpus"]
+    assert tracker.hosts["site3"].status == "failed" and tracker.hosts["site9"].status == "unreachable"
+
+
+def test_tracker_stats_event_without_artifact_data_leaves_no_records():
+    tracker = PlayTracker()
+    tracker.feed({"event": "playbook_on_stats", "event_data": {"ok": {"a": 3}, "changed": {}, "failures": {},
+                                                               "dark": {}, "skipped": {}}})
+    assert tracker.finished and tracker.records == {}

@@ -288,26 +288,42 @@ def test_plan_backup_age_limit_is_an_option(catalogue: up.Catalogue) -> None:
     assert plan.steps == {"s": ["1.1", "1.2"]}
 
 
-def test_parse_site_state_recorded_debug_result_read() -> None:
-    captured = {"__site_state": {"version": "1.0", "schema_version": "1", "health": "ok", "health_reason": "",
-                                 "free_bytes": "76319580160", "frozen": "False"},
-                "_ansible_verbose_always": True, "changed": False}
-    parsed = up.parse_site_state("site1", captured)
+def site_state_record(**fields: object) -> dict:
+    """A ``site_state`` result record as ``playbooks/site_state.yml`` emits it (values as Ansible renders them)."""
+    return {"kind": "site_state", "schema": 1, "complete": True, "version": "1.0", "schema_version": 1,
+            "health": "ok", "health_reason": "", "free_bytes": 76319580160, "frozen": False, **fields}
+
+
+def test_parse_site_state_record_read() -> None:
+    parsed = up.parse_site_state("site1", site_state_record(schema_version="1", free_bytes="76319580160",
+                                                              frozen="False"))
     assert (parsed.version, parsed.schema_version, parsed.free_bytes, parsed.frozen, parsed.error) == (
         "1.0", 1, 76319580160, False, None)
-    assert up.parse_site_state("site1", {"__site_state": {"version": "", "frozen": True}}).frozen is True
+    assert up.parse_site_state("site1", site_state_record(version="", frozen=True)).frozen is True
     assert up.parse_site_state("site1", None, messages=["boom"]).error == "boom"
 
 
-def test_states_from_run_unreachable_host_reported() -> None:
-    tracker = PlayTracker(capture=(up.RESULT_TASK,))
-    tracker.hosts["site1"] = HostState(ok=7, captured={up.RESULT_TASK: {"__site_state": {"version": "1.0"}}})
+def test_parse_site_state_incomplete_record_unreadable() -> None:
+    parsed = up.parse_site_state("site1", {"kind": "site_state", "schema": 1, "complete": False})
+    assert parsed.reachable and parsed.version is None
+    assert parsed.error == "the site_state result record is incomplete (a reading failed)"
+
+
+def test_states_from_run_host_without_record_reported(catalogue: up.Catalogue) -> None:
+    tracker = PlayTracker()
+    tracker.hosts["site1"] = HostState(ok=7)
     tracker.hosts["site2"] = HostState(unreachable=1, messages=["unreachable: Connection timed out"])
-    result = operation.OperationResult(5, ["site1", "site2", "site3"], tracker, "failed", 4, 1.0, "")
+    tracker.hosts["site4"] = HostState(ok=2, failed=1, messages=["Look for the freeze flag: Permission denied"])
+    tracker.records = {"site1": site_state_record(), "site4": {"kind": "site_state", "schema": 1, "complete": False}}
+    result = operation.OperationResult(5, ["site1", "site2", "site3", "site4"], tracker, "failed", 4, 1.0, "")
     parsed = up.states_from_run(result)
-    assert parsed["site1"].version == "1.0" and parsed["site1"].reachable
+    assert parsed["site1"].version == "1.0" and parsed["site1"].reachable and parsed["site1"].error is None
     assert not parsed["site2"].reachable and "timed out" in str(parsed["site2"].error)
-    assert parsed["site3"].error == "the run reported nothing for this host"
+    assert parsed["site3"].error == "no result record: the run reported nothing for this host"
+    assert parsed["site4"].error == "Look for the freeze flag: Permission denied"
+    plan = up.compute_plan(catalogue, parsed, {}, options("1.1"))
+    assert {e.host: e.code for e in plan.excluded if e.host != "site1"} == {
+        "site2": "unreachable", "site3": "state_unreadable", "site4": "state_unreadable"}
 
 
 # ------------------------------------------------------------------ waves

@@ -8,18 +8,17 @@ JSON into the fleet view.
 
 from __future__ import annotations
 
-import json
 import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config
-from lpse_ops.actions import operation
+from lpse_ops.actions import operation, records
 from lpse_ops.backends import pgbackrest, restic
 
-RUN_TASK = "Run lpse-backup"
-REPORT_TASK = "Report lpse-backup result"
+KIND = "backup_exec"
+"""The kind of result record ``playbooks/backup_exec.yml`` emits per host."""
 
 
 @dataclass
@@ -34,31 +33,37 @@ class BackupContext:
 
 
 def host_outputs(result: operation.OperationResult) -> dict[str, dict]:
-    """Return each host's ``lpse-backup`` JSON (from the report task, or the failed run's stdout)."""
-    outputs: dict[str, dict] = {}
-    for host, state in result.tracker.hosts.items():
-        report = state.captured.get(REPORT_TASK) or {}
-        if isinstance(report.get("msg"), dict):
-            outputs[host] = report["msg"]
+    """Return each host's ``lpse-backup`` JSON, from its ``backup_exec`` result record.
+
+    A host whose record holds no JSON gets ``{"error": ...}`` with what the site printed instead (or
+    the run's messages); a host without a record gets ``{"error": ...}`` saying why it has none.
+    """
+    found = records.read(result, KIND)
+    outputs: dict[str, dict] = {host: {"error": reason} for host, reason in found.missing.items()}
+    for host, record in found.found.items():
+        if isinstance(record.get("output"), dict):
+            outputs[host] = record["output"]
             continue
-        raw = (state.captured.get(RUN_TASK) or {}).get("stdout", "")
-        try:
-            outputs[host] = json.loads(raw) if raw.strip() else {"error": "; ".join(state.messages) or "no output"}
-        except json.JSONDecodeError:
-            outputs[host] = {"error": raw.strip()[-500:] or "; ".join(state.messages)}
+        state = result.tracker.hosts.get(host)
+        printed = str(record.get("unparsed") or "").strip() or str(record.get("stderr") or "").strip()
+        outputs[host] = {"error": printed or "; ".join(state.messages if state else []) or "no output"}
     return outputs
 
 
 def execute(ctx: BackupContext, action: str, args: list[str], operation_name: str | None = None,
             record: dict | None = None) -> tuple[operation.OperationResult, dict[str, dict]]:
-    """Run ``lpse-backup ACTION ARGS`` on the sites; return the run and each host's JSON."""
+    """Run ``lpse-backup ACTION ARGS`` on the sites; return the run and each host's JSON.
+
+    A host that succeeded without emitting a result record makes the run's exit code 3 (a host failed).
+    """
     op = operation.OperationContext(
         operation=operation_name or f"backup.{action}", playbook="backup_exec.yml", inventory=ctx.inventory,
         limit=ctx.limit, extravars={"backup_action": action, "backup_args": shlex.join(args), **ctx.extravars},
-        capture=(RUN_TASK, REPORT_TASK), show_progress=ctx.show_progress, state_url=ctx.state_url,
+        show_progress=ctx.show_progress, state_url=ctx.state_url,
         record_args={"action": action, "args": args, **(record or {})}, validate_for="backup",
         lock_sites=action == "restore")
     result = operation.run(op)
+    result.exit_code = records.read(result, KIND).exit_code(result.exit_code)
     return result, host_outputs(result)
 
 

@@ -27,15 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import bundle
-from lpse_ops.actions import operation
+from lpse_ops.actions import operation, records
 from lpse_ops.state.store import lock_holder
 
 OPERATION = "upgrade.plan"
 PLAYBOOK = "site_state.yml"
-RESULT_TASK = "lpse_result"
-"""The site_state playbook's last task: ``debug: var: __site_state``, one typed record per host."""
+RESULT_KIND = "site_state"
+"""The kind of result record ``playbooks/site_state.yml`` emits per host (its fields: docs/upgrade.md)."""
 
-STATE_KEY = "__site_state"
 DISK_FACTOR = 3
 """A site needs this many times the largest step's payload free in its SPSE folder."""
 
@@ -279,29 +278,39 @@ def _flag(value: Any) -> bool:
 
 def parse_site_state(host: str, record: Mapping[str, Any] | None, *, unreachable: bool = False,
                      messages: Iterable[str] = ()) -> SiteState:
-    """Turn one host's ``lpse_result`` record (the captured debug result, or the dict itself) into a SiteState."""
+    """Turn one host's ``site_state`` result record into a SiteState.
+
+    No record, or one whose ``complete`` is false (a reading failed), gives a SiteState with ``error``:
+    the run's *messages*, else what was missing.
+    """
     if unreachable:
         return SiteState(host, reachable=False, error="; ".join(messages) or "unreachable")
-    data = record.get(STATE_KEY, record) if isinstance(record, Mapping) else None
-    if not isinstance(data, Mapping) or "version" not in data:
-        return SiteState(host, error="; ".join(messages) or "no lpse_result record from the site")
-    version = str(data.get("version") or "").strip() or None
-    reason = data.get("health_reason")
-    return SiteState(host, version=version, schema_version=_int_or_none(data.get("schema_version")),
-                     health=str(data.get("health") or "") or None, health_reason=str(reason) if reason else None,
-                     free_bytes=_int_or_none(data.get("free_bytes")), frozen=_flag(data.get("frozen")))
+    if not isinstance(record, Mapping) or "version" not in record or not _flag(record.get("complete")):
+        missing = "no site_state result record from the site" if not isinstance(record, Mapping) else (
+            "the site_state result record is incomplete (a reading failed)")
+        return SiteState(host, error="; ".join(messages) or missing)
+    version = str(record.get("version") or "").strip() or None
+    reason = record.get("health_reason")
+    return SiteState(host, version=version, schema_version=_int_or_none(record.get("schema_version")),
+                     health=str(record.get("health") or "") or None, health_reason=str(reason) if reason else None,
+                     free_bytes=_int_or_none(record.get("free_bytes")), frozen=_flag(record.get("frozen")))
 
 
 def states_from_run(result: operation.OperationResult) -> dict[str, SiteState]:
-    """Return each target host's SiteState from a ``site_state.yml`` run."""
+    """Return each target host's SiteState from the result records of a ``site_state.yml`` run.
+
+    A host without a record is kept, with why (unreachable, failed, or nothing reported) as its error.
+    """
+    found = records.read(result, RESULT_KIND)
     states: dict[str, SiteState] = {}
-    for host in result.hosts:
+    for host in sorted(set(result.hosts) | set(found.found) | set(found.missing)):
         tracked = result.tracker.hosts.get(host)
-        if tracked is None:
-            states[host] = SiteState(host, error="the run reported nothing for this host")
-            continue
-        states[host] = parse_site_state(host, tracked.captured.get(RESULT_TASK),
-                                        unreachable=bool(tracked.unreachable), messages=tracked.messages)
+        if tracked is not None and tracked.unreachable:
+            states[host] = parse_site_state(host, None, unreachable=True, messages=tracked.messages)
+        elif host in found.missing:
+            states[host] = SiteState(host, error=found.missing[host])
+        else:
+            states[host] = parse_site_state(host, found.found[host], messages=tracked.messages if tracked else ())
     return states
 
 
@@ -649,7 +658,7 @@ def plan(ctx: PlanContext) -> UpgradePlan:
     refuse_bad_steps(catalogue, ctx.target)
     op = operation.OperationContext(
         operation=OPERATION, playbook=PLAYBOOK, inventory=ctx.inventory, limit=ctx.limit,
-        capture=(RESULT_TASK,), state_url=ctx.state_url, show_progress=ctx.show_progress, validate_for="validate",
+        state_url=ctx.state_url, show_progress=ctx.show_progress, validate_for="validate",
         record_args={"target": ctx.target, "releases": str(ctx.releases_dir)})
     report = operation.preflight_input(op)
     result = operation.run(op)

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lpse_ops import settings, terminal
 from lpse_ops.actions.operation import OperationContext, OperationRefused, OperationResult, run
+from lpse_ops.actions.records import HostRecords
 
 
 def app_settings() -> settings.Settings:
@@ -84,5 +85,12 @@ def render(result: OperationResult, title: str, details: dict[str, str] | None =
         style = {"ok": "green", "changed": "yellow"}.get(state.status, "red")
         table.add_row(name, f"[{style}]{state.status}[/{style}]", str(state.ok), str(state.changed),
                       str(state.failed + state.unreachable), detail)
-    terminal.out.print(table)
+    terminal.print_table(table)
     terminal.info(f"artifacts: {result.artifact_dir}")
+
+
+def warn_missing_records(result: OperationResult, found: HostRecords) -> None:
+    """Name on stderr each host without a result record that the summary table has no row for."""
+    for host, reason in sorted(found.missing.items()):
+        if host not in result.tracker.hosts:
+            terminal.warn(f"{host}: {reason}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from lpse_ops import config, terminal
-from lpse_ops.actions import operation
+from lpse_ops.actions import operation, records
 from lpse_ops.commands._options import (
     app_settings,
     inventory_option,
@@ -16,9 +16,11 @@ from lpse_ops.commands._options import (
     render,
     require_inventory,
     run_operation,
+    warn_missing_records,
 )
 
-HEALTH_TASK = "Check SPSE health through nginx"
+KIND = "install"
+"""The kind of result record ``playbooks/install.yml`` emits per host."""
 
 
 def trusted_keys_default() -> str:
@@ -36,15 +38,25 @@ def verified_bundle(bundle_path: Path, trusted_keys: Path):
         raise terminal.fail(f"bundle {bundle_path} refused, no host was touched: {error}") from error
 
 
-def health_by_host(result: operation.OperationResult) -> dict[str, dict]:
-    """Return each host's health JSON as reported through nginx by the install playbook."""
-    health: dict[str, dict] = {}
-    for host, state in result.tracker.hosts.items():
-        answer = state.captured.get(HEALTH_TASK) or {}
-        body = answer.get("json") if isinstance(answer, dict) else None
-        if isinstance(body, dict):
-            health[host] = body
-    return health
+def health_by_host(found: records.HostRecords) -> dict[str, dict]:
+    """Return each host's health JSON through nginx, from its ``install`` result record (when it was asked)."""
+    return {host: record["health"] for host, record in found.found.items() if isinstance(record.get("health"), dict)}
+
+
+def install_details(found: records.HostRecords) -> dict[str, str]:
+    """Return the table's detail per host: what it serves, a passed dry run, or why it has no record.
+
+    A host with a record that is neither gets no entry: the table then shows the run's failure messages.
+    """
+    details = dict(found.missing)
+    for host, record in found.found.items():
+        health = record.get("health") if isinstance(record.get("health"), dict) else None
+        if health and record.get("serving"):
+            details[host] = (f"serving {health.get('version')} (schema {health.get('schema_version')}, "
+                             f"{health.get('status')})")
+        elif record.get("check_mode") and record.get("complete"):
+            details[host] = f"dry run of SPSE {record.get('version')} passed"
+    return details
 
 
 @click.command(name="install")
@@ -78,15 +90,16 @@ def install(bundle_path: Path, inventory_path: Path | None, limit: str | None, t
     ctx = operation.OperationContext(
         operation="install", playbook="install.yml", inventory=inventory_path, limit=limit,
         extravars={"spse_bundle": str(bundle_path.resolve()), "spse_version": manifest.version},
-        capture=(HEALTH_TASK,), check=check, forks=forks, show_progress=not as_json, lock_sites=True,
+        check=check, forks=forks, show_progress=not as_json, lock_sites=True,
         record_args={"bundle": str(bundle_path.resolve()), "version": manifest.version, "key_id": manifest.key_id},
     )
     result = run_operation(ctx)
-    health = health_by_host(result)
+    found = records.read(result, KIND)
+    result.exit_code = found.exit_code(result.exit_code)
     if as_json:
-        terminal.emit_json({**result.as_dict(), "version": manifest.version, "health": health})
+        terminal.emit_json({**result.as_dict(), "version": manifest.version, "health": health_by_host(found),
+                            "records": found.found, "missing_records": found.missing})
     else:
-        render(result, f"install SPSE {manifest.version}",
-               {h: f"serving {b.get('version')} (schema {b.get('schema_version')}, {b.get('status')})"
-                for h, b in health.items()})
+        render(result, f"install SPSE {manifest.version}", install_details(found))
+        warn_missing_records(result, found)
     raise SystemExit(result.exit_code)
