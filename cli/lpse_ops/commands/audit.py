@@ -66,9 +66,10 @@ def show_command(limit: int, as_json: bool, state_url: str | None) -> None:
         return
     table = Table(title="audit log")
     for column in ("seq", "time (UTC)", "actor", "operation", "detail", "hash"):
-        table.add_column(column, justify="right" if column == "seq" else "left")
+        table.add_column(column, justify="right" if column == "seq" else "left",
+                         no_wrap=column in ("seq", "time (UTC)", "hash"))
     for entry in entries:
         table.add_row(str(entry["seq"]), entry["ts"][:19].replace("T", " "), escape(entry["actor"]),
                       escape(entry["operation"]),
                       escape(json.dumps(entry["detail"], sort_keys=True, separators=(",", ":"))), entry["hash"][:12])
-    terminal.out.print(table)
+    terminal.print_table(table)

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from lpse_ops import config, inventory, terminal
@@ -121,11 +122,15 @@ def list_command(inventory_path: Path | None, limit: str | None, as_json: bool) 
     else:
         table = Table(title="backups")
         for column in ("host", "engine", "repo", "id", "type", "time", "size"):
-            table.add_column(column)
+            table.add_column(column, no_wrap=column in ("id", "time"))
         for row in rows:
-            table.add_row(row["host"], row["engine"], str(row["repo"]), row["id"], row["type"], row["time"][:19],
+            table.add_row(escape(row["host"]), escape(row["engine"]), str(row["repo"]), escape(row["id"]),
+                          escape(row["type"]), row["time"][:19],
                           f"{row.get('size', 0) / 1e6:.1f} MB" if row.get("size") else "")
-        terminal.out.print(table)
+        terminal.print_table(table)
+        for host, output in sorted(outputs.items()):
+            if output.get("error"):
+                terminal.warn(f"{host}: no backups listed: {output['error']}")
     raise SystemExit(result.exit_code)
 
 
@@ -258,7 +263,7 @@ def status_command(inventory_path: Path | None, limit: str | None, max_backup_ag
     else:
         table = Table(title="backup status")
         for column in ("host", "local backup", "offsite backup", "WAL archived", "verified restore", "warnings"):
-            table.add_column(column, overflow="fold")
+            table.add_column(column, overflow="fold", no_wrap=column != "warnings")
 
         def age(seconds: float | None) -> str:
             if seconds is None:
@@ -270,5 +275,5 @@ def status_command(inventory_path: Path | None, limit: str | None, max_backup_ag
                           age(ages["wal_archived_s"]), age(ages["verified_s"]),
                           "[green]none[/green]" if verdict["ok"]
                           else "[yellow]" + "; ".join(verdict["warnings"]) + "[/]")
-        terminal.out.print(table)
+        terminal.print_table(table)
     raise SystemExit(result.exit_code or (0 if all(v["ok"] for v in verdicts) else 5))

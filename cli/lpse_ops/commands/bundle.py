@@ -85,7 +85,7 @@ def _report_built(target: Path, data: dict[str, Any], as_json: bool) -> None:
     if as_json:
         terminal.emit_json(data)
         return
-    terminal.out.print(_table(f"built {target.name}", data))
+    terminal.print_table(_table(f"built {target.name}", data))
     terminal.out.print(f"{target}  sha256 {data['sha256']}")
 
 
@@ -147,7 +147,7 @@ def verify_command(bundle_path: Path, trusted_keys: Path | None, as_json: bool) 
         terminal.emit_json(data)
         return
     terminal.info(f"signature by key {manifest.key_id} and {len(manifest.files)} payload file(s) verified")
-    terminal.out.print(_table(f"verified {bundle_path.name}", data))
+    terminal.print_table(_table(f"verified {bundle_path.name}", data))
 
 
 @bundle.command(name="show")
@@ -163,4 +163,4 @@ def show_command(bundle_path: Path, as_json: bool) -> None:
         terminal.emit_json(data)
         return
     terminal.warn("not verified: run `lpse-ops bundle verify` before trusting this bundle")
-    terminal.out.print(_table(f"{bundle_path.name} (unverified)", data))
+    terminal.print_table(_table(f"{bundle_path.name} (unverified)", data))

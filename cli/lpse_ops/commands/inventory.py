@@ -38,7 +38,7 @@ def validate_command(inventory_path: Path | None, operation: str, as_json: bool)
         for name, variables in sorted(report.sites.items()):
             table.add_row(name, str(variables.get("site_code", "-")),
                           f"{variables.get('ansible_host', name)}:{variables.get('ansible_port', 22)}")
-        terminal.out.print(table)
+        terminal.print_table(table)
         for problem in report.problems:
             terminal.err.print(f"[red]problem:[/red] {problem}", highlight=False)
         if report.ok:

@@ -34,11 +34,11 @@ def list_command(as_json: bool, state_url: str | None) -> None:
         return
     table = Table(title="site locks")
     for column in ("site", "holder", "since (UTC)", "operation", "run"):
-        table.add_column(column)
+        table.add_column(column, no_wrap=column in ("since (UTC)", "run"))
     for row in locks:
         table.add_row(escape(row["site"]), escape(row["holder"]), (row["acquired_at"] or "-")[:19].replace("T", " "),
                       escape(row["operation"]), str(row["run_id"] if row["run_id"] is not None else "-"))
-    terminal.out.print(table)
+    terminal.print_table(table)
 
 
 @lock.command(name="release")

@@ -94,7 +94,7 @@ def send_command(kind: str, inventory_path: Path | None, limit: str | None, star
             table.add_row(escape(site.host), escape(site.site_name),
                           dates.format_datetime(request.start, site.timezone),
                           escape(", ".join(f"{c.name} <{c.email}>" for c in site.contacts)))
-        terminal.err.print(table)
+        terminal.print_table(table, terminal.err)
     if not yes:
         click.confirm(f"Send the {kind} notice to {len(plan.sites)} site(s)?", abort=True, err=True)
     with refusal_as_error():
@@ -110,6 +110,6 @@ def send_command(kind: str, inventory_path: Path | None, limit: str | None, star
             style = "green" if result.ok else "red"
             table.add_row(escape(result.host), result.reference, escape(", ".join(result.recipients) or "-"),
                           f"[{style}]{escape(result.error or result.message_id or '')}[/{style}]")
-        terminal.out.print(table)
+        terminal.print_table(table)
     if not outcome.ok:
         raise SystemExit(EXIT_HOSTS_FAILED)

@@ -79,12 +79,13 @@ def list_command(limit: int, operation: str | None, as_json: bool, state_url: st
         return
     table = Table(title="runs")
     for column in ("id", "operation", "actor", "hosts", "result", "duration", "started"):
-        table.add_column(column, justify="right" if column in ("id", "hosts", "duration") else "left")
+        table.add_column(column, justify="right" if column in ("id", "hosts", "duration") else "left",
+                         no_wrap=column in ("id", "duration", "started"))
     for row in rows:
         table.add_row(str(row["id"]), escape(row["operation"]), escape(row["actor"]), str(len(row["hosts"])),
                       _result(row["result"]), _duration(row["duration_s"]),
                       (row["started_at"] or "-")[:16].replace("T", " "))
-    terminal.out.print(table)
+    terminal.print_table(table)
 
 
 @runs.command(name="show")
@@ -124,4 +125,4 @@ def show_command(run_id: int, as_json: bool, state_url: str | None) -> None:
     for host, outcome in run["host_results"].items():
         if host not in run["hosts"]:
             table.add_row(*_host_row(host, outcome))
-    out.print(table)
+    terminal.print_table(table)
