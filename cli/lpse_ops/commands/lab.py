@@ -100,12 +100,13 @@ def traffic() -> None:
 
 def _traffic_table(rows: list[dict], title: str) -> Table:
     table = Table(title=title)
-    for column in ("site", "running", "rate/s", "requests", "by status", "transport errors", "last error"):
+    for column in ("site", "running", "rate/s (achieved)", "requests", "by status", "transport errors", "last error"):
         table.add_column(column)
     for row in rows:
         by_status = ", ".join(f"{key} {value}" for key, value in sorted(row["by_status"].items()))
-        table.add_row(row["site"], "yes" if row["running"] else "no", f"{row['rate'] or '-'}", str(row["requests"]),
-                      by_status or "-", str(row["transport_errors"]), row["last_error"] or "-")
+        rate = f"{row['rate'] or '-'} ({row['achieved_rate'] or '-'})"
+        table.add_row(row["site"], "yes" if row["running"] else "no", rate, str(row["requests"]), by_status or "-",
+                      str(row["transport_errors"]), row["last_error"] or "-")
     return table
 
 

@@ -93,9 +93,13 @@ def _not_going(name: str, container: str) -> str:
 
 
 def site_status(name: str, container: str) -> dict:
-    """Return one site's agent: running, rate, requests, by_status, transport_errors, last_error, updated_at."""
+    """Return one site's agent: running, rate (asked), achieved_rate (requests per second so far: one connection
+    waits for each answer, so it is below the rate when SPSE answers slower than 1/rate), requests, by_status,
+    transport_errors, documents_known, last_error, started_at, updated_at (epoch seconds)."""
     counts = _read_state(container) or {}
-    return {"site": name, "running": _active(container), "rate": counts.get("rate"),
+    elapsed = (counts.get("updated_at") or 0) - (counts.get("started_at") or 0)
+    achieved = round(counts.get("requests", 0) / elapsed, 2) if elapsed > 0 else None
+    return {"site": name, "running": _active(container), "rate": counts.get("rate"), "achieved_rate": achieved,
             "requests": counts.get("requests", 0), "by_status": counts.get("by_status", {}),
             "transport_errors": counts.get("transport_errors", 0), "documents_known": counts.get("documents_known"),
             "last_error": counts.get("last_error"), "started_at": counts.get("started_at"),

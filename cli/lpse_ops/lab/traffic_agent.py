@@ -5,7 +5,8 @@
 
     python3 traffic_agent.py --rate 5 [--base-url https://127.0.0.1] [--state PATH] [--max-requests N]
 
-It keeps one keep-alive connection to nginx and, *rate* times a second, sends ``GET /tenders?limit=20``
+It keeps one keep-alive connection to nginx and, *rate* times a second (less when SPSE answers slower
+than 1/rate: each request waits for the previous answer), sends ``GET /tenders?limit=20``
 or ``GET /documents/<id>``. SPSE's tender listing carries no document ids, so the agent learns them by
 probing ``GET /documents/1, 2, ...`` (at most one probe in ten requests, a pass stopping after
 ``PROBE_MISSES`` 404s in a row, a new pass each ``REPROBE_S`` seconds); known ids are then read in turn.
