@@ -44,6 +44,8 @@ CODES = {
     "no_checkpoint": "no upgrade checkpoint of that name on the site",
     "no_manifest": "the checkpoint's verification manifest is gone",
     "data_differs": "the live tables or documents differ from the checkpoint",
+    "log_missing": "nginx's lpse_timed access log is missing",
+    "bad_window": "the traffic window's bounds cannot be used",
     "unexpected": "a bug: an exception the tool did not expect",
 }
 
