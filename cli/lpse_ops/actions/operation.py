@@ -8,9 +8,6 @@ progress, release the locks, and return what happened.
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,14 +77,15 @@ class OperationResult:
 
 
 def target_hosts(inventory_path: Path, group: str, limit: str | None) -> list[str]:
-    """Return the hosts a playbook on *group* with *limit* would touch (Ansible's own host matching)."""
-    argv = [str(Path(sys.executable).with_name("ansible")), group, "-i", str(inventory_path), "--list-hosts"]
-    if limit:
-        argv += ["--limit", limit]
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=120,
-                          env={**os.environ, "ANSIBLE_CONFIG": str(config.PROJECT_DIR / "ansible.cfg")})
-    lines = [line.strip() for line in done.stdout.splitlines()[1:] if line.strip()]
-    return [] if done.returncode != 0 else lines
+    """Return the hosts a playbook on *group* with *limit* would touch (Ansible's own host matching).
+
+    An empty match is ``[]``; an inventory Ansible cannot read (bad YAML, a missing vault password) is
+    refused with Ansible's own reason, never reported as "no host matches".
+    """
+    try:
+        return ansible.list_hosts(inventory_path, group, limit)
+    except ansible.AnsibleError as error:
+        raise OperationRefused(str(error)) from error
 
 
 def preflight_input(ctx: OperationContext) -> inventory.InventoryReport:
