@@ -110,14 +110,18 @@ def test_notice_maintenance_two_zones_delivers_indonesian_notice_per_site(invent
 
 
 def test_notice_maintenance_sent_records_run_and_audit(inventory, server):
-    outcome = send_notice(_request(inventory, parent_run_id=41))
+    with StateStore.open() as store:
+        wave = store.start_run("upgrade.wave", {"index": 0}, ["site1", "site3"])
+    outcome = send_notice(_request(inventory, parent_run_id=wave))
 
     with StateStore.open() as store:
         run = store.get_run(outcome.run_id)
+        steps = [step["id"] for step in store.list_runs(parent_id=wave)]
         sent = [entry for entry in store.audit_entries() if entry["operation"] == "notice.sent"]
         verified = store.audit_verify()
     assert run["operation"] == "notice.maintenance" and run["result"] == "ok"
-    assert run["args"]["parent_run_id"] == 41 and sorted(run["hosts"]) == ["site1", "site3"]
+    assert run["args"]["parent_run_id"] == wave and sorted(run["hosts"]) == ["site1", "site3"]
+    assert run["parent_id"] == wave and steps == [outcome.run_id]  # a step of its wave
     detail = run["host_results"]["site3"]["detail"]
     assert detail["recipients"] == ["kepala@lab03.lpse.test"] and detail["message_id"].startswith("<")
     assert {entry["detail"]["host"] for entry in sent} == {"site1", "site3"}
