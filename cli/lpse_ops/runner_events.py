@@ -1,4 +1,4 @@
-"""Pure functions over ansible-runner events: per-host progress, failures and captured results.
+"""Pure functions over ansible-runner events: per-host progress, failures and typed result records.
 
 Given the event dicts that ``ansible_runner.run(event_handler=...)`` receives, :class:`PlayTracker`
 keeps what the CLI shows and stores: each host's status, counts, current task, failure messages, and
@@ -36,7 +36,6 @@ class HostState:
     skipped: int = 0
     task: str = ""
     messages: list[str] = field(default_factory=list)
-    captured: dict[str, object] = field(default_factory=dict)
 
     @property
     def status(self) -> str:
@@ -48,8 +47,7 @@ class HostState:
 
     def as_dict(self) -> dict:
         return {"status": self.status, "ok": self.ok, "changed": self.changed, "failed": self.failed,
-                "unreachable": self.unreachable, "skipped": self.skipped, "messages": self.messages,
-                "captured": self.captured}
+                "unreachable": self.unreachable, "skipped": self.skipped, "messages": self.messages}
 
 
 RESULT_KEY = "lpse_result"
@@ -73,9 +71,8 @@ def _message(result: dict) -> str:
 
 @dataclass
 class PlayTracker:
-    """Accumulates runner events; ``capture`` names tasks whose result is kept per host."""
+    """Accumulates runner events: per-host counts and messages, and the play's typed result records."""
 
-    capture: tuple[str, ...] = ()
     hosts: dict[str, HostState] = field(default_factory=dict)
     finished: bool = False
     records: dict[str, dict] = field(default_factory=dict)
@@ -116,8 +113,6 @@ class PlayTracker:
             state.messages.append(f"unreachable: {_message(result)}")
         elif outcome == "skipped":
             state.skipped += 1
-        if task in self.capture and outcome in ("ok", "failed"):
-            state.captured[task] = result
         return host
 
     def _apply_stats(self, data: dict) -> None:

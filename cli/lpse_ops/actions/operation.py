@@ -33,7 +33,7 @@ class OperationRefused(Exception):
 
 @dataclass
 class OperationContext:
-    """What to run, where, and which task results to keep.
+    """What to run and where (results come from the playbook's typed records).
 
     ``lock_sites``: the operation changes the sites (install, restore, upgrade, drill), so it holds
     the state store's site lock on every target host from just after the run is recorded until it
@@ -46,7 +46,6 @@ class OperationContext:
     inventory: Path
     limit: str | None = None
     extravars: dict = field(default_factory=dict)
-    capture: tuple[str, ...] = ()
     check: bool = False
     forks: int = 10
     group: str = "sites"
@@ -174,7 +173,7 @@ def lock_hosts(store: StateStore, operation: str, hosts: list[str], run_id: int,
 
 def _run_playbook(ctx: OperationContext, store: StateStore, run_id: int, hosts: list[str]) -> OperationResult:
     """Run *ctx*'s playbook with live progress and record how run *run_id* ended."""
-    tracker = PlayTracker(capture=ctx.capture)
+    tracker = PlayTracker()
     started = time.monotonic()
     artifact_dir = ""
     try:
