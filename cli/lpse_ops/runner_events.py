@@ -1,9 +1,8 @@
 """Pure functions over ansible-runner events: per-host progress, failures and typed result records.
 
 Given the event dicts that ``ansible_runner.run(event_handler=...)`` receives, :class:`PlayTracker`
-keeps what the CLI shows and stores: each host's status, counts, current task, failure messages, and
-the results of named tasks (such as the pre-flight report or the final health check), and the typed
-result records the playbooks emit.
+keeps what the CLI shows and stores: each host's status, counts, current task and failure messages, and
+the typed result records the playbooks emit.
 
 A typed record: every playbook of this project ends by setting, per host, one ``lpse_result`` record
 through ``ansible.builtin.set_stats`` (``per_host: false``, ``aggregate: true``, data
