@@ -389,3 +389,61 @@ def rollout_status(rollout_id: int | None = None, state_url: str | None = None) 
                 "outcome", step["args"].get("outcome")), "run_id": step["id"], "result": step["result"]}
                 for step in steps}})
         return found
+
+
+# ------------------------------------------------------------------------------- rollback by hand
+
+ROLLBACK_OPERATION = "upgrade.rollback"
+ROLLBACK_PLAYBOOK = "upgrade_rollback.yml"
+
+
+@dataclass
+class RollbackTarget:
+    """What ``upgrade rollback --site S`` undoes: the site's newest successful upgrade and its checkpoint."""
+
+    host: str
+    rollout_id: int | None
+    site_run_id: int
+    from_version: str
+    to_version: str
+    checkpoint: str
+    checkpoint_time: str | None
+    upgraded_at: str | None
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def find_rollback(host: str, rollout_id: int | None = None, state_url: str | None = None) -> RollbackTarget:
+    """The newest upgrade of *host* that ended ``upgraded`` (in *rollout_id* when given); refuse when none."""
+    from lpse_ops.state import StateStore
+
+    with StateStore.open(state_url or config.state_url()) as store:
+        for step in store.list_runs(limit=10_000, operation="upgrade.site"):
+            summary = step.get("summary") or {}
+            record = summary.get("record") or {}
+            if step["hosts"] != [host] or summary.get("outcome") != "upgraded" or not record.get("checkpoint"):
+                continue
+            wave = store.get_run(step["parent_id"]) if step.get("parent_id") else {}
+            rollout = wave.get("parent_id")
+            if rollout_id is not None and rollout != rollout_id:
+                continue
+            checkpoint = record["checkpoint"]
+            return RollbackTarget(host, rollout, step["id"], record["from_version"], record["to_version"],
+                                  checkpoint["name"], checkpoint.get("restore_point_time"), step["started_at"])
+    within = f" in rollout {rollout_id}" if rollout_id is not None else ""
+    raise RolloutRefused(f"no successful upgrade of {host}{within} is recorded (lpse-ops upgrade status): "
+                         "nothing to roll back to")
+
+
+def run_rollback(target: RollbackTarget, inventory: Path, *, show_progress: bool = True,
+                 state_url: str | None = None) -> tuple[operation.OperationResult, dict | None]:
+    """Roll *target* back (playbook upgrade_rollback.yml, the site locked); return the run and the site's record."""
+    ctx = operation.OperationContext(
+        operation=ROLLBACK_OPERATION, playbook=ROLLBACK_PLAYBOOK, inventory=inventory, limit=target.host,
+        extravars={"rollback_to_version": target.from_version, "rollback_from_version": target.to_version,
+                   "upgrade_checkpoint": target.checkpoint},
+        lock_sites=True, parent_id=target.rollout_id, show_progress=show_progress, state_url=state_url,
+        record_args=target.as_dict())
+    ran = operation.run(ctx)
+    return ran, ran.tracker.records.get(target.host)

@@ -253,3 +253,46 @@ def status(rollout_id: int | None, as_json: bool) -> None:
         for host in hosts:
             table.add_row(str(index), host, "not started", "")
     print_table(table)
+
+
+@upgrade.command(name="rollback")
+@click.option("--site", "host", required=True, help="The site (inventory host name) to roll back.")
+@click.option("--rollout", "rollout_id", type=int, default=None,
+              help="Undo this rollout's upgrade of the site (default: the site's newest successful upgrade).")
+@inventory_option
+@yes_option("rolling back")
+@json_option
+def rollback(host: str, rollout_id: int | None, inventory_path: Path | None, yes: bool, as_json: bool) -> None:
+    """Roll a site back by hand: the release it ran before its newest upgrade, the database at that upgrade's
+    checkpoint.
+
+    Writes made since the checkpoint leave the live database: a fresh backup to both repositories is taken
+    first, and the data dir it replaces is kept on the site. The site is locked while it runs.
+
+    Exit codes: 0 rolled back (or already on that release); 1 refused, nothing touched; 3 failed (the site
+    is put back on the release it ran).
+    """
+    inventory_path = require_inventory(inventory_path)
+    if as_json and not yes:
+        raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to roll back without asking")
+    with refusal_as_error():
+        target = rollout.find_rollback(host, rollout_id)
+        if not as_json:
+            terminal.out.print(
+                f"{host} runs SPSE {target.to_version} (upgraded {target.upgraded_at}, rollout {target.rollout_id}).\n"
+                f"Rollback: release {target.from_version} again, and the database back at checkpoint "
+                f"{target.checkpoint} (restore point of {target.checkpoint_time}).\n"
+                "Writes made since then leave the live database; a fresh backup of them is taken first.",
+                highlight=False)
+        if not yes:
+            click.confirm(f"Roll {host} back to {target.from_version}?", abort=True, err=True)
+        ran, record = rollout.run_rollback(target, inventory_path, show_progress=not as_json)
+    outcome = (record or {}).get("outcome", "no_result")
+    if as_json:
+        terminal.emit_json({"run_id": ran.run_id, "target": target.as_dict(), "outcome": outcome, "record": record})
+    else:
+        terminal.out.print(f"{host}: {outcome}"
+                           + (f" ({record.get('failed_step')}: {record.get('reason')})"
+                              if record and outcome not in ("rolled_back", "already") else "")
+                           + f" (run {ran.run_id})", highlight=False)
+    raise SystemExit(0 if outcome in ("rolled_back", "already") else EXIT_NOTHING_POSSIBLE)
