@@ -229,3 +229,12 @@ def test_audit_cli_show_prints_newest_entries(store: StateStore, url: str) -> No
     assert [entry["seq"] for entry in json.loads(result.stdout)] == [8, 9, 10]
     table = CliRunner().invoke(audit_log, ["show", "--state-url", url])
     assert table.exit_code == 0 and "test.step" in table.stdout
+
+
+def test_verify_without_an_anchor_warns_once(tmp_path):
+    from lpse_ops.state import StateStore
+
+    with StateStore.open("sqlite:///:memory:") as store:
+        store.audit_append("x", {"n": 1})
+        result = store.audit_verify()
+    assert result.ok and len([w for w in result.warnings if "anchor" in w]) == 1, result.warnings
