@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 from rich.live import Live
 from rich.table import Table
 
@@ -65,3 +68,17 @@ class HostProgress:
             self._announced.add((host, task))
             changed = (event.get("event_data") or {}).get("res", {}).get("changed")
             terminal.info(f"  {host}: {'changed' if changed else 'ok'}: {task}")
+
+
+def live(enabled: bool = True):
+    """Return the progress factory fleet actions take (``OperationContext.progress``): a live table on a
+    TTY, plain lines otherwise; None (no display) when not *enabled*, e.g. with ``--json``."""
+    if not enabled:
+        return None
+
+    @contextmanager
+    def factory(tracker: PlayTracker, title: str) -> Iterator[Callable[[dict], None]]:
+        with HostProgress(tracker, title) as display:
+            yield display.event
+
+    return factory

@@ -275,7 +275,7 @@ def fake_fleet(monkeypatch: pytest.MonkeyPatch, url: str) -> FakePlaybooks:
 
 def _context(url: str, lock_sites: bool, name: str = "install") -> operation.OperationContext:
     return operation.OperationContext(operation=name, playbook="install.yml", inventory=Path("/dev/null"),
-                                      state_url=url, show_progress=False, lock_sites=lock_sites)
+                                      state_url=url, progress=None, lock_sites=lock_sites)
 
 
 def test_locking_operation_holds_locks_while_running_and_releases_them(url: str, fake_fleet: FakePlaybooks) -> None:

@@ -55,6 +55,8 @@ def signed(tmp_path_factory: pytest.TempPathFactory) -> dict:
     shutil.copyfile(root / "keys" / "release.pub", trusted / "release.pub")
     releases = root / "releases"
     for version, meta in reference.releases().items():
+        if version not in ("1.0", "1.1", "1.2"):  # 1.3 (no migrations) is the benchmark's
+            continue
         bundle.build(release_source(root, version, str(meta["min_upgrade_from"]), meta["migrations"]),
                      root / "keys" / "release.key", releases)
     return {"root": root, "releases": releases, "trusted": trusted, "key": root / "keys" / "release.key"}

@@ -27,7 +27,7 @@ class BackupContext:
 
     inventory: Path
     limit: str | None = None
-    show_progress: bool = True
+    progress: operation.ProgressFactory | None = None
     state_url: str | None = None
     extravars: dict = field(default_factory=dict)
 
@@ -59,7 +59,7 @@ def execute(ctx: BackupContext, action: str, args: list[str], operation_name: st
     op = operation.OperationContext(
         operation=operation_name or f"backup.{action}", playbook="backup_exec.yml", inventory=ctx.inventory,
         limit=ctx.limit, extravars={"backup_action": action, "backup_args": shlex.join(args), **ctx.extravars},
-        show_progress=ctx.show_progress, state_url=ctx.state_url,
+        progress=ctx.progress, state_url=ctx.state_url,
         record_args={"action": action, "args": args, **(record or {})}, validate_for="backup",
         lock_sites=action == "restore")
     result = operation.run(op)
@@ -79,7 +79,7 @@ def setup(ctx: BackupContext, schedule: dict[str, str] | None = None) -> operati
     """
     op = operation.OperationContext(
         operation="backup.schedule" if schedule else "backup.setup", playbook="backup.yml",
-        inventory=ctx.inventory, limit=ctx.limit, show_progress=ctx.show_progress, state_url=ctx.state_url,
+        inventory=ctx.inventory, limit=ctx.limit, progress=ctx.progress, state_url=ctx.state_url,
         extravars={**ctx.extravars, **({"backup_schedule_set": schedule} if schedule else {})},
         validate_for="backup", record_args={"schedule": schedule or {}})
     return operation.run(op)

@@ -9,13 +9,14 @@ progress, release the locks, and return what happened.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lpse_ops import config, inventory
 from lpse_ops.backends import ansible
-from lpse_ops.progress import HostProgress
 from lpse_ops.runner_events import PlayTracker
 
 if TYPE_CHECKING:
@@ -25,6 +26,18 @@ EXIT_OK = 0
 EXIT_REFUSED = 1
 EXIT_HOSTS_FAILED = 3
 EXIT_HOSTS_UNREACHABLE = 4
+
+
+ProgressFactory = Callable[[PlayTracker, str], AbstractContextManager[Callable[[dict], None]]]
+"""What shows a run's progress: given the tracker and a title, a context that yields the event callback.
+
+The command layer supplies it (``lpse_ops.progress.live``); an action never draws on the screen."""
+
+
+@contextmanager
+def quiet(tracker: PlayTracker, _title: str) -> Iterator[Callable[[dict], None]]:
+    """No display: events only feed the tracker."""
+    yield tracker.feed
 
 
 class OperationRefused(Exception):
@@ -50,7 +63,7 @@ class OperationContext:
     forks: int = 10
     group: str = "sites"
     state_url: str | None = None
-    show_progress: bool = True
+    progress: ProgressFactory | None = None
     record_args: dict = field(default_factory=dict)
     validate_for: str | None = None
     lock_sites: bool = False
@@ -177,8 +190,8 @@ def _run_playbook(ctx: OperationContext, store: StateStore, run_id: int, hosts: 
     started = time.monotonic()
     artifact_dir = ""
     try:
-        with HostProgress(tracker, f"{ctx.operation}: {len(hosts)} host(s)", enabled=ctx.show_progress) as display:
-            outcome = ansible.run_playbook(ctx.playbook, ctx.inventory, display.event, limit=ctx.limit,
+        with (ctx.progress or quiet)(tracker, f"{ctx.operation}: {len(hosts)} host(s)") as on_event:
+            outcome = ansible.run_playbook(ctx.playbook, ctx.inventory, on_event, limit=ctx.limit,
                                            extravars=ctx.extravars, check=ctx.check, forks=ctx.forks)
         artifact_dir = outcome.artifact_dir
     except BaseException:

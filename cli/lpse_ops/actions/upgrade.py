@@ -85,7 +85,7 @@ class RolloutOptions:
     window: timedelta = timedelta(minutes=30)
     forks: int = 10
     state_url: str | None = None
-    show_progress: bool = True
+    progress: operation.ProgressFactory | None = None
     resumes: int | None = None
 
 
@@ -276,7 +276,7 @@ def _run_wave(store, plan: UpgradePlan, index: int, wave: list[SitePlan], rollou
             ctx = operation.OperationContext(
                 operation="upgrade.playbook", playbook=PLAYBOOK, inventory=options.inventory,
                 limit=",".join(site.host for site in group), forks=options.forks, parent_id=outcome.run_id,
-                extravars=extravars(plan, group, checkpoint, options, start), show_progress=options.show_progress,
+                extravars=extravars(plan, group, checkpoint, options, start), progress=options.progress,
                 record_args={"from": group[0].current, "steps": group[0].steps})
             say(f"wave {index}: {group[0].current} -> {' -> '.join(group[0].steps)} on "
                 f"{', '.join(site.host for site in group)}")
@@ -436,14 +436,14 @@ def find_rollback(host: str, rollout_id: int | None = None, state_url: str | Non
                          "nothing to roll back to")
 
 
-def run_rollback(target: RollbackTarget, inventory: Path, *, show_progress: bool = True,
+def run_rollback(target: RollbackTarget, inventory: Path, *, progress: operation.ProgressFactory | None = None,
                  state_url: str | None = None) -> tuple[operation.OperationResult, dict | None]:
     """Roll *target* back (playbook upgrade_rollback.yml, the site locked); return the run and the site's record."""
     ctx = operation.OperationContext(
         operation=ROLLBACK_OPERATION, playbook=ROLLBACK_PLAYBOOK, inventory=inventory, limit=target.host,
         extravars={"rollback_to_version": target.from_version, "rollback_from_version": target.to_version,
                    "upgrade_checkpoint": target.checkpoint},
-        lock_sites=True, parent_id=target.rollout_id, show_progress=show_progress, state_url=state_url,
+        lock_sites=True, parent_id=target.rollout_id, progress=progress, state_url=state_url,
         record_args=target.as_dict())
     ran = operation.run(ctx)
     return ran, ran.tracker.records.get(target.host)

@@ -633,7 +633,7 @@ class PlanContext:
     max_backup_age_hours: float = DEFAULT_MAX_BACKUP_AGE_HOURS
     allow_downgrade: bool = False
     state_url: str | None = None
-    show_progress: bool = True
+    progress: operation.ProgressFactory | None = None
 
 
 def plan(ctx: PlanContext) -> UpgradePlan:
@@ -658,7 +658,7 @@ def plan(ctx: PlanContext) -> UpgradePlan:
     refuse_bad_steps(catalogue, ctx.target)
     op = operation.OperationContext(
         operation=OPERATION, playbook=PLAYBOOK, inventory=ctx.inventory, limit=ctx.limit,
-        state_url=ctx.state_url, show_progress=ctx.show_progress, validate_for="validate",
+        state_url=ctx.state_url, progress=ctx.progress, validate_for="validate",
         record_args={"target": ctx.target, "releases": str(ctx.releases_dir)})
     report = operation.preflight_input(op)
     result = operation.run(op)

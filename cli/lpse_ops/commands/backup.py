@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from lpse_ops import config, inventory, terminal
+from lpse_ops import config, inventory, progress, terminal
 from lpse_ops.actions import backup as actions
 from lpse_ops.actions import offsite, operation
 from lpse_ops.commands._options import (
@@ -25,7 +25,7 @@ from lpse_ops.commands._options import (
 
 def _ctx(inventory_path: Path | None, limit: str | None, as_json: bool, **extravars) -> actions.BackupContext:
     return actions.BackupContext(inventory=require_inventory(inventory_path), limit=limit,
-                                 show_progress=not as_json, extravars=extravars)
+                                 progress=progress.live(not as_json), extravars=extravars)
 
 
 def _finish(result: operation.OperationResult, outputs: dict[str, dict], as_json: bool, title: str,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lpse_ops import config, terminal
+from lpse_ops import config, progress, terminal
 from lpse_ops.actions import operation, records
 from lpse_ops.commands._options import (
     app_settings,
@@ -90,7 +90,7 @@ def install(bundle_path: Path, inventory_path: Path | None, limit: str | None, t
     ctx = operation.OperationContext(
         operation="install", playbook="install.yml", inventory=inventory_path, limit=limit,
         extravars={"spse_bundle": str(bundle_path.resolve()), "spse_version": manifest.version},
-        check=check, forks=forks, show_progress=not as_json, lock_sites=True,
+        check=check, forks=forks, progress=progress.live(not as_json), lock_sites=True,
         record_args={"bundle": str(bundle_path.resolve()), "version": manifest.version, "key_id": manifest.key_id},
     )
     result = run_operation(ctx)

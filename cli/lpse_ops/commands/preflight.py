@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from lpse_ops import terminal
+from lpse_ops import progress, terminal
 from lpse_ops.actions import operation, records
 from lpse_ops.commands._options import (
     inventory_option,
@@ -47,7 +47,7 @@ def preflight(inventory_path: Path | None, limit: str | None, as_json: bool) -> 
     """Check OS, CPU, memory, disk, ports, time and DNS on every site; change nothing."""
     ctx = operation.OperationContext(operation="preflight", playbook="preflight.yml",
                                      inventory=require_inventory(inventory_path), limit=limit,
-                                     show_progress=not as_json)
+                                     progress=progress.live(not as_json))
     result = run_operation(ctx)
     found = records.read(result, KIND)
     failures = baseline_failures(found)

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.measure import Measurement
 from rich.table import Table
 
-from lpse_ops import config, terminal
+from lpse_ops import config, progress, terminal
 from lpse_ops.actions import upgrade as rollout
 from lpse_ops.actions import upgrade_plan
 from lpse_ops.commands._options import (
@@ -136,7 +136,7 @@ def plan(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Pa
     ctx = upgrade_plan.PlanContext(
         target=target, inventory=inventory_path, releases_dir=releases_dir, trusted_keys=trusted_keys, limit=limit,
         canary=canary, wave_size=wave_size, max_backup_age_hours=max_backup_age, allow_downgrade=allow_downgrade,
-        show_progress=not as_json)
+        progress=progress.live(not as_json))
     with refusal_as_error():
         result = upgrade_plan.plan(ctx)
     if as_json:
@@ -191,12 +191,12 @@ def run_command(target: str, releases_dir: Path, trusted_keys: Path, inventory_p
         raise terminal.fail(str(error)) from error
     ctx = upgrade_plan.PlanContext(
         target=target, inventory=inventory_path, releases_dir=releases_dir, trusted_keys=trusted_keys, limit=limit,
-        canary=canary, wave_size=wave_size, max_backup_age_hours=max_backup_age, show_progress=not as_json)
+        canary=canary, wave_size=wave_size, max_backup_age_hours=max_backup_age, progress=progress.live(not as_json))
     options = rollout.RolloutOptions(
         inventory=inventory_path, budget=budget, bake_seconds=bake_seconds, baseline_seconds=baseline_seconds,
         min_requests=min_requests, health_timeout_s=health_timeout, notify=not no_notice,
         window=timedelta(minutes=window_minutes), forks=forks,
-        show_progress=not as_json)
+        progress=progress.live(not as_json))
     with refusal_as_error():
         the_plan = upgrade_plan.plan(ctx)
         if not as_json:
@@ -286,7 +286,7 @@ def rollback(host: str, rollout_id: int | None, inventory_path: Path | None, yes
                 highlight=False)
         if not yes:
             click.confirm(f"Roll {host} back to {target.from_version}?", abort=True, err=True)
-        ran, record = rollout.run_rollback(target, inventory_path, show_progress=not as_json)
+        ran, record = rollout.run_rollback(target, inventory_path, progress=progress.live(not as_json))
     outcome = (record or {}).get("outcome", "no_result")
     if as_json:
         terminal.emit_json({"run_id": ran.run_id, "target": target.as_dict(), "outcome": outcome, "record": record})
