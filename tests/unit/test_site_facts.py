@@ -39,11 +39,7 @@ FACT_PATTERNS: dict[str, re.Pattern[str]] = {
 ONE_PLACE = {"roles/site/defaults/main.yml", "roles/site/meta/argument_specs.yml"}
 
 # Copies that remain, each with why; a file may hold at most this many matches of the fact.
-KNOWN_COPIES: dict[tuple[str, str], tuple[int, str]] = {
-    ("playbooks/upgrade.yml", "SPSE unit"): (
-        2, "the lead's file: only its vars lines were changed; 'Stop SPSE' and 'Start SPSE on the target "
-           "release' still name spse.service (to become name: \"{{ site_spse_unit }}\")"),
-}
+KNOWN_COPIES: dict[tuple[str, str], tuple[int, str]] = {}
 
 
 def strip_comment(line: str) -> str:
