@@ -50,7 +50,7 @@ def fleet(lab, installed, release, lab_home):
     code, _report, output = run_cli("backup", "setup", "--json", timeout=3600)
     assert code == 0, output
     for site in ALL:
-        upload_documents(f"UPG{site}", 5, site=site)
+        upload_documents(f"UPG{site}-{int(time.time())}", 5, site=site)
     code, _report, output = run_cli("backup", "run", "--type", "full", "--json", timeout=3600)
     assert code == 0, output
     code, _report, output = run_cli("backup", "verify", "--json", timeout=3600)
