@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lpse_ops.actions import backup, operation, records
-from lpse_ops.commands import install, preflight
+from lpse_ops.actions import backup, install, operation, preflight, records
+from lpse_ops.commands import install as install_command
 from lpse_ops.runner_events import HostState, PlayTracker
 
 RECORDED = Path(__file__).resolve().parents[1] / "fixtures" / "runner" / "preflight-failed-and-unreachable.json"
@@ -84,7 +84,7 @@ def test_install_health_and_details_from_records() -> None:
                  "d": install_record(check_mode=True, serving=False, health=None)})
     found = records.read(finished(["a", "b", "c", "d"], tracker, 4), install.KIND)
     assert install.health_by_host(found) == {"a": install_record()["health"]}
-    details = install.install_details(found)
+    details = install_command.install_details(found)
     assert details["a"] == "serving 1.0 (schema 1, ok)"
     assert "b" not in details  # the table shows the failure messages
     assert details["c"] == "no result record: unreachable (unreachable: refused)"

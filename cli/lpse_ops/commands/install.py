@@ -7,40 +7,25 @@ from pathlib import Path
 import click
 
 from lpse_ops import config, progress, terminal
-from lpse_ops.actions import operation, records
+from lpse_ops.actions import install as installing
+from lpse_ops.actions import records
 from lpse_ops.commands._options import (
     app_settings,
     inventory_option,
     json_option,
     limit_option,
+    refusal_as_error,
     render,
     require_inventory,
-    run_operation,
     warn_missing_records,
 )
 
-KIND = "install"
-"""The kind of result record ``playbooks/install.yml`` emits per host."""
+health_by_host = installing.health_by_host
 
 
 def trusted_keys_default() -> str:
     """Return ``LPSE_OPS_TRUSTED_KEYS``, else ``<home>/trusted-keys``."""
     return str(app_settings().trusted_keys or config.home() / "trusted-keys")
-
-
-def verified_bundle(bundle_path: Path, trusted_keys: Path):
-    """Verify the bundle's signature and every file; return its manifest or raise ClickException."""
-    from lpse_ops.bundle import BundleError, verify
-
-    try:
-        return verify(bundle_path, trusted_keys)
-    except BundleError as error:
-        raise terminal.fail(f"bundle {bundle_path} refused, no host was touched: {error}") from error
-
-
-def health_by_host(found: records.HostRecords) -> dict[str, dict]:
-    """Return each host's health JSON through nginx, from its ``install`` result record (when it was asked)."""
-    return {host: record["health"] for host, record in found.found.items() if isinstance(record.get("health"), dict)}
 
 
 def install_details(found: records.HostRecords) -> dict[str, str]:
@@ -81,23 +66,17 @@ def install(bundle_path: Path, inventory_path: Path | None, limit: str | None, t
     bundle or options, or a site locked by another run); 3 a host failed, or runs another version;
     4 a host was unreachable.
     """
-    inventory_path = require_inventory(inventory_path)
-    if not bundle_path.exists():
-        raise terminal.fail(f"bundle {bundle_path} does not exist: build one with `lpse-ops bundle build`")
-    manifest = verified_bundle(bundle_path, trusted_keys)
-    if not as_json:
-        terminal.info(f"bundle verified: SPSE {manifest.version} signed by key {manifest.key_id}")
-    ctx = operation.OperationContext(
-        operation="install", playbook="install.yml", inventory=inventory_path, limit=limit,
-        extravars={"spse_bundle": str(bundle_path.resolve()), "spse_version": manifest.version},
-        check=check, forks=forks, progress=progress.live(not as_json), lock_sites=True,
-        record_args={"bundle": str(bundle_path.resolve()), "version": manifest.version, "key_id": manifest.key_id},
-    )
-    result = run_operation(ctx)
-    found = records.read(result, KIND)
-    result.exit_code = found.exit_code(result.exit_code)
+    request = installing.InstallRequest(bundle=bundle_path, inventory=require_inventory(inventory_path),
+                                        trusted_keys=trusted_keys, limit=limit, check=check, forks=forks,
+                                        progress=progress.live(not as_json))
+    with refusal_as_error():
+        manifest = installing.verified_bundle(bundle_path, trusted_keys)
+        if not as_json:
+            terminal.info(f"bundle verified: SPSE {manifest.version} signed by key {manifest.key_id}")
+        outcome = installing.install(request, manifest)
+    result, found = outcome.result, outcome.found
     if as_json:
-        terminal.emit_json({**result.as_dict(), "version": manifest.version, "health": health_by_host(found),
+        terminal.emit_json({**result.as_dict(), "version": manifest.version, "health": outcome.health,
                             "records": found.found, "missing_records": found.missing})
     else:
         render(result, f"install SPSE {manifest.version}", install_details(found))
