@@ -59,7 +59,7 @@ def fleet(lab, installed, release, lab_home):
     assert code == 0, output
     bundles = lab_home / "upgrade-bundles"
     bundles.mkdir(exist_ok=True)
-    built = {"1.1": release["bundles"]["1.1"],
+    built = {"1.0": release["bundles"]["1.0"], "1.1": release["bundles"]["1.1"],
              "1.2": reference.build_reference_bundle("1.2", release["key"], bundles)}
     for kind in ("migration-fails-halfway", "unhealthy", "partial-5xx"):
         path = reference.build_bad_release(kind, release["key"], bundles)
@@ -80,6 +80,42 @@ def releases_dir(base: Path, *bundles: Path) -> Path:
 
 def version_of_bundle(path: Path) -> str:
     return re.match(r"spse-(.+)\.tar\.gz$", path.name).group(1)
+
+
+def _tampered_copy(bundle: Path, into: Path) -> Path:
+    """A copy of *bundle* with one byte of its jar changed (the signature stays the old one)."""
+    import io
+    import tarfile
+
+    into.mkdir(parents=True, exist_ok=True)
+    target = into / bundle.name
+    with tarfile.open(bundle, "r:gz") as tar:
+        members = [(info, tar.extractfile(info).read() if info.isreg() else None) for info in tar.getmembers()]
+    with tarfile.open(target, "w:gz") as tar:
+        for info, data in members:
+            if info.name == "payload/lib/spse.jar":
+                data = b"X" + data[1:]
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return target
+
+
+def _site_marks() -> dict:
+    """What an upgrade would change first on each site: the version, the maintenance flags, the checkpoints."""
+    return {site: (version_through_nginx(site),
+                   on_site("ls /etc/nginx/spse-maintenance/ /var/lib/lpse-backup/checkpoints/ 2>/dev/null; true",
+                           site=site))
+            for site in ALL}
+
+
+def yaml_inventory_with_dead_site(lab_inventory: Path, path: Path) -> Path:
+    """The lab's inventory plus site9, whose SSH port nothing listens on."""
+    import yaml
+
+    data = yaml.safe_load(lab_inventory.read_text())
+    sites = data["all"]["children"]["sites"]["hosts"]
+    sites["site9"] = {**sites["site1"], "ansible_port": 2499, "site_code": "lab09"}
+    path.write_text(yaml.safe_dump(data))
+    return path
 
 
 EXPECTED_STEP = {"migration-fails-halfway": "migrate", "unhealthy": "health", "partial-5xx": "canary"}
@@ -154,6 +190,37 @@ def test_plain_ansible_playbook_upgrades_a_site_as_awx_would(fleet, lab_home, tm
     assert again.returncode == 0, again.stdout[-3000:]
     assert _custom_stats(again.stdout)["site3"]["outcome"] == "already"
     assert re.search(r"site3\s*:.*changed=0", again.stdout), again.stdout[-1500:]
+
+
+@pytest.mark.parametrize("case", ["tampered", "downgrade", "no_path", "unreachable"])
+def test_run_is_refused_before_any_site_is_changed(fleet, lab_home, tmp_path, case):
+    from lpse_ops.lab import lab as lab_actions
+
+    bundles = fleet["bundles"]
+    folder = releases_dir(tmp_path / "releases", bundles["1.1"], bundles["1.2"])
+    target, extra, expected = "1.2", [], ""
+    if case == "tampered":
+        (folder / bundles["1.1"].name).unlink()
+        _tampered_copy(bundles["1.1"], folder)
+        expected = "sha256 mismatch"
+    elif case == "downgrade":  # site3 runs 1.1 since the AWX-parity test
+        target, expected = "1.0", "site3: downgrade"
+        releases_dir(folder, bundles["1.0"])
+    elif case == "no_path":  # site1 and site2 run 1.0: without 1.1 in the folder they have no path to 1.2
+        (folder / bundles["1.1"].name).unlink()
+        expected = "site1: no_path"
+    else:  # a site of the inventory that does not answer
+        inventory = yaml_inventory_with_dead_site(lab_actions.inventory_path(), tmp_path / "inventory.yml")
+        extra, expected = ["-i", str(inventory)], "site9: unreachable"
+    before = _site_marks()
+    code, _report, output = run_cli("upgrade", "run", "--to", target, "--releases", str(folder), "--trusted-keys",
+                                    str(fleet["trusted"]), *extra, "--no-notice", *FAST, "--yes", "--json",
+                                    check_json=False, timeout=900)
+    assert code == 1, output
+    assert expected in output and ("no site was touched" in output or "no host was touched" in output), output
+    assert _site_marks() == before
+    code, status, output = run_cli("upgrade", "status", "--json")
+    assert code == 0 and (status is None or status.get("result") != "running"), output
 
 
 class PageWatcher:
