@@ -10,4 +10,4 @@ ruff check .
 echo "==> ansible-lint (production profile)"
 ansible-lint --profile production --offline playbooks roles
 echo "==> pytest"
-pytest -ra "$@"
+pytest -ra --durations=25 "$@"
