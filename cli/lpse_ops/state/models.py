@@ -115,3 +115,28 @@ class SiteLock(Base):
     holder: Mapped[str] = mapped_column(String(255))
     """The actor holding the lock (``LPSE_OPS_ACTOR`` or ``user@host``)."""
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class SiteProbe(Base):
+    """One ``fleet status`` probe of one site: headline figures for trends, and every fact and fault."""
+
+    __tablename__ = "site_probes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    host: Mapped[str] = mapped_column(String(255))
+    probed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reachable: Mapped[bool] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(String(32))
+    """How the connection failed (unreachable, auth_failed, host_key_mismatch, timeout, ...)."""
+    spse_version: Mapped[str | None] = mapped_column(String(64))
+    fault_codes: Mapped[list[str]] = mapped_column(JSON)
+    disk_used_percent: Mapped[float | None] = mapped_column(Float)
+    """The fullest of the probed file systems."""
+    memory_available_percent: Mapped[float | None] = mapped_column(Float)
+    load_5m: Mapped[float | None] = mapped_column(Float)
+    cpus: Mapped[int | None] = mapped_column(Integer)
+    duration_s: Mapped[float | None] = mapped_column(Float)
+    facts: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_site_probes_host_time", "host", "probed_at"), Index("ix_site_probes_run_id", "run_id"))

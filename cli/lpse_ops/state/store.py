@@ -32,7 +32,7 @@ from sqlalchemy.pool import StaticPool
 
 from lpse_ops import config
 from lpse_ops.state import audit
-from lpse_ops.state.models import AuditEntry, RestoreVerification, Run, RunHost, SiteLock
+from lpse_ops.state.models import AuditEntry, RestoreVerification, Run, RunHost, SiteLock, SiteProbe
 
 RESULTS = ("ok", "failed", "error", "aborted")
 """The values of ``runs.result``."""
@@ -400,6 +400,33 @@ class StateStore:
                      "recovery_point": row.recovery_point, "recovery_time": row.recovery_time,
                      "restore_duration_s": row.restore_duration_s, "checks": row.checks}
                     for row in session.scalars(query)]
+
+    # -- site probes (fleet status) -----------------------------------------------------------
+
+    _PROBE_COLUMNS = ("reachable", "error", "spse_version", "fault_codes", "disk_used_percent",
+                      "memory_available_percent", "load_5m", "cpus", "duration_s", "facts")
+
+    def record_probe(self, host: str, probe: Mapping[str, Any], run_id: int | None = None,
+                     probed_at: datetime | None = None) -> int:
+        """Store one site probe (the keys of ``_PROBE_COLUMNS``; ``facts`` the whole probe); return its id."""
+        with self._write() as session:
+            row = SiteProbe(host=host, run_id=run_id, probed_at=probed_at or datetime.now(UTC),
+                            **{key: probe.get(key) for key in self._PROBE_COLUMNS})
+            row.reachable = bool(row.reachable)
+            row.fault_codes = list(row.fault_codes or [])
+            row.facts = audit.normalize_detail(probe.get("facts") or {})
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def list_probes(self, host: str | None = None, limit: int = 100) -> list[dict[str, Any]]:
+        """Return the newest site probes (of one *host*, or all), newest first."""
+        query = select(SiteProbe).order_by(SiteProbe.id.desc()).limit(limit)
+        if host:
+            query = query.where(SiteProbe.host == host)
+        with self._read() as session:
+            return [{"id": row.id, "run_id": row.run_id, "host": row.host, "probed_at": _iso(row.probed_at),
+                     **{key: getattr(row, key) for key in self._PROBE_COLUMNS}} for row in session.scalars(query)]
 
     # -- site locks ---------------------------------------------------------------------------
 
