@@ -21,6 +21,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("lpse_ops.commands.lock", "lock"),
     ("lpse_ops.commands.notice", "notice"),
     ("lpse_ops.commands.upgrade", "upgrade"),
+    ("lpse_ops.commands.fleet", "fleet"),
 )
 
 

@@ -218,6 +218,8 @@ class SiteProbe:
     backup: dict[str, Any] | None = None
     """``lpse-backup status`` JSON; None when the tool is absent (backups not set up)."""
     backup_error: str | None = None
+    backup_ages: dict[str, float | None] | None = None
+    """Seconds since each backup, snapshot, archived WAL and verified restore (set by the fleet action)."""
     clock_skew_s: float | None = None
     faults: list[Fault] = field(default_factory=list)
 

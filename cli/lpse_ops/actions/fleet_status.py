@@ -1,0 +1,159 @@
+"""``fleet status``: probe every site read-only over SSH, judge it, store it for trends: one entry function.
+
+Clauses 6.1.4.4 (monitor every installed piece of software), 6.2.2 and 6.2.18 (national monitoring) and
+13.2 (load on the hardware); the fault rules: docs/fleet-status.md.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lpse_ops import config
+from lpse_ops.actions import backup
+from lpse_ops.actions.operation import OperationRefused, target_hosts
+from lpse_ops.backends import ansible, ssh_probe
+
+OPERATION = "fleet.status"
+GROUP = "sites"
+
+EXIT_OK, EXIT_FAULT, EXIT_UNREACHABLE = 0, 3, 4
+
+BACKUP_CRITICAL = frozenset({"status_unavailable", "pgbackrest_unreadable", "repo_error", "no_backup",
+                             "backup_too_old", "verification_failed", "wal_failing", "postgres_unavailable"})
+"""Backup status codes (``actions.backup.assess``) that are critical in the fleet view; the rest warn."""
+
+
+@dataclass
+class FleetStatusRequest:
+    inventory: Path
+    limit: str | None = None
+    timeout: float = 10.0
+    concurrency: int = 20
+    state_url: str | None = None
+    on_host: Callable[[ssh_probe.SiteProbe], None] | None = None
+    """Called as each site's probe is judged (progress display); never required."""
+    backup_limits: backup.Thresholds = field(default_factory=backup.Thresholds)
+    limits: ssh_probe.Limits = field(default_factory=ssh_probe.Limits)
+
+
+@dataclass
+class FleetStatus:
+    """Every site asked for, worst first, the run that recorded them, and the exit code."""
+
+    run_id: int | None
+    probes: list[ssh_probe.SiteProbe]
+    exit_code: int
+    duration_s: float
+    cpu_s: float
+    """This process's CPU (user + system) during the probes, start-up and inventory parsing excluded."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id, "exit_code": self.exit_code, "duration_s": round(self.duration_s, 3),
+                "cpu_s": round(self.cpu_s, 3), "sites": [probe.as_dict() for probe in self.probes]}
+
+
+def backup_faults(probe: ssh_probe.SiteProbe, last_verification: dict | None, limits: backup.Thresholds,
+                  now: datetime) -> list[ssh_probe.Fault]:
+    """Return the backup faults of a reachable *probe*: the backup status verdict, made once, by its rules."""
+    if probe.backup is None and probe.backup_error is None:
+        return [ssh_probe.Fault("backup_not_set_up", ssh_probe.CRITICAL, "backups not set up (no lpse-backup tool)")]
+    output = probe.backup if probe.backup is not None else {"error": probe.backup_error}
+    verdict = backup.assess(probe.host, output, last_verification, limits, now)
+    probe.backup_ages = verdict["ages"]
+    return [ssh_probe.Fault(code, ssh_probe.CRITICAL if code in BACKUP_CRITICAL else ssh_probe.WARNING, message)
+            for code, message in zip(verdict["codes"], verdict["warnings"], strict=True)]
+
+
+def exit_code(probes: list[ssh_probe.SiteProbe]) -> int:
+    """4 when a site did not answer, else 3 when a site has a fault, else 0."""
+    if any(not probe.reachable for probe in probes):
+        return EXIT_UNREACHABLE
+    return EXIT_FAULT if any(probe.faults for probe in probes) else EXIT_OK
+
+
+def worst_first(probes: list[ssh_probe.SiteProbe]) -> list[ssh_probe.SiteProbe]:
+    """Unreachable sites, then critical faults, then warnings, then healthy; more faults first; then by name."""
+    return sorted(probes, key=lambda p: (p.worst, -len(p.faults), p.host))
+
+
+def stored(probe: ssh_probe.SiteProbe) -> dict[str, Any]:
+    """Return the state-store row of *probe* (headline figures for trends, and every fact)."""
+    disks = [disk.used_percent for disk in probe.disks if disk.used_percent is not None]
+    return {"reachable": probe.reachable, "error": probe.error, "spse_version": probe.spse_version,
+            "fault_codes": [fault.code for fault in probe.faults], "disk_used_percent": max(disks, default=None),
+            "memory_available_percent": probe.memory_available_percent,
+            "load_5m": probe.load[1] if probe.load else None, "cpus": probe.cpus, "duration_s": probe.duration_s,
+            "facts": probe.as_dict()}
+
+
+def _targets(request: FleetStatusRequest) -> list[ssh_probe.Target]:
+    hosts = target_hosts(request.inventory, GROUP, request.limit)
+    if not hosts:
+        raise OperationRefused(f"no host matches group '{GROUP}'"
+                               f"{f' with --limit {request.limit}' if request.limit else ''}: check the names")
+    try:
+        hostvars = ansible.inventory_list(request.inventory).get("_meta", {}).get("hostvars", {})
+    except ansible.AnsibleError as error:
+        raise OperationRefused(str(error)) from error
+    try:
+        return [ssh_probe.target_from_hostvars(host, hostvars.get(host, {})) for host in hosts]
+    except (OSError, ValueError) as error:
+        raise OperationRefused(f"cannot read the site facts (roles/site): {error}") from error
+
+
+def probe(request: FleetStatusRequest) -> FleetStatus:
+    """Probe every site of the inventory's ``sites`` group (with *limit*), read-only; store and return them.
+
+    Every site asked for is in the result: answered, or with how it failed. Raises OperationRefused
+    when the inventory cannot be read or no site matches (no host touched).
+    """
+    from lpse_ops.state import StateStore
+
+    if request.timeout <= 0 or request.concurrency < 1:
+        raise OperationRefused("--timeout must be above 0 and --concurrency at least 1")
+    targets = _targets(request)
+    store = StateStore.open(request.state_url or config.state_url())
+    try:
+        run_id = store.start_run(OPERATION, {"inventory": str(request.inventory), "limit": request.limit,
+                                             "timeout": request.timeout, "concurrency": request.concurrency},
+                                 [target.host for target in targets])
+        verifications = {target.host: next(iter(store.list_verifications(target.host, limit=1)), None)
+                         for target in targets}
+        started, cpu_before = time.monotonic(), _cpu()
+        probes: list[ssh_probe.SiteProbe] = []
+
+        def judge(raw: ssh_probe.RawResult) -> None:
+            now = datetime.now(UTC)
+            site = ssh_probe.to_probe(raw, now, request.limits)
+            if site.reachable and site.error_detail is None:
+                site.faults += backup_faults(site, verifications.get(site.host), request.backup_limits, now)
+            probes.append(site)
+            if request.on_host:
+                request.on_host(site)
+
+        ssh_probe.run_probes(targets, timeout=request.timeout, concurrency=request.concurrency, on_done=judge)
+        duration, cpu = time.monotonic() - started, _cpu() - cpu_before
+        ordered = worst_first(probes)
+        code = exit_code(ordered)
+        for site in ordered:
+            store.record_probe(site.host, stored(site), run_id=run_id)
+        store.finish_run(run_id, "ok" if code == EXIT_OK else "failed", host_results={
+            site.host: {"status": "unreachable" if not site.reachable else "failed" if site.faults else "ok",
+                        "unreachable": int(not site.reachable), "failed": len(site.faults),
+                        "faults": [fault.code for fault in site.faults]} for site in ordered},
+            summary={"exit_code": code, "sites": len(ordered), "duration_s": round(duration, 3),
+                     "cpu_s": round(cpu, 3)})
+    finally:
+        store.close()
+    return FleetStatus(run_id, ordered, code, duration, cpu)
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
