@@ -87,7 +87,8 @@ def stored(probe: ssh_probe.SiteProbe) -> dict[str, Any]:
     disks = [disk.used_percent for disk in probe.disks if disk.used_percent is not None]
     return {"reachable": probe.reachable, "error": probe.error, "spse_version": probe.spse_version,
             "fault_codes": [fault.code for fault in probe.faults], "disk_used_percent": max(disks, default=None),
-            "memory_available_percent": probe.memory_available_percent,
+            "memory_available_percent": round(probe.memory_available_percent, 1)
+            if probe.memory_available_percent is not None else None,
             "load_5m": probe.load[1] if probe.load else None, "cpus": probe.cpus, "duration_s": probe.duration_s,
             "facts": probe.as_dict()}
 

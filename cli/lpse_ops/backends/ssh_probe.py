@@ -227,7 +227,7 @@ class SiteProbe:
     def memory_available_percent(self) -> float | None:
         if not self.memory_total_kb or self.memory_available_kb is None:
             return None
-        return round(100.0 * self.memory_available_kb / self.memory_total_kb, 1)
+        return 100.0 * self.memory_available_kb / self.memory_total_kb
 
     @property
     def worst(self) -> int:
@@ -239,7 +239,8 @@ class SiteProbe:
 
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["memory_available_percent"] = self.memory_available_percent
+        available = self.memory_available_percent
+        data["memory_available_percent"] = round(available, 1) if available is not None else None
         for disk, raw in zip(self.disks, data["disks"], strict=True):
             raw["used_percent"] = disk.used_percent
         return data
@@ -592,7 +593,7 @@ async def _run_one(target: Target, command: str, timeout: float) -> RawResult:
     async def session() -> RawResult:
         keys = [LOADED.key(target.key_file)] if target.key_file else ()
         async with asyncssh.connect(
-                target.address, port=target.port, username=target.user, client_keys=keys, known_hosts=known,
+                target.address, port=target.port, username=target.user or (), client_keys=keys, known_hosts=known,
                 kex_algs=list(KEX_ALGS), client_factory=lambda: client(target, known, state), config=None,
                 agent_path=None, x509_trusted_certs=None, connect_timeout=timeout, login_timeout=timeout,
                 keepalive_interval=0) as conn:
