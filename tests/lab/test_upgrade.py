@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab.labkit import SITES, documents_not_matching, on_site, run_cli, sql, upload_documents
+from tests.tampering import tamper_jar
 
 ALL = [f"site{i}" for i in range(1, SITES + 1)]
 FAST = ("--bake", "15", "--baseline", "60", "--min-requests", "20", "--health-timeout", "30")
@@ -83,20 +84,9 @@ def version_of_bundle(path: Path) -> str:
 
 
 def _tampered_copy(bundle: Path, into: Path) -> Path:
-    """A copy of *bundle* with one byte of its jar changed (the signature stays the old one)."""
-    import io
-    import tarfile
-
+    """A copy of *bundle* in *into* with one byte of its jar changed (the signature stays the old one)."""
     into.mkdir(parents=True, exist_ok=True)
-    target = into / bundle.name
-    with tarfile.open(bundle, "r:gz") as tar:
-        members = [(info, tar.extractfile(info).read() if info.isreg() else None) for info in tar.getmembers()]
-    with tarfile.open(target, "w:gz") as tar:
-        for info, data in members:
-            if info.name == "payload/lib/spse.jar":
-                data = b"X" + data[1:]
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return target
+    return tamper_jar(bundle, into / bundle.name)
 
 
 def _site_marks() -> dict:

@@ -22,6 +22,7 @@ from lpse_ops.actions import operation
 from lpse_ops.actions import upgrade_plan as up
 from lpse_ops.commands import upgrade as upgrade_cli
 from lpse_ops.runner_events import HostState, PlayTracker
+from tests.tampering import tamper_jar
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 FRESH = {"ok": True, "verified_at": (NOW - timedelta(hours=2)).isoformat()}
@@ -77,13 +78,7 @@ def folder_with(signed: dict, tmp_path: Path, *versions: str) -> Path:
 
 def tamper(path: Path) -> None:
     """Rewrite the bundle with one byte of its jar changed (the signature stays the old one)."""
-    with tarfile.open(path, "r:gz") as tar:
-        members = [(info, tar.extractfile(info).read() if info.isreg() else None) for info in tar.getmembers()]
-    with tarfile.open(path, "w:gz") as tar:
-        for info, data in members:
-            if info.name == "payload/lib/spse.jar":
-                data = b"X" + data[1:]
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    tamper_jar(path, path)
 
 
 def state(host: str, version: str | None = "1.0", **changes: object) -> up.SiteState:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lpse_ops import config
 from lpse_ops.actions import notice, operation
-from lpse_ops.actions.upgrade_plan import SitePlan, UpgradePlan
+from lpse_ops.actions.upgrade_plan import SitePlan, UpgradePlan, count_or_share
 
 OPERATION = "upgrade.rollout"
 PLAYBOOK = "upgrade.yml"
@@ -48,19 +48,8 @@ class Budget:
 
     @classmethod
     def parse(cls, text: str) -> Budget:
-        value = str(text).strip()
-        try:
-            if value.endswith("%"):
-                percent = float(value[:-1])
-                if not 0 <= percent <= 100:
-                    raise ValueError
-                return cls(percent=percent)
-            count = int(value)
-            if count < 0:
-                raise ValueError
-            return cls(count=count)
-        except ValueError:
-            raise ValueError(f"failure budget {text!r}: use a count of sites (0, 2) or a share (5%)") from None
+        count, percent = count_or_share(text, least=0, what="failure budget", example="0, 2")
+        return cls(count=count, percent=percent)
 
     def allowed(self, planned: int) -> int:
         if self.count is not None:

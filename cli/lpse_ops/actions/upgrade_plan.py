@@ -363,6 +363,27 @@ class SitePlan:
                 "schema_version": self.schema_version, "downgrade": self.downgrade}
 
 
+def count_or_share(text: str, *, least: int, what: str, example: str) -> tuple[int | None, float | None]:
+    """Parse a count of sites (at least *least*) or a share "P%" (above 0 when *least* is 1, at most 100).
+
+    Returns (count, None) or (None, percent); raises ValueError naming *what* and how to write it.
+    """
+    value = str(text).strip()
+    try:
+        if value.endswith("%"):
+            percent = float(value[:-1])
+            lowest_ok = percent > 0 if least else percent >= 0
+            if not lowest_ok or percent > 100:
+                raise ValueError
+            return None, percent
+        count = int(value)
+        if count < least:
+            raise ValueError
+        return count, None
+    except ValueError:
+        raise ValueError(f"{what} {text!r}: use a count of sites ({example}) or a percentage (25%)") from None
+
+
 @dataclass
 class WaveSize:
     """How many sites per wave after the canary: a count, or a percentage of the eligible sites."""
@@ -373,19 +394,8 @@ class WaveSize:
     @classmethod
     def parse(cls, text: str) -> WaveSize:
         """Parse "10" or "25%"; raise ValueError otherwise."""
-        value = str(text).strip()
-        try:
-            if value.endswith("%"):
-                percent = float(value[:-1])
-                if not 0 < percent <= 100:
-                    raise ValueError
-                return cls(percent=percent)
-            count = int(value)
-            if count < 1:
-                raise ValueError
-            return cls(count=count)
-        except ValueError:
-            raise ValueError(f"wave size {text!r}: use a count of sites (10) or a percentage (25%)") from None
+        count, percent = count_or_share(text, least=1, what="wave size", example="10")
+        return cls(count=count, percent=percent)
 
     def sites(self, eligible: int) -> int:
         if self.count is not None:

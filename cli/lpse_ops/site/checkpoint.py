@@ -21,7 +21,7 @@ import shutil
 import time
 from types import SimpleNamespace
 
-from lpse_ops.site import engine, manifest, pgbackrest, postgres, restore, run, services
+from lpse_ops.site import documents, engine, manifest, pgbackrest, postgres, restore, run, services
 from lpse_ops.site.clock import iso, now_utc, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log
@@ -51,18 +51,10 @@ def documents_fingerprint(root: str) -> dict:
         for name in sorted(files):
             path = os.path.join(folder, name)
             size += os.lstat(path).st_size
-            lines.append(f"{os.path.relpath(path, root)} {sha256_file(path)}")
+            lines.append(f"{os.path.relpath(path, root)} {documents.sha256_file(path)}")
     lines.sort()
     return {"files": len(lines), "bytes": size, "sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
             "entries": lines}
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def take(settings: Settings, args) -> dict:
