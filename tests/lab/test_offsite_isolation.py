@@ -150,4 +150,7 @@ def test_answering_no_to_an_offsite_as_of_restore_writes_nothing(s3):
                               "--target-time", now, answer="n\n", check_json=False)
     assert code == 1 and "Aborted" in output, output
     assert "objects" in output and "no Object Lock" in output, output  # the plan was shown first
-    assert {bucket: stored(bucket) for bucket in before} == before
+    # the copy would go to the views bucket only: nothing there; the backup bucket itself keeps receiving
+    # the sites' own WAL and 5-minute document snapshots meanwhile, so it may only have grown
+    assert stored(s3["views"]) == before[s3["views"]]
+    assert stored(s3["bucket"]) >= before[s3["bucket"]]
