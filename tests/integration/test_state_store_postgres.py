@@ -48,7 +48,8 @@ def test_open_empty_postgres_database_migrates_to_head_as_non_superuser(pg_url: 
 
     assert _query(pg_url, "SELECT version_num FROM alembic_version") == [(_head_revision(),)]
     tables = {row[0] for row in _query(pg_url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
-    assert tables == {"alembic_version", "runs", "run_hosts", "audit_log", "restore_verifications", "site_locks"}
+    assert tables == {"alembic_version", "runs", "run_hosts", "audit_log", "restore_verifications", "site_locks",
+                      "site_probes"}
     triggers = {row[0] for row in _query(pg_url, "SELECT tgname FROM pg_trigger WHERE tgrelid = 'audit_log'::regclass"
                                                  " AND NOT tgisinternal")}
     assert triggers == {"audit_log_no_update_delete", "audit_log_no_truncate"}
