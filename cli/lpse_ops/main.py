@@ -22,6 +22,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("lpse_ops.commands.notice", "notice"),
     ("lpse_ops.commands.upgrade", "upgrade"),
     ("lpse_ops.commands.fleet", "fleet"),
+    ("lpse_ops.commands.runbook", "runbook"),
 )
 
 
