@@ -1,6 +1,6 @@
 """The fleet probe: the parser on outputs captured from the demo lab, each fault rule on both sides of its
-threshold, connection failures provoked for real (a closed port, a silent listener, and, when the demo lab
-runs, its real sshd with a wrong key and a wrong host key), and migration 0005 on an SQLite store."""
+threshold, connection failures provoked for real (a closed port, a silent listener), and migration 0005 on
+an SQLite store. A real sshd with a wrong key or host key: tests/lab/test_fleet_probe.py."""
 
 from __future__ import annotations
 
@@ -21,7 +21,6 @@ from lpse_ops.state import StateStore
 from lpse_ops.state.store import alembic_config
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "probe"
-LAB = Path.home() / ".local/share/lpse-ops/lab"
 NOW = datetime(2026, 11, 28, 6, 48, 0, tzinfo=UTC)
 
 
@@ -255,56 +254,8 @@ def test_run_probes_silent_listener_is_a_timeout_within_the_bound_and_others_fin
     assert 0.9 <= results[0].duration_s < 2.0
 
 
-def lab_target() -> ssh_probe.Target:
-    return ssh_probe.Target("site1", "127.0.0.1", 2221, user="lpse-admin", key_file=str(LAB / "id_ed25519"),
-                            known_hosts_file=str(LAB / "known_hosts"), strict_host_key_checking="yes",
-                            facts=ssh_probe.site_facts({}))
-
-
-def demo_lab_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 2221), timeout=1):
-            return (LAB / "id_ed25519").exists()
-    except OSError:
-        return False
-
-
-needs_demo_lab = pytest.mark.skipif(not demo_lab_up(), reason="the demo lab's site1 sshd (127.0.0.1:2221) is not up")
-
-
-@needs_demo_lab
-def test_run_probes_demo_lab_site_answers_with_a_full_probe() -> None:
-    result = raw(lab_target(), timeout=15)
-    assert result.error is None, result.error_detail
-    probe = ssh_probe.to_probe(result)
-    assert probe.reachable and probe.spse_version and probe.cpus and probe.disks
-
-
-@needs_demo_lab
-def test_run_probes_wrong_private_key_is_auth_failed(tmp_path: Path) -> None:
-    key = tmp_path / "wrong"
-    asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(key))
-    result = raw(replace(lab_target(), key_file=str(key)))
-    assert result.error == "auth_failed", result.error_detail
-
-
-@needs_demo_lab
-def test_run_probes_wrong_host_key_is_host_key_mismatch_even_with_accept_new(tmp_path: Path) -> None:
-    known = tmp_path / "known_hosts"
-    impostor = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
-    known.write_text(f"[127.0.0.1]:2221 {impostor}\n")
-    result = raw(replace(lab_target(), known_hosts_file=str(known), strict_host_key_checking="accept-new"))
-    assert result.error == "host_key_mismatch", result.error_detail
-
-
-@needs_demo_lab
-def test_run_probes_unknown_host_key_refused_only_when_strict(tmp_path: Path) -> None:
-    empty = tmp_path / "known_hosts"
-    empty.write_text("")
-    assert raw(replace(lab_target(), known_hosts_file=str(empty))).error == "host_key_unknown"
-    accepted = raw(replace(lab_target(), known_hosts_file=str(empty), strict_host_key_checking="accept-new"),
-                   timeout=15)
-    assert accepted.error is None, accepted.error_detail
+def _target() -> ssh_probe.Target:
+    return ssh_probe.Target("site1", "127.0.0.1", 2221, user="lpse-admin", facts=ssh_probe.site_facts({}))
 
 
 def test_loaded_known_hosts_and_keys_are_read_once(tmp_path: Path) -> None:
@@ -326,7 +277,7 @@ def test_migration_0005_upgrades_a_0004_sqlite_store_keeping_its_runs(tmp_path: 
     with StateStore.open(url) as store:  # opening migrates to head
         tables = set(inspect(store.engine).get_table_names())
         run_id = store.start_run(fleet_status.OPERATION, {}, ["site1"])
-        probe = ssh_probe.to_probe(ssh_probe.RawResult(lab_target(), stdout=fixture("site1-healthy-backups.txt"),
+        probe = ssh_probe.to_probe(ssh_probe.RawResult(_target(), stdout=fixture("site1-healthy-backups.txt"),
                                                        exit_status=0))
         store.record_probe("site1", fleet_status.stored(probe), run_id=run_id)
         down = ssh_probe.SiteProbe("site2", "x:22", reachable=False, error="timeout")
