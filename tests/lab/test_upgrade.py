@@ -26,7 +26,7 @@ from tests.lab.labkit import SITES, documents_not_matching, on_site, run_cli, sq
 from tests.tampering import tamper_jar
 
 ALL = [f"site{i}" for i in range(1, SITES + 1)]
-FAST = ("--bake", "15", "--baseline", "60", "--min-requests", "20", "--health-timeout", "30")
+FAST = ("--bake", "10", "--baseline", "60", "--min-requests", "20", "--health-timeout", "30")
 
 
 def version_through_nginx(site: str) -> str:
