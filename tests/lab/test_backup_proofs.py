@@ -227,6 +227,10 @@ def test_a_disk_that_fills_during_the_documents_backup_leaves_earlier_snapshots_
     """The local restic repository sits on a small disk that passes the free-space check, then fills
     while restic writes 96 MB of new documents."""
     repo = "/var/lib/lpse-backup/restic"
+    # the site's own 5-minute documents run must not be the one that fills the disk: stop its timer and
+    # wait (bounded) until no run of it is in progress
+    on_site("systemctl stop lpse-backup-files.timer && timeout 600 sh -c "
+            "'while systemctl is-active --quiet lpse-backup-files.service; do sleep 1; done'")
     size = int(on_site(f"du -sb {repo} | cut -f1").split()[0])
     on_site(f"cp -a {repo} /tmp/restic-copy && mount -t tmpfs -o size={size + 80 * 2**20} tmpfs {repo} && "
             f"cp -a /tmp/restic-copy/. {repo}/ && rm -rf /tmp/restic-copy")
@@ -240,5 +244,5 @@ def test_a_disk_that_fills_during_the_documents_backup_leaves_earlier_snapshots_
         assert result["step"] != "preflight", result  # it filled for real, during the backup
         restic_latest_restores(repo)
     finally:
-        on_site(f"umount {repo}; rm -rf /var/lib/spse/documents/zz-fill")
+        on_site(f"umount {repo}; rm -rf /var/lib/spse/documents/zz-fill; systemctl start lpse-backup-files.timer")
     restic_latest_restores()
