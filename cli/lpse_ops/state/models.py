@@ -140,3 +140,18 @@ class SiteProbe(Base):
     facts: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_site_probes_host_time", "host", "probed_at"), Index("ix_site_probes_run_id", "run_id"))
+
+
+# --- incidents and service requests (migration 0006, issue 11) ---
+
+
+# --- runbook runs and DR drills (migration 0007, issue 9) ---
+
+
+# --- compliance audits (migration 0008, issue 10) ---
+
+
+# --- access certificates, warnings and freezes (migration 0009, issue 10) ---
+
+
+# --- audit-log witness and evidence exports (migration 0010, issue 11) ---
