@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labkit import LAB_NAME, PORT_BASE, SITES, backup_cli, run_cli, sql, upload_documents
+from tests.lab.labkit import LAB_NAME, PORT_BASE, REUSE_HOME, SITES, backup_cli, run_cli, sql, upload_documents
 
 
 def pytest_collection_modifyitems(items):
@@ -26,7 +26,7 @@ def pytest_collection_modifyitems(items):
 def lab_home(tmp_path_factory) -> Path:
     # LPSE_OPS_REUSE_LAB=1 (development only) keeps one lab and its home across pytest runs.
     reuse = os.environ.get("LPSE_OPS_REUSE_LAB")
-    home = Path("/tmp/lpse-ops-test-home") if reuse else tmp_path_factory.mktemp("lpse-ops-home")
+    home = REUSE_HOME if reuse else tmp_path_factory.mktemp("lpse-ops-home")
     home.mkdir(parents=True, exist_ok=True)
     os.environ["LPSE_OPS_HOME"] = str(home)
     os.environ["LPSE_OPS_LAB_NAME"] = LAB_NAME

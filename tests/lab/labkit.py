@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
-LAB_NAME = "lpse-test"
+# Overridable so that two test runs on one machine (a developer and a helper) use separate labs.
+LAB_NAME = os.environ.get("LPSE_OPS_TEST_LAB_NAME", "lpse-test")
 SITE = "site1"  # the site the backup tests work on
-PORT_BASE = 2420
-SITES = 3  # one site in each Indonesian zone (lab.ZONES)
+PORT_BASE = int(os.environ.get("LPSE_OPS_TEST_PORT_BASE", "2420"))
+SITES = int(os.environ.get("LPSE_OPS_TEST_SITES", "3"))  # one site in each Indonesian zone (lab.ZONES)
+REUSE_HOME = Path(os.environ.get("LPSE_OPS_TEST_HOME", "/tmp/lpse-ops-test-home"))
 CLI = str(Path(sys.executable).with_name("lpse-ops"))
 
 
