@@ -15,11 +15,21 @@ import pytest
 
 from tests.lab.labkit import LAB_NAME, PORT_BASE, REUSE_HOME, SITES, backup_cli, run_cli, sql, upload_documents
 
+# Modules that change a shared lab host for good (drills replace a site, hardening and access rewrite sshd and
+# the firewall, a freeze holds writes) run after every other lab test, in this order.
+LATE_MODULES = ("test_drills.py", "test_evidence.py", "test_freeze.py", "test_access.py", "test_hardening.py")
+
 
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/lab" in str(item.fspath):
             item.add_marker(pytest.mark.lab)
+
+    def late_rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        return LATE_MODULES.index(name) + 1 if "tests/lab" in str(item.fspath) and name in LATE_MODULES else 0
+
+    items.sort(key=late_rank)  # stable: every other test keeps its order
 
 
 @pytest.fixture(scope="session")
