@@ -151,6 +151,28 @@ class SiteProbe(Base):
 # --- compliance audits (migration 0008, issue 10) ---
 
 
+class ComplianceAudit(Base):
+    """One compliance audit of one site: the score, Lynis's index, the failed controls and the drift."""
+
+    __tablename__ = "compliance_audits"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    site: Mapped[str] = mapped_column(String(255))
+    audited_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    score: Mapped[float | None] = mapped_column(Float)
+    """0-100, severity-weighted; None when the site could not be audited."""
+    lynis_index: Mapped[int | None] = mapped_column(Integer)
+    failed: Mapped[list[str]] = mapped_column(JSON)
+    """The ids of the failed controls."""
+    drift: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """Against the site's previous audit: {"worse": [control ids], "better": [control ids]}."""
+    results: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """Every control's outcome (status, evidence) and the site's facts."""
+
+    __table_args__ = (Index("ix_compliance_audits_site_time", "site", "audited_at"),)
+
+
 # --- access certificates, warnings and freezes (migration 0009, issue 10) ---
 
 
