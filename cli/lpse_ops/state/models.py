@@ -148,6 +148,34 @@ class SiteProbe(Base):
 # --- runbook runs and DR drills (migration 0007, issue 9) ---
 
 
+class Drill(Base):
+    """One DR drill on one site: the scenario, whether recovery worked, measured RTO/RPO against targets."""
+
+    __tablename__ = "drills"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+    """The ``drill.run`` run (its child is the ``runbook.run``, whose children are the steps)."""
+    scenario: Mapped[str] = mapped_column(String(64))
+    site: Mapped[str] = mapped_column(String(255))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    ok: Mapped[bool | None] = mapped_column(Boolean)
+    """Recovery worked and the data checks passed (None while running)."""
+    failed_step: Mapped[str | None] = mapped_column(String(128))
+    rto_s: Mapped[float | None] = mapped_column(Float)
+    rpo_db_s: Mapped[float | None] = mapped_column(Float)
+    rpo_docs_s: Mapped[float | None] = mapped_column(Float)
+    targets: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The runbook's targets in seconds: rto_s, rpo_db_s, rpo_docs_s."""
+    met: Mapped[bool | None] = mapped_column(Boolean)
+    timeline: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """Events in order: {"at": ISO time, "event": name, ...}."""
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    __table_args__ = (Index("ix_drills_started_at", "started_at"), Index("ix_drills_site", "site"))
+
+
 # --- compliance audits (migration 0008, issue 10) ---
 
 
