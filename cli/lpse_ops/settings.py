@@ -57,6 +57,11 @@ class Settings:
     yes: bool = _setting(
         "LPSE_OPS_YES", "Answer yes to confirmations (backup restore, notice send); 1/0, true/false, yes/no, on/off.",
         kind="bool", default=False, shown_default="no", read_by="commands/backup.py, commands/notice.py")
+    parent_run: int | None = _setting(
+        "LPSE_OPS_PARENT_RUN", "Set by `lpse-ops runbook run` for each step it runs (never by hand): the runbook "
+        "run's id. The step's runs are recorded as its children and a site lock held by that run counts as the "
+        "step's own, so a step that locks the site (backup restore) does not wait for its own runbook.",
+        kind="int", low=1, shown_default="unset", read_by="actions/operation.py")
     trusted_keys: Path | None = _setting(
         "LPSE_OPS_TRUSTED_KEYS", "Folder of trusted release signing keys (*.pub) that bundles must be signed by.",
         kind="path", shown_default="<home>/trusted-keys", area="bundles",
@@ -87,6 +92,30 @@ class Settings:
     s3_secret_key: str | None = _setting(
         "LPSE_OPS_S3_SECRET_KEY", "Offsite admin identity's secret key.",
         shown_default="the lab's", secret=True, area="offsite", read_by="actions/offsite.py")
+    witness_endpoint: str | None = _setting(
+        "LPSE_OPS_WITNESS_ENDPOINT", "S3 endpoint of the audit-log witness (an Object-Lock bucket that receives "
+        "the head hash after every audit write); setting it requires LPSE_OPS_WITNESS_BUCKET, "
+        "LPSE_OPS_WITNESS_ACCESS_KEY and LPSE_OPS_WITNESS_SECRET_KEY; 'off' disables the witness.",
+        shown_default="the lab's, if a lab is up; else no witness", area="witness", read_by="state/witness.py")
+    witness_bucket: str | None = _setting(
+        "LPSE_OPS_WITNESS_BUCKET", "Object-Lock (COMPLIANCE) bucket of the audit-log witness.",
+        shown_default="the lab's lpse-audit-witness", area="witness", read_by="state/witness.py")
+    witness_ca: Path | None = _setting(
+        "LPSE_OPS_WITNESS_CA", "CA certificate of the witness S3 server.", kind="path",
+        shown_default="the system's CAs", area="witness", read_by="state/witness.py")
+    witness_access_key: str | None = _setting(
+        "LPSE_OPS_WITNESS_ACCESS_KEY", "Access key of the witness identity (put, get and list in the witness "
+        "bucket only).", shown_default="the lab's", area="witness", read_by="state/witness.py")
+    witness_secret_key: str | None = _setting(
+        "LPSE_OPS_WITNESS_SECRET_KEY", "Secret key of the witness identity.",
+        shown_default="the lab's", secret=True, area="witness", read_by="state/witness.py")
+    evidence_key: Path | None = _setting(
+        "LPSE_OPS_EVIDENCE_KEY", "Evidence signing key (PEM PKCS8 ed25519, from `lpse-ops evidence keygen`).",
+        kind="path", shown_default="<home>/evidence-keys/evidence.key", area="evidence",
+        read_by="commands/evidence.py")
+    evidence_key_passphrase: str | None = _setting(
+        "LPSE_OPS_EVIDENCE_KEY_PASSPHRASE", "Passphrase of the evidence signing key (evidence keygen, export).",
+        shown_default="none (key not encrypted)", secret=True, area="evidence", read_by="actions/evidence.py")
     smtp_host: str | None = _setting(
         "LPSE_OPS_SMTP_HOST", "SMTP server for the maintenance notices.",
         shown_default="inventory lpse_smtp_host", area="smtp", read_by="backends/smtp.py")

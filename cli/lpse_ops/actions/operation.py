@@ -130,7 +130,7 @@ def run(ctx: OperationContext) -> OperationResult:
     try:
         actor = config.actor()
         args = {"inventory": str(ctx.inventory), "limit": ctx.limit, "check": ctx.check, **ctx.record_args}
-        run_id = store.start_run(ctx.operation, args, hosts, actor=actor, parent_id=ctx.parent_id)
+        run_id = store.start_run(ctx.operation, args, hosts, actor=actor, parent_id=ctx.parent_id or parent_run())
         if ctx.lock_sites:
             lock_hosts(store, ctx.operation, hosts, run_id, actor)
         try:
@@ -153,11 +153,33 @@ def refuse_if_locked(operation: str, hosts: list[str], args: dict, state_url: st
 
     store = StateStore.open(state_url or config.state_url())
     try:
-        held = [lock for lock in store.list_locks() if lock["site"] in hosts]
+        mine = lineage(store, parent_run())
+        held = [lock for lock in store.list_locks() if lock["site"] in hosts and lock["run_id"] not in mine]
         if held:
-            _abort_as_refused(store, store.start_run(operation, args, hosts), SiteLockedError(held))
+            _abort_as_refused(store, store.start_run(operation, args, hosts, parent_id=parent_run()),
+                              SiteLockedError(held))
     finally:
         store.close()
+
+
+def parent_run() -> int | None:
+    """The run this process is a step of (``LPSE_OPS_PARENT_RUN``, set by ``runbook run`` for its steps)."""
+    from lpse_ops import settings
+
+    return settings.current().parent_run
+
+
+def lineage(store: StateStore, run_id: int | None) -> set[int]:
+    """Run *run_id* and its ancestors (``parent_id`` chain): the runs whose site locks a step of it works under
+    (a drill holds the site; its runbook run and each step's own run lock nothing more). Empty for None."""
+    found: set[int] = set()
+    while run_id is not None and run_id not in found and len(found) < 32:
+        found.add(run_id)
+        try:
+            run_id = store.get_run(run_id).get("parent_id")
+        except LookupError:
+            break
+    return found
 
 
 def _abort_as_refused(store: StateStore, run_id: int, error: Exception) -> None:
@@ -174,8 +196,10 @@ def lock_hosts(store: StateStore, operation: str, hosts: list[str], run_id: int,
     """
     from lpse_ops.state.store import SiteLockedError
 
+    mine = lineage(store, parent_run())
+    inherited = {lock["site"] for lock in store.list_locks() if lock["run_id"] in mine}
     try:
-        store.acquire_sites(hosts, operation, run_id=run_id, holder=actor)
+        store.acquire_sites([host for host in hosts if host not in inherited], operation, run_id=run_id, holder=actor)
     except SiteLockedError as error:
         _abort_as_refused(store, run_id, error)
     except BaseException:
