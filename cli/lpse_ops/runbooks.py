@@ -457,3 +457,25 @@ def _command_problems(step: Step, resolved: tuple[list[str], list[click.Command]
 def problems_as_dicts(problems: list[Problem]) -> list[dict[str, Any]]:
     """The *problems* as JSON-ready dictionaries."""
     return [asdict(problem) for problem in problems]
+
+
+def placeholders_of(step: Step) -> list[str]:
+    """The placeholder names *step*'s command line uses, in order of first use."""
+    return list(dict.fromkeys(_PLACEHOLDER.findall(step.command)))
+
+
+def fill(command: str, values: dict[str, str]) -> str:
+    """*command* with each ``{name}`` replaced by ``values[name]`` (shell-quoted); KeyError names a missing one."""
+    return _PLACEHOLDER.sub(lambda match: shlex.quote(str(values[match.group(1)])), command)
+
+
+def takes_option(action: str, option: str, root: click.Group | None = None) -> bool:
+    """Whether the command *action* (``backup.restore``) has the option *option* (``--yes``)."""
+    if root is None:
+        from lpse_ops.main import main as root
+    command: click.Command = root
+    for part in action.split("."):
+        if not isinstance(command, click.Group) or part not in command.commands:
+            return False
+        command = command.commands[part]
+    return any(option in getattr(param, "opts", ()) for param in command.params)
