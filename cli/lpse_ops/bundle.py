@@ -15,6 +15,7 @@ import base64
 import binascii
 import contextlib
 import copy
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -384,32 +385,35 @@ def load_trusted_keys(trusted_keys_dir: Path) -> dict[str, Ed25519PublicKey]:
     return keys
 
 
-def _passphrase() -> bytes | None:
-    value = current_settings().bundle_key_passphrase
+def _passphrase(env: str = PASSPHRASE_ENV) -> bytes | None:
+    """Return the passphrase in setting *env* (the release key's by default; the evidence key has its own)."""
+    settings = current_settings()
+    value = next((getattr(settings, spec.name) for spec in dataclasses.fields(settings) if spec.metadata["env"] == env),
+                 None)
     return value.encode("utf-8") if value else None
 
 
-def load_private_key(path: Path) -> Ed25519PrivateKey:
-    """Load a PEM PKCS8 ed25519 private key, decrypting it with ``LPSE_OPS_BUNDLE_KEY_PASSPHRASE`` if set."""
+def load_private_key(path: Path, passphrase_env: str = PASSPHRASE_ENV) -> Ed25519PrivateKey:
+    """Load a PEM PKCS8 ed25519 private key, decrypting it with the passphrase in *passphrase_env* if set."""
     path = Path(path)
     try:
         data = path.read_bytes()
     except OSError as error:
         raise BundleError(
-            f"cannot read private key {path}: {error.strerror}; pass the release signing key with --key"
+            f"cannot read private key {path}: {error.strerror}; pass the signing key with --key"
         ) from None
-    passphrase = _passphrase()
+    passphrase = _passphrase(passphrase_env)
     try:
         try:
             key = serialization.load_pem_private_key(data, password=passphrase)
         except TypeError as error:
             if passphrase is None:
                 raise BundleError(
-                    f"private key {path} is encrypted: set {PASSPHRASE_ENV} to its passphrase"
+                    f"private key {path} is encrypted: set {passphrase_env} to its passphrase"
                 ) from error
             key = serialization.load_pem_private_key(data, password=None)  # passphrase set but key not encrypted
     except (ValueError, UnsupportedAlgorithm) as error:
-        hint = (f"check {PASSPHRASE_ENV}" if passphrase
+        hint = (f"check {passphrase_env}" if passphrase
                 else "use a PEM PKCS8 ed25519 key made by `lpse-ops bundle keygen`")
         raise BundleError(f"cannot load private key {path} ({error}); {hint}") from None
     if not isinstance(key, Ed25519PrivateKey):
@@ -417,7 +421,7 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def keygen(private_path: Path, public_path: Path, comment: str) -> str:
+def keygen(private_path: Path, public_path: Path, comment: str, passphrase_env: str = PASSPHRASE_ENV) -> str:
     """Write a new ed25519 key pair and return its key id.
 
     The private key is PEM PKCS8 with mode 0600 (encrypted when ``LPSE_OPS_BUNDLE_KEY_PASSPHRASE`` is
@@ -431,7 +435,7 @@ def keygen(private_path: Path, public_path: Path, comment: str) -> str:
         if path.exists() or path.is_symlink():
             raise BundleError(f"{path} already exists: choose another --name or --out-dir (keys are never overwritten)")
     key = Ed25519PrivateKey.generate()
-    passphrase = _passphrase()
+    passphrase = _passphrase(passphrase_env)
     encryption: serialization.KeySerializationEncryption = (
         serialization.BestAvailableEncryption(passphrase) if passphrase else serialization.NoEncryption()
     )

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from lpse_ops import terminal
 from lpse_ops.commands.runs import open_store, state_url_option
+from lpse_ops.state import witness
 
 
 @click.group(name="audit-log")
@@ -21,20 +22,40 @@ def audit_log() -> None:
 @audit_log.command(name="verify")
 @click.option("--head-path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Head anchor file to compare with [default: audit-head.json in LPSE_OPS_HOME].")
+@click.option("--witness", "with_witness", is_flag=True,
+              help="Also compare every head written to the Object-Lock witness bucket with the chain "
+                   "(catches a chain rewritten whole, anchor and all); names the first seq that disagrees.")
 @click.option("--json", "as_json", is_flag=True, help="Print the verification result as JSON.")
 @state_url_option
-def verify_command(head_path: Path | None, as_json: bool, state_url: str | None) -> None:
-    """Check every entry's hash and link, and the chain's end against the head anchor; exit 1 on any problem."""
+def verify_command(head_path: Path | None, with_witness: bool, as_json: bool, state_url: str | None) -> None:
+    """Check every entry's hash and link, and the chain's end against the head anchor; exit 1 on any problem.
+
+    Also says how far behind the audit-log witness is (from the store's bookkeeping); --witness reads
+    the witness bucket itself.
+    """
     store = open_store(state_url, head_path)
     try:
         result = store.audit_verify()
+        lag_rows = witness.progress(store)
+        check = witness.check(store) if with_witness else None
+    except witness.WitnessError as error:
+        raise terminal.fail(f"{error}; the chain itself was not the problem: run without --witness to check "
+                            "only the chain") from error
     finally:
         store.close()
+    ok = result.ok and (check is None or check.ok)
     if as_json:
-        terminal.emit_json(result.as_dict())
+        terminal.emit_json({**result.as_dict(), "ok": ok, "chain_ok": result.ok, "witness_progress": lag_rows,
+                            **({"witness": check.as_dict()} if check else {})})
     else:
         for warning in result.warnings:
             terminal.warn(warning)
+        for row in lag_rows:
+            if row["lag"] and check is None:
+                error = f"; last error: {row['last_error']}" if row["last_error"] else ""
+                terminal.warn(f"witness {row['target']} is {row['lag']} entr{'y' if row['lag'] == 1 else 'ies'} "
+                              f"behind (witnessed up to {row['witnessed_seq'] or 'nothing'} of {row['head_seq']})"
+                              f"{error}: the next audit write catches up")
         if result.ok:
             head = result.head_hash[:12] if result.head_hash else "(empty)"
             terminal.out.print(f"audit log intact: {result.entries} entries, head {head}", highlight=False)
@@ -43,7 +64,20 @@ def verify_command(head_path: Path | None, as_json: bool, state_url: str | None)
                                f"in {result.entries} entries", highlight=False)
             for problem in result.problems:
                 terminal.err.print(f"  - {problem}", highlight=False, markup=False)
-    if not result.ok:
+        if check is not None:
+            for warning in check.warnings:
+                terminal.warn(warning)
+            if check.ok:
+                terminal.out.print(f"witness agrees: {check.witnessed} witnessed head(s), up to entry "
+                                   f"{check.witnessed_seq or '-'} of {check.head_seq or '-'} "
+                                   f"({check.target.get('bucket')})", highlight=False)
+            else:
+                terminal.err.print(f"[red]witness DISAGREES[/red] from entry {check.first_disagreeing_seq} "
+                                   f"(last agreeing witnessed entry: {check.last_agreeing_seq or 'none'})",
+                                   highlight=False)
+                for problem in check.problems:
+                    terminal.err.print(f"  - {problem}", highlight=False, markup=False)
+    if not ok:
         raise SystemExit(1)
 
 

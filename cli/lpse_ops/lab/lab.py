@@ -33,6 +33,7 @@ LABEL = "lpse-ops.lab"
 ADMIN_USER = "lpse-admin"
 BUCKET = "lpse-backups"
 VIEWS_BUCKET = "lpse-restore-views"
+WITNESS_BUCKET = "lpse-audit-witness"  # audit-log heads, Object Lock (state/witness.py)
 # The fleet's servers run in Indonesian time: site i of the lab gets ZONES[(i - 1) % 3], so a lab of
 # three sites has one of each (WIB, WITA, WIT) and every lab test runs away from UTC.
 ZONES = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura")
@@ -319,6 +320,8 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
     for code in site_codes:
         credentials[f"site-{code}"] = {"access_key": "SITE" + secrets.token_hex(8).upper(),
                                        "secret_key": secrets.token_urlsafe(30)}
+    credentials["witness"] = {"access_key": "WIT" + secrets.token_hex(8).upper(),
+                              "secret_key": secrets.token_urlsafe(30)}
     identities = [{"name": "admin", "credentials": [{"accessKey": credentials["admin"]["access_key"],
                                                       "secretKey": credentials["admin"]["secret_key"]}],
                    "actions": ["Admin", "Read", "List", "Tagging", "Write"]}]
@@ -327,6 +330,9 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
         identities.append({"name": f"site-{code}",
                            "credentials": [{"accessKey": entry["access_key"], "secretKey": entry["secret_key"]}],
                            "actions": site_actions(code)})
+    identities.append({"name": "witness", "credentials": [{"accessKey": credentials["witness"]["access_key"],
+                                                           "secretKey": credentials["witness"]["secret_key"]}],
+                       "actions": [f"{action}:{WITNESS_BUCKET}/*" for action in ("Read", "List", "Write")]})
     progress("installing SeaweedFS on the offsite host")
     docker.run("cp", str(_weed_binary()), f"{container}:/usr/local/bin/weed")
     docker.write_file(container, "/etc/seaweedfs/s3.json", json.dumps({"identities": identities}).encode(),
@@ -348,7 +354,7 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
     _create_locked_bucket(endpoint, str(ca_cert), credentials["admin"], lock_days)
     return {"endpoint_control": endpoint, "endpoint_hosts": f"https://offsite:{S3_CONTAINER_PORT}",
             "bucket": BUCKET, "views_bucket": VIEWS_BUCKET, "region": "us-east-1", "ca_cert": str(ca_cert),
-            "lock_days": lock_days,
+            "lock_days": lock_days, "witness_bucket": WITNESS_BUCKET,
             "credentials": credentials}
 
 
@@ -392,12 +398,13 @@ def _create_locked_bucket(endpoint: str, ca_cert: str, admin: dict, lock_days: i
         raise LabError(f"the offsite S3 server did not answer within 120 s ({last_error}): "
                        "run `lpse-ops lab down` and `lpse-ops lab up` again")
     names = [b["Name"] for b in client.list_buckets().get("Buckets", [])]
-    if BUCKET not in names:
-        client.create_bucket(Bucket=BUCKET, ObjectLockEnabledForBucket=True)
-    client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    client.put_object_lock_configuration(Bucket=BUCKET, ObjectLockConfiguration={
-        "ObjectLockEnabled": "Enabled",
-        "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": lock_days}}})
+    for locked in (BUCKET, WITNESS_BUCKET):  # the witness: one locked object per audit-log head written
+        if locked not in names:
+            client.create_bucket(Bucket=locked, ObjectLockEnabledForBucket=True)
+        client.put_bucket_versioning(Bucket=locked, VersioningConfiguration={"Status": "Enabled"})
+        client.put_object_lock_configuration(Bucket=locked, ObjectLockConfiguration={
+            "ObjectLockEnabled": "Enabled",
+            "Rule": {"DefaultRetention": {"Mode": "COMPLIANCE", "Days": lock_days}}})
     # Restore views: copies made by the admin for one restore and removed after it; never locked.
     if VIEWS_BUCKET not in names:
         client.create_bucket(Bucket=VIEWS_BUCKET)

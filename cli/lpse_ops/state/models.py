@@ -205,3 +205,23 @@ class ComplianceAudit(Base):
 
 
 # --- audit-log witness and evidence exports (migration 0010, issue 11) ---
+
+
+class AuditWitnessProgress(Base):
+    """How far one witness target (endpoint/bucket/prefix) has received this store's audit-log head.
+
+    Bookkeeping for the lag and the catch-up, not evidence: the locked objects in the bucket are.
+    """
+
+    __tablename__ = "audit_witness_progress"
+
+    target: Mapped[str] = mapped_column(String(512), primary_key=True)
+    witnessed_seq: Mapped[int | None] = mapped_column(Integer)
+    """The newest head seq written to the witness (only ever moves forward)."""
+    witnessed_hash: Mapped[str | None] = mapped_column(String(64))
+    witnessed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_attempt_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+    """Why the last attempt failed (None after a success)."""
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    """Failed attempts since the last success."""

@@ -523,6 +523,10 @@ class StateStore:
     def _anchor(self, entry: AuditEntry) -> None:
         if self.head_path is not None:
             audit.write_anchor(self.head_path, entry.seq, entry.hash, store=self.identity)
+        # After the commit: the head goes to the Object-Lock witness; an unreachable one only adds lag.
+        from lpse_ops.state import witness
+
+        witness.after_append(self, entry.seq, entry.hash)
 
     @staticmethod
     def _entry_dict(entry: AuditEntry) -> dict[str, Any]:
