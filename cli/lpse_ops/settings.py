@@ -57,6 +57,11 @@ class Settings:
     yes: bool = _setting(
         "LPSE_OPS_YES", "Answer yes to confirmations (backup restore, notice send); 1/0, true/false, yes/no, on/off.",
         kind="bool", default=False, shown_default="no", read_by="commands/backup.py, commands/notice.py")
+    priority_table: Path | None = _setting(
+        "LPSE_OPS_PRIORITY_TABLE", "YAML file of the incident priority table (clause 7.6: P1-P4 response and "
+        "resolution targets) and the helpdesk's working days, hours and holidays (clause 7.3); docs/incidents.md.",
+        kind="path", shown_default="the packaged default, lpse_ops/data/priorities.yml",
+        read_by="actions/incidents.py")
     parent_run: int | None = _setting(
         "LPSE_OPS_PARENT_RUN", "Set by `lpse-ops runbook run` for each step it runs (never by hand): the runbook "
         "run's id. The step's runs are recorded as its children and a site lock held by that run counts as the "

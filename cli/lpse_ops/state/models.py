@@ -145,6 +145,69 @@ class SiteProbe(Base):
 # --- incidents and service requests (migration 0006, issue 11) ---
 
 
+class Incident(Base):
+    """One incident or service request (clause 7.1) of one site: priority, targets, status and links to runs."""
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    """incident (a disturbance) or request (a service request)."""
+    site: Mapped[str] = mapped_column(String(255))
+    """The inventory host name of the site."""
+    site_name: Mapped[str] = mapped_column(String(255))
+    site_timezone: Mapped[str] = mapped_column(String(64))
+    """The site's zone when the record was opened: its targets run in the site's working time."""
+    priority: Mapped[str] = mapped_column(String(4))
+    title: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text)
+    impact: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(16))
+    opened_by: Mapped[str] = mapped_column(String(255))
+    opened_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    responded_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    response_due: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    resolution_due: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    response_target_s: Mapped[int] = mapped_column(Integer)
+    """The priority's response target, in seconds of working time, as it stood when the due times were set."""
+    resolution_target_s: Mapped[int] = mapped_column(Integer)
+    run_ids: Mapped[list[int]] = mapped_column(JSON)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    events: Mapped[list[IncidentEvent]] = relationship(
+        back_populates="incident", order_by="IncidentEvent.id", cascade="all, delete-orphan"
+    )
+
+    __table_args__ = (Index("ix_incidents_opened_at", "opened_at"), Index("ix_incidents_site", "site"),
+                      Index("ix_incidents_status", "status"))
+
+
+class IncidentEvent(Base):
+    """One change of an incident, with who and when: opened, a status change, an escalation, a note, a link."""
+
+    __tablename__ = "incident_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    incident_id: Mapped[int] = mapped_column(ForeignKey("incidents.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    """opened, status, priority, note, link, escalation.functional (7.7.1), escalation.structural (7.7.2)."""
+    from_status: Mapped[str | None] = mapped_column(String(16))
+    to_status: Mapped[str | None] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(255))
+    """Who an escalation went to (a support tier, an official)."""
+    note: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+    incident: Mapped[Incident] = relationship(back_populates="events")
+
+    __table_args__ = (Index("ix_incident_events_incident", "incident_id", "id"),)
+
+
+
 # --- runbook runs and DR drills (migration 0007, issue 9) ---
 
 
