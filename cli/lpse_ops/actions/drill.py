@@ -1,0 +1,609 @@
+"""DR drills (``lpse-ops drill run``; clauses 10.2, 10.3, 10.4): a real fault on a drillable site, the
+scenario's runbook run to recover it, and the measured RTO and RPO against the runbook's targets.
+
+A drill, in order (every event in the timeline, with its time):
+
+1. refuse, before anything is touched, a site not marked drillable (``site_drill_allowed: true``, or a
+   ``lpse_environment`` of ``lab`` or ``staging`` without ``site_drill_allowed: false``), an unknown
+   scenario, a runbook that does not lint, or a site another run holds;
+2. record the drill (run ``drill.run`` holding the site lock; row in ``drills``) and start the **marker
+   workload**: one tender and one document every ``marker_interval_s`` through the site's HTTPS API (the
+   app, not SQL), each carrying its sequence number and write time; every acknowledged write goes to a
+   local log (``<home>/drills/drill-<id>-markers.jsonl``) on the control machine, which survives the site;
+3. **inject the fault** for real (DELETE via psql, PostgreSQL stopped and its files overwritten, the
+   documents folder removed) and stop the workload;
+4. work out the runbook's values as the operator would (the moment before the mistake; the last
+   documents snapshot), wait (bounded) for the WAL archive to pass that moment, and run the scenario's
+   runbook through :mod:`lpse_ops.actions.runbook_run` with ``yes`` (the drill's run is its parent, so
+   the steps work under the drill's lock);
+5. **verify**: the site answers ``/health``, every document the recovered database references is
+   present with its sha256, and which markers survived. RTO runs from the fault to that verified moment;
+   the database RPO is the gap between the last tender acknowledged before the fault and the last one
+   present after recovery (the documents RPO likewise, for documents whose file matches);
+6. compare with the runbook's targets, record the drill and its timeline, and return it (the command
+   prints it, with the ``last_drill`` line to paste into the runbook).
+
+A drill whose recovery fails is a failed drill naming the step (a runbook step, or ``verify-...``),
+never a success. ``target_time`` overrides the scenario's recovery point (one before the oldest backup
+makes the restore impossible: that is how the failure path is tested).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import http.client
+import json
+import os
+import shlex
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from lpse_ops import config, runbooks
+from lpse_ops.actions import operation, runbook_run
+from lpse_ops.actions.operation import OperationRefused
+from lpse_ops.backends import ansible, ssh_probe
+
+OPERATION = "drill.run"
+DRILLABLE_ENVIRONMENTS = ("lab", "staging")
+MARKER_AGENCY = "lpse-ops drill"
+ARCHIVE_WAIT_S = 180.0
+"""How long the drill waits for the WAL archive to pass the recovery point (archive_timeout is 60 s)."""
+HEALTH_WAIT_S = 180.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What a scenario breaks and how the drill fills its runbook."""
+
+    name: str
+    description: str
+
+
+SCENARIOS: dict[str, Scenario] = {
+    "rows-deleted": Scenario("rows-deleted", "DELETE of the marker tenders and their documents' rows via psql; "
+                                             "point-in-time recovery to the second before the DELETE"),
+    "documents-lost": Scenario("documents-lost", "rm -rf of the documents folder; database and documents back to "
+                                                 "the last documents snapshot"),
+    "database-corrupted": Scenario("database-corrupted", "PostgreSQL stopped and its data files overwritten; "
+                                                         "point-in-time recovery to the last archived WAL"),
+}
+
+
+class DrillRefused(OperationRefused):
+    """The drill was refused before anything was touched; the message says why and what to do."""
+
+
+@dataclass
+class DrillRequest:
+    """Which scenario to drill on which site."""
+
+    scenario: str
+    site: str
+    inventory: Path
+    target_time: datetime | None = None
+    """Override the recovery point the drill would choose (e.g. before the oldest backup: a made-to-fail drill)."""
+    marker_interval_s: float = 1.0
+    warmup_markers: int = 10
+    """Markers acknowledged before the fault is injected."""
+    state_url: str | None = None
+    progress: Callable[[str], None] | None = None
+    step_output: Callable[[str], None] | None = None
+
+
+@dataclass
+class DrillResult:
+    """A finished drill, as recorded (``state.drills`` keys) plus the runbook run and the markers."""
+
+    drill: dict[str, Any]
+    runbook: dict[str, Any] | None
+    markers: dict[str, Any]
+    last_drill_line: str
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.drill.get("ok"))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**self.drill, "runbook": self.runbook, "markers": self.markers,
+                "last_drill_line": self.last_drill_line}
+
+
+# -- where and whether -----------------------------------------------------------------------------
+
+
+def drillable(hostvars: dict[str, Any]) -> tuple[bool, str]:
+    """Whether a site may be drilled (a fault is injected for real), and why (pure)."""
+    allowed = hostvars.get("site_drill_allowed")
+    environment = str(hostvars.get("lpse_environment") or "")
+    if isinstance(allowed, str):
+        allowed = allowed.strip().lower() in ("1", "true", "yes", "on")
+    if allowed is True:
+        return True, "site_drill_allowed is true"
+    if allowed is False:
+        return False, "site_drill_allowed is false"
+    if environment in DRILLABLE_ENVIRONMENTS:
+        return True, f"lpse_environment is {environment}"
+    return False, (f"lpse_environment is {environment or 'unset'} and site_drill_allowed is not set: a drill "
+                   "injects a real fault, so only lab and staging sites, or sites with site_drill_allowed: true, "
+                   "may be drilled")
+
+
+def site_url(hostvars: dict[str, Any]) -> str:
+    """The site's HTTPS base URL as the control machine reaches it (``site_drill_url``; the lab's port)."""
+    if hostvars.get("site_drill_url"):
+        return str(hostvars["site_drill_url"]).rstrip("/")
+    host = hostvars.get("ansible_host") or "127.0.0.1"
+    port = hostvars.get("lab_https_port")
+    return f"https://{host}:{port}" if port else f"https://{host}"
+
+
+# -- measurements (pure) ---------------------------------------------------------------------------
+
+
+def _at(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def rpo_seconds(acks: list[dict[str, Any]], present: set[int], fault_at: datetime, ack_key: str) -> float | None:
+    """The recovery point gap for one kind of write (pure).
+
+    *acks*: the marker log (``seq``, and the ack time under *ack_key*); *present*: the sequence numbers
+    found after recovery. The gap runs from the last write acknowledged before *fault_at* to the last
+    acknowledged write that is present (0 when that one survived); with none present, back to the first
+    write's acknowledgement (a lower bound). None when nothing was acknowledged before the fault.
+    """
+    before = [ack for ack in acks if ack.get(ack_key) and _at(ack[ack_key]) <= fault_at]
+    if not before:
+        return None
+    last = max(before, key=lambda ack: ack["seq"])
+    survivors = [ack for ack in before if ack["seq"] in present]
+    if not survivors:
+        return round((_at(last[ack_key]) - _at(before[0][ack_key])).total_seconds(), 3)
+    newest = max(survivors, key=lambda ack: ack["seq"])
+    return round(max(0.0, (_at(last[ack_key]) - _at(newest[ack_key])).total_seconds()), 3)
+
+
+def targets_met(measured: dict[str, float | None], targets: dict[str, Any]) -> bool:
+    """Every measured figure is at or under its target (a missing measurement is not met) (pure)."""
+    for key in ("rto_s", "rpo_db_s", "rpo_docs_s"):
+        target = targets.get(key)
+        if target is None:
+            continue
+        if measured.get(key) is None or measured[key] > target:
+            return False
+    return True
+
+
+def last_drill_line(finished_at: datetime) -> str:
+    """The runbook front-matter line to paste after a drill whose targets were met (pure)."""
+    return f"last_drill: {finished_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
+
+
+def floor_second(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(microsecond=0)
+
+
+# -- the site, over SSH ----------------------------------------------------------------------------
+
+
+class SiteShell:
+    """Root shell commands on one site over one kept SSH connection (the inventory's settings)."""
+
+    def __init__(self, host: str, hostvars: dict[str, Any]) -> None:
+        self.target = ssh_probe.target_from_hostvars(host, hostvars)
+        self.loop = asyncio.new_event_loop()
+        self.kept: dict[str, Any] = {}
+
+    def run(self, script: str, timeout: float = 300.0, check: bool = True) -> str:
+        """Run *script* with bash as root (sudo -n) and return its stdout; raise RuntimeError if it fails."""
+        command = f"sudo -n bash -c {shlex.quote(script)}"
+        raw = self.loop.run_until_complete(ssh_probe._run_one(self.target, command, timeout, self.kept))
+        if check and (raw.error or raw.exit_status != 0):
+            raise RuntimeError(f"on {self.target.host}: {raw.error or f'exit {raw.exit_status}'}: "
+                               f"{(raw.error_detail or raw.stderr or raw.stdout).strip()[-400:]}")
+        return raw.stdout
+
+    def sql(self, query: str, timeout: float = 120.0) -> str:
+        return self.run(f"runuser -u postgres -- psql -d spse -AtX -v ON_ERROR_STOP=1 -c {shlex.quote(query)}",
+                        timeout).strip()
+
+    def close(self) -> None:
+        for conn in self.kept.values():
+            conn.abort()
+        self.kept.clear()
+        self.loop.close()
+
+
+DOCUMENTS_DIR = "/var/lib/spse/documents"
+CONSISTENCY_SCRIPT = (
+    f"cd {DOCUMENTS_DIR} && runuser -u postgres -- psql -d spse -AtX -F ' ' "  # noqa: S608 - no input in it
+    "-c \"SELECT sha256, stored_path FROM documents\" | awk '{print $1 \"  \" $2}' "
+    "| sha256sum --check --quiet 2>/dev/null | sed -n 's/: FAILED.*$//p'; "
+    "echo \"referenced $(runuser -u postgres -- psql -d spse -AtX -c 'SELECT count(*) FROM documents')\"")
+"""Print every stored_path the database references whose file is missing or differs, then the count."""
+
+
+def consistency(shell: SiteShell) -> dict[str, Any]:
+    """Every document the site's database references, checked against its sha256 (the restore's own rule)."""
+    out = shell.run(CONSISTENCY_SCRIPT, timeout=1800)
+    lines = [line for line in out.splitlines() if line.strip()]
+    referenced = next((int(line.split()[1]) for line in lines if line.startswith("referenced ")), None)
+    bad = [line.strip() for line in lines if not line.startswith("referenced ")]
+    return {"referenced": referenced, "not_matching": bad, "not_matching_count": len(bad)}
+
+
+# -- the marker workload ---------------------------------------------------------------------------
+
+
+class MarkerWorkload:
+    """One tender and one document every *interval* s through the site's HTTPS API, in a thread.
+
+    Every acknowledged write is appended to *log_path* (JSON lines: seq, tender code and ack time,
+    document name, sha256 and ack time). The site's certificate is not verified (a fresh site's nginx
+    certificate is self-signed); nothing secret is sent.
+    """
+
+    def __init__(self, base_url: str, prefix: str, log_path: Path, interval: float = 1.0) -> None:
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(base_url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 443
+        self.prefix = prefix
+        self.log_path = log_path
+        self.interval = interval
+        self.acks: list[dict[str, Any]] = []
+        self.errors: list[str] = []
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, name="drill-markers", daemon=True)
+        self.lock = threading.Lock()
+        self.context = ssl.create_default_context()
+        self.context.check_hostname = False
+        self.context.verify_mode = ssl.CERT_NONE
+        self.conn: http.client.HTTPSConnection | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join(timeout=30)
+
+    def acked(self) -> int:
+        with self.lock:
+            return sum(1 for ack in self.acks if ack.get("doc_ack"))
+
+    def _request(self, method: str, path: str, body: bytes, content_type: str) -> tuple[int, dict]:
+        if self.conn is None:
+            self.conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=10)
+        try:
+            self.conn.request(method, path, body=body, headers={"Content-Type": content_type})
+            answer = self.conn.getresponse()
+            data = answer.read()
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = None
+            raise
+        try:
+            return answer.status, json.loads(data or b"{}")
+        except ValueError:
+            return answer.status, {}
+
+    def _write(self, seq: int) -> dict[str, Any] | None:
+        code = f"{self.prefix}-{seq:06d}"
+        written = datetime.now(UTC).isoformat(timespec="microseconds")
+        status, tender = self._request("POST", "/tenders", json.dumps(
+            {"code": code, "title": f"Drill marker {seq} written {written}", "agency": MARKER_AGENCY}).encode(),
+            "application/json")
+        if status != 201:
+            raise RuntimeError(f"tender {code}: HTTP {status} {tender.get('error', '')}")
+        record: dict[str, Any] = {"seq": seq, "tender_code": code, "tender_id": tender.get("id"), "written": written,
+                                  "tender_ack": datetime.now(UTC).isoformat(timespec="microseconds")}
+        content = f"drill marker {seq} {code} written {written}\n".encode() + os.urandom(1024)
+        name = f"{code}.txt"
+        status, document = self._request("POST", f"/tenders/{tender.get('id')}/documents?name={name}", content,
+                                         "application/octet-stream")
+        if status == 201:
+            record.update(doc_name=name, doc_sha256=hashlib.sha256(content).hexdigest(),
+                          doc_ack=datetime.now(UTC).isoformat(timespec="microseconds"))
+        return record
+
+    def _loop(self) -> None:
+        seq = 0
+        with self.log_path.open("a", encoding="utf-8") as log:
+            while not self.stop_event.is_set():
+                began = time.monotonic()
+                seq += 1
+                try:
+                    record = self._write(seq)
+                except (OSError, RuntimeError, http.client.HTTPException, ValueError) as error:
+                    with self.lock:
+                        self.errors.append(f"{datetime.now(UTC).isoformat(timespec='seconds')} seq {seq}: {error}")
+                    record = None
+                if record:
+                    log.write(json.dumps(record, sort_keys=True) + "\n")
+                    log.flush()
+                    with self.lock:
+                        self.acks.append(record)
+                self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - began)))
+        if self.conn is not None:
+            self.conn.close()
+
+
+# -- the drill -------------------------------------------------------------------------------------
+
+
+class _Timeline:
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.say = say
+
+    def add(self, event: str, at: datetime | None = None, **detail: Any) -> datetime:
+        moment = at or datetime.now(UTC)
+        self.events.append({"at": moment.isoformat(timespec="milliseconds"), "event": event, **detail})
+        self.say(f"{moment.astimezone(UTC).strftime('%H:%M:%S')} {event}"
+                 + (f" {json.dumps(detail, default=str)}" if detail else ""))
+        return moment
+
+
+def _hostvars(inventory: Path, site: str) -> dict[str, Any]:
+    try:
+        listing = ansible.inventory_list(inventory)
+    except ansible.AnsibleError as error:
+        raise DrillRefused(str(error)) from error
+    hostvars = (listing.get("_meta") or {}).get("hostvars") or {}
+    if site not in hostvars or site not in operation.target_hosts(inventory, "sites", site):
+        raise DrillRefused(f"{site} is not a site of the inventory {inventory}")
+    return dict(hostvars[site])
+
+
+def check(request: DrillRequest) -> tuple[dict[str, Any], runbook_run.RunbookPlan]:
+    """Every refusal that needs no change on the site: scenario, drillable site, runbook lint."""
+    if request.scenario not in SCENARIOS:
+        raise DrillRefused(f"no drill scenario {request.scenario!r} (known: {', '.join(SCENARIOS)}; server-lost and "
+                           "ransomware are not drilled yet)")
+    hostvars = _hostvars(request.inventory, request.site)
+    allowed, reason = drillable(hostvars)
+    if not allowed:
+        raise DrillRefused(f"{request.site} is not drillable: {reason}. Nothing was touched.")
+    samples = {name: sample for name, (_meaning, sample) in runbooks.PLACEHOLDERS.items() if name != "site"}
+    planned = runbook_run.plan(runbook_run.RunbookRequest(request.scenario, request.site, request.inventory,
+                                                          values=samples, yes=True))
+    return hostvars, planned
+
+
+def run(request: DrillRequest) -> DrillResult:
+    """Drill *request.scenario* on *request.site* end to end; return the recorded drill.
+
+    Raises DrillRefused (nothing touched) for an unknown scenario, a site not drillable, a runbook that does not
+    lint, or a site another run holds.
+    """
+    from lpse_ops.state import StateStore
+    from lpse_ops.state import drills as drill_state
+
+    say = request.progress or (lambda _text: None)
+    hostvars, sample_plan = check(request)
+    targets = sample_plan.targets
+    store = StateStore.open(request.state_url or config.state_url())
+    actor = config.actor()
+    shell: SiteShell | None = None
+    workload: MarkerWorkload | None = None
+    try:
+        run_id = store.start_run(OPERATION, {"scenario": request.scenario, "site": request.site,
+                                             "inventory": str(request.inventory),
+                                             "target_time": request.target_time.isoformat()
+                                             if request.target_time else None}, [request.site], actor=actor)
+        operation.lock_hosts(store, OPERATION, [request.site], run_id, actor)
+        timeline = _Timeline(say)
+        started = timeline.add("drill_started", scenario=request.scenario, site=request.site)
+        drill_id = drill_state.start_drill(store, request.scenario, request.site, targets, run_id=run_id,
+                                           started_at=started)
+        outcome: dict[str, Any] = {"ok": False, "failed_step": None}
+        runbook_dict: dict[str, Any] | None = None
+        markers: dict[str, Any] = {}
+        measured: dict[str, float | None] = {"rto_s": None, "rpo_db_s": None, "rpo_docs_s": None}
+        try:
+            shell = SiteShell(request.site, hostvars)
+            prefix = f"DRILL{drill_id}"
+            log_path = config.home() / "drills" / f"drill-{drill_id}-markers.jsonl"
+            workload = MarkerWorkload(site_url(hostvars), prefix, log_path, request.marker_interval_s)
+            workload.start()
+            timeline.add("workload_started", url=site_url(hostvars), log=str(log_path))
+            _wait_for(lambda: workload.acked() >= request.warmup_markers,
+                      request.warmup_markers * request.marker_interval_s * 4 + 30,
+                      f"{request.warmup_markers} markers acknowledged by the site")
+            fault_at, values = _inject(request, shell, prefix, timeline)
+            workload.stop()
+            timeline.add("workload_stopped", acknowledged=len(workload.acks), errors=len(workload.errors))
+            values = _recovery_values(request, shell, values, timeline)
+            timeline.add("runbook_started", runbook=request.scenario, values=values)
+            book = runbook_run.run(runbook_run.RunbookRequest(
+                request.scenario, request.site, request.inventory, values=values, yes=True, parent_id=run_id,
+                state_url=request.state_url, progress=say, output=request.step_output))
+            runbook_dict = book.as_dict()
+            for step in book.steps:
+                timeline.add(f"step_{step.status}", step=step.step.id, exit_code=step.exit_code,
+                             duration_s=round(step.duration_s, 1))
+            timeline.add("runbook_finished", result=book.result, failed_step=book.failed_step, run_id=book.run_id)
+            if book.result != "ok":
+                outcome["failed_step"] = book.failed_step
+            verified, markers, problem = _verify(shell, hostvars, prefix, workload.acks, fault_at, timeline)
+            measured["rpo_db_s"] = markers.get("rpo_db_s")
+            measured["rpo_docs_s"] = markers.get("rpo_docs_s")
+            if verified and problem is None:
+                measured["rto_s"] = round((verified - fault_at).total_seconds(), 1)
+            if outcome["failed_step"] is None and problem is not None:
+                outcome["failed_step"] = problem
+            outcome["ok"] = outcome["failed_step"] is None
+        except Exception as error:  # noqa: BLE001 - a drill that breaks down is a failed drill, recorded
+            timeline.add("drill_error", error=str(error)[-500:])
+            outcome["failed_step"] = outcome["failed_step"] or "drill"
+            outcome["error"] = str(error)[-500:]
+        finally:
+            if workload is not None:
+                workload.stop()
+            if shell is not None:
+                shell.close()
+        met = bool(outcome["ok"]) and targets_met(measured, targets)
+        finished = timeline.add("drill_finished", ok=outcome["ok"], met=met, failed_step=outcome["failed_step"])
+        drill_state.finish_drill(store, drill_id, ok=bool(outcome["ok"]), failed_step=outcome["failed_step"],
+                                 met=met, timeline=timeline.events, finished_at=finished,
+                                 detail={"markers": markers, "runbook_run_id": (runbook_dict or {}).get("run_id"),
+                                         "error": outcome.get("error"), "workload_errors": (
+                                             workload.errors[-20:] if workload else [])}, **measured)
+        store.finish_run(run_id, "ok" if outcome["ok"] else "failed",
+                         {request.site: {"status": "ok" if outcome["ok"] else "failed",
+                                         "failed": int(not outcome["ok"]), "failed_step": outcome["failed_step"]}},
+                         summary={"drill_id": drill_id, "ok": outcome["ok"], "met": met, **measured,
+                                  "failed_step": outcome["failed_step"]})
+        store.release_sites([request.site], run_id=run_id, holder=actor)
+        return DrillResult(drill_state.get_drill(store, drill_id), runbook_dict, markers, last_drill_line(finished))
+    finally:
+        store.close()
+
+
+def _wait_for(condition: Callable[[], bool], bound_s: float, what: str, every_s: float = 0.5) -> None:
+    """Poll *condition* until true, at most *bound_s* seconds; raise RuntimeError naming *what* otherwise."""
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"gave up after {bound_s:.0f} s waiting for {what}")
+        time.sleep(every_s)
+
+
+def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Timeline
+            ) -> tuple[datetime, dict[str, str]]:
+    """Inject the scenario's fault for real; return the fault moment (control clock) and known values."""
+    fault_at = datetime.now(UTC)
+    if request.scenario == "rows-deleted":
+        out = shell.sql(
+            "BEGIN; SELECT to_char(transaction_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'); "  # noqa: S608
+            f"DELETE FROM documents WHERE tender_id IN (SELECT id FROM tenders WHERE code LIKE '{prefix}-%'); "
+            f"DELETE FROM tenders WHERE code LIKE '{prefix}-%'; COMMIT;")  # the prefix is DRILL<int>
+        lines = [line for line in out.splitlines() if line.strip()]
+        stamp = next(line for line in lines if line[:1].isdigit() and "T" in line)
+        deleted_at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        timeline.add("fault_injected", at=fault_at, fault="DELETE of the marker tenders and documents",
+                     database_time=deadline_text(deleted_at), result=" ".join(line for line in lines if line != stamp))
+        return fault_at, {"target_time": floor_second(deleted_at).strftime("%Y-%m-%dT%H:%M:%SZ")}
+    if request.scenario == "documents-lost":
+        shell.run(f"rm -rf {DOCUMENTS_DIR}")
+        timeline.add("fault_injected", at=fault_at, fault=f"rm -rf {DOCUMENTS_DIR}")
+        return fault_at, {}
+    if request.scenario == "database-corrupted":
+        shell.run("systemctl stop postgresql@15-main && "
+                  "for f in $(find /var/lib/postgresql/15/main/base /var/lib/postgresql/15/main/global -type f "
+                  "-size +8k | head -200); do dd if=/dev/urandom of=$f bs=8192 count=2 conv=notrunc status=none; "
+                  "done")
+        timeline.add("fault_injected", at=fault_at, fault="PostgreSQL stopped; 16 KiB of random bytes written over "
+                                                          "the first pages of up to 200 data files")
+        return fault_at, {}
+    raise DrillRefused(f"no fault for scenario {request.scenario}")
+
+
+def deadline_text(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def _recovery_values(request: DrillRequest, shell: SiteShell, values: dict[str, str], timeline: _Timeline
+                     ) -> dict[str, str]:
+    """The runbook's placeholder values, as the operator would choose them; waits for the WAL archive."""
+    if request.scenario == "documents-lost":
+        snapshot = _last_snapshot(shell)
+        values = {"target_time": floor_second(snapshot).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        timeline.add("recovery_point_chosen", reason="the last documents snapshot", snapshot=snapshot.isoformat())
+    elif request.scenario == "database-corrupted":
+        archived = _last_archived_wal_time(shell)
+        target = floor_second(archived) - timedelta(seconds=2)
+        values = {"target_time": target.strftime("%Y-%m-%dT%H:%M:%SZ")}
+        timeline.add("recovery_point_chosen", reason="2 s before the last archived WAL segment",
+                     last_archived=archived.isoformat())
+    if request.target_time is not None:
+        values = {"target_time": request.target_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        timeline.add("recovery_point_overridden", target_time=values["target_time"])
+    elif request.scenario in ("rows-deleted", "documents-lost"):
+        target = datetime.fromisoformat(values["target_time"].replace("Z", "+00:00"))
+        _wait_for(lambda: _last_archived_wal_time(shell) > target, ARCHIVE_WAIT_S,
+                  f"the WAL archive to pass {values['target_time']}", every_s=3.0)
+        timeline.add("wal_archived_past_target", target_time=values["target_time"])
+    return values
+
+
+def _last_archived_wal_time(shell: SiteShell) -> datetime:
+    """When PostgreSQL last archived a WAL segment (pg_stat_archiver; while it runs) or pgBackRest's newest WAL."""
+    out = shell.sql("SELECT to_char(last_archived_time AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US') "
+                    "FROM pg_stat_archiver")
+    if not out:
+        return datetime.fromtimestamp(0, UTC)
+    return datetime.fromisoformat(out).replace(tzinfo=UTC)
+
+
+def _last_snapshot(shell: SiteShell) -> datetime:
+    """The newest restic snapshot of the site's documents in the local repository (``lpse-backup list``)."""
+    data = json.loads(shell.run("lpse-backup list", timeout=300))
+    times = [snap.get("time") for snap in (data.get("restic") or {}).get("local") or [] if snap.get("time")]
+    if not times:
+        raise RuntimeError("no documents snapshot in the site's local restic repository (lpse-backup list)")
+    return max(datetime.fromisoformat(value.replace("Z", "+00:00")) for value in times)
+
+
+def _verify(shell: SiteShell, hostvars: dict[str, Any], prefix: str, acks: list[dict[str, Any]],
+            fault_at: datetime, timeline: _Timeline) -> tuple[datetime | None, dict[str, Any], str | None]:
+    """After the runbook: health, the documents' consistency and the surviving markers.
+
+    Returns (the moment the data was verified, marker figures, the failed check or None).
+    """
+    figures: dict[str, Any] = {"acknowledged": len(acks)}
+    try:
+        _wait_for(lambda: _healthy(hostvars), HEALTH_WAIT_S, "the site to answer /health with status ok", every_s=1.0)
+    except RuntimeError as error:
+        timeline.add("verify_failed", check="health", error=str(error))
+        return None, figures, "verify-health"
+    timeline.add("serving")
+    rows = shell.sql(f"SELECT t.code, d.sha256 FROM tenders t LEFT JOIN documents d ON d.tender_id = t.id "  # noqa: S608
+                     f"WHERE t.code LIKE '{prefix}-%'")  # the prefix is DRILL<int>
+    check = consistency(shell)
+    bad = set(check["not_matching"])
+    check["not_matching"] = check["not_matching"][:50]
+    tenders: set[int] = set()
+    documents: set[int] = set()
+    expected = {ack["seq"]: ack.get("doc_sha256") for ack in acks}
+    for line in rows.splitlines():
+        code, _, sha = line.partition("|")
+        seq = int(code.rsplit("-", 1)[1])
+        tenders.add(seq)
+        sha = sha.strip()
+        # a marker document is present when its row is back with the sha256 written and its file matches it
+        if sha and expected.get(seq) == sha and f"{sha[:2]}/{sha}" not in bad:
+            documents.add(seq)
+    verified_at = timeline.add("data_verified", referenced=check["referenced"],
+                               not_matching=check["not_matching_count"], marker_tenders=len(tenders))
+    figures.update(tenders_present=len(tenders), documents_present=len(documents),
+                   last_tender_present=max(tenders, default=None), last_document_present=max(documents, default=None),
+                   last_acknowledged_before_fault=max((ack["seq"] for ack in acks
+                                                       if _at(ack["tender_ack"]) <= fault_at), default=None),
+                   rpo_db_s=rpo_seconds(acks, tenders, fault_at, "tender_ack"),
+                   rpo_docs_s=rpo_seconds(acks, documents, fault_at, "doc_ack"), consistency=check)
+    if check["not_matching_count"]:
+        return verified_at, figures, "verify-documents"
+    return verified_at, figures, None
+
+
+def _healthy(hostvars: dict[str, Any]) -> bool:
+    import urllib.request
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with urllib.request.urlopen(f"{site_url(hostvars)}/health", context=context, timeout=5) as answer:  # noqa: S310
+            return json.loads(answer.read() or b"{}").get("status") == "ok"
+    except (OSError, ValueError):
+        return False
