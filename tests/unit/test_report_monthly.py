@@ -9,7 +9,6 @@ month gets right: an incident opened 2026-10-31 17:30 UTC is 1 November 00:30 WI
 from __future__ import annotations
 
 import sys
-import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from click.testing import CliRunner
 
 from lpse_ops.actions import report
 from lpse_ops.main import main
-from lpse_ops.state import StateStore
+from lpse_ops.state import StateStore, incidents
 from lpse_ops.state.audits import record_audit
 from lpse_ops.state.drills import finish_drill, start_drill
 
@@ -58,47 +57,22 @@ NOVEMBER_P1_TITLE = "Basis data SPSE tidak dapat diakses"
 
 
 def _incident_rows(store: StateStore) -> None:
-    """Record :data:`INCIDENTS` through lpse_ops.state.incidents when it is installed, else serve the same
-    records through a stand-in module with the documented contract (removed once incidents lands)."""
-    try:
-        from lpse_ops.state import incidents
-    except ModuleNotFoundError:
-        incidents = None
-    rows = []
-    for index, (kind, site, priority, title, opened_text, respond_min, resolve_min) in enumerate(INCIDENTS, 1):
+    """Record :data:`INCIDENTS` through the incidents area's own writers: opened, answered, escalated (P1), resolved."""
+    for kind, site, priority, title, opened_text, respond_min, resolve_min in INCIDENTS:
         opened = utc(opened_text)
-        response_due = opened + timedelta(seconds=RESPONSE_S[priority])
-        resolution_due = opened + timedelta(seconds=RESOLUTION_S[priority])
         responded = opened + timedelta(minutes=respond_min)
-        resolved = opened + timedelta(minutes=resolve_min) if resolve_min is not None else None
-        if incidents is not None:
-            record = incidents.create_incident(
-                store, kind=kind, site=site, site_name=NAMES[site], site_timezone=SITES[site], priority=priority,
-                title=title, opened_at=opened, response_due=response_due, resolution_due=resolution_due,
-                response_target_s=RESPONSE_S[priority], resolution_target_s=RESOLUTION_S[priority])
-            incidents.update_incident(store, record["id"], status="acknowledged", at=responded)
-            if priority == "P1":
-                incidents.escalate_incident(store, record["id"], kind="functional", to="Tim teknis LKPP",
-                                            reason="pemulihan basis data", at=responded + timedelta(minutes=5))
-            if resolved is not None:
-                incidents.update_incident(store, record["id"], status="resolved", at=resolved)
-            continue
-        rows.append({"id": index, "kind": kind, "site": site, "site_name": NAMES[site],
-                     "site_timezone": SITES[site], "priority": priority, "title": title,
-                     "status": "resolved" if resolved else "acknowledged", "opened_at": opened.isoformat(),
-                     "responded_at": responded.isoformat(), "resolved_at": resolved.isoformat() if resolved else None,
-                     "response_due": response_due.isoformat(), "resolution_due": resolution_due.isoformat(),
-                     "response_breached": responded > response_due,
-                     "resolution_breached": (resolved or datetime.max.replace(tzinfo=UTC)) > resolution_due,
-                     "escalations": [{"kind": "functional"}] if priority == "P1" else [], "run_ids": []})
-    if incidents is None:
-        def list_incidents(_store, since=None, until=None):
-            return [row for row in rows if (since is None or utc(row["opened_at"]) >= since)
-                    and (until is None or utc(row["opened_at"]) < until)]
-
-        module = types.ModuleType("lpse_ops.state.incidents")
-        module.list_incidents = list_incidents
-        sys.modules["lpse_ops.state.incidents"] = module
+        record = incidents.create_incident(
+            store, kind=kind, site=site, site_name=NAMES[site], site_timezone=SITES[site], priority=priority,
+            title=title, opened_at=opened, response_due=opened + timedelta(seconds=RESPONSE_S[priority]),
+            resolution_due=opened + timedelta(seconds=RESOLUTION_S[priority]),
+            response_target_s=RESPONSE_S[priority], resolution_target_s=RESOLUTION_S[priority])
+        incidents.update_incident(store, record["id"], status="acknowledged", at=responded)
+        if priority == "P1":
+            incidents.escalate_incident(store, record["id"], kind="functional", to="Tim teknis LKPP",
+                                        reason="pemulihan basis data", at=responded + timedelta(minutes=5))
+        if resolve_min is not None:
+            incidents.update_incident(store, record["id"], status="resolved",
+                                      at=opened + timedelta(minutes=resolve_min))
 
 
 def _runs(store: StateStore) -> None:
@@ -180,14 +154,10 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A state store with two months recorded (module scope: recording takes a few seconds)."""
     folder = tmp_path_factory.mktemp("report-store")
     url = f"sqlite:///{folder / 'state.db'}"
-    saved = sys.modules.get("lpse_ops.state.incidents")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("LPSE_OPS_HOME", str(folder / "home"))
         record_two_months(url)
-    yield url
-    if saved is None and isinstance(sys.modules.get("lpse_ops.state.incidents"), types.ModuleType) \
-            and not hasattr(sys.modules["lpse_ops.state.incidents"], "__file__"):
-        del sys.modules["lpse_ops.state.incidents"]
+    return url
 
 
 def gather(url: str, kind: str = "monthly", period: report.Period | None = None, **options) -> report.ReportData:
