@@ -74,6 +74,13 @@ class Settings:
     bundle_key_passphrase: str | None = _setting(
         "LPSE_OPS_BUNDLE_KEY_PASSPHRASE", "Passphrase of the release signing key (bundle keygen, bundle build).",
         shown_default="none (key not encrypted)", secret=True, area="bundles", read_by="bundle.py")
+    access_ca_passphrase: str | None = _setting(
+        "LPSE_OPS_ACCESS_CA_PASSPHRASE", "Passphrase of the LKPP SSH certificate authority's key (access ca init, "
+        "access grant); 12 characters or more; environment only.", shown_default="none (required by those commands)",
+        secret=True, area="access", read_by="actions/access.py")
+    access_max_hours: int = _setting(
+        "LPSE_OPS_ACCESS_MAX_HOURS", "Longest validity of an engineer's SSH certificate, in hours (access grant).",
+        kind="int", default=168, low=1, high=2160, shown_default="168", area="access", read_by="actions/access.py")
     s3_endpoint: str | None = _setting(
         "LPSE_OPS_S3_ENDPOINT", "Offsite S3 endpoint as the control machine reaches it; setting it requires "
         "LPSE_OPS_S3_BUCKET, LPSE_OPS_S3_ACCESS_KEY and LPSE_OPS_S3_SECRET_KEY.", shown_default="the lab's",

@@ -265,6 +265,50 @@ class ComplianceAudit(Base):
 
 
 # --- access certificates, warnings and freezes (migration 0009, issue 10) ---
+class AccessGrant(Base):
+    """One SSH user certificate signed by the LKPP CA for one engineer (clauses 6.1.3, 6.1.10)."""
+
+    __tablename__ = "access_grants"
+
+    serial: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    """The certificate's serial (ssh-keygen -z), allocated by the store: what the KRL revokes."""
+    key_id: Mapped[str] = mapped_column(String(255))
+    engineer: Mapped[str] = mapped_column(String(255))
+    key_fingerprint: Mapped[str] = mapped_column(String(128))
+    principals: Mapped[list[str]] = mapped_column(JSON)
+    sites: Mapped[list[str]] = mapped_column(JSON)
+    valid_after: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    valid_before: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    reason: Mapped[str] = mapped_column(Text)
+    granted_by: Mapped[str] = mapped_column(String(255))
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    certificate: Mapped[str] = mapped_column(Text)
+    """The certificate itself (public: it is useless without the engineer's private key)."""
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(String(255))
+    revoke_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_access_grants_engineer", "engineer"),
+                      UniqueConstraint("key_id", name="uq_access_key_id"))
+
+
+class SiteSanction(Base):
+    """A warning, freeze or unfreeze of one site's SPSE by LKPP (clause 6.2.20), with its reason."""
+
+    __tablename__ = "site_sanctions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    site: Mapped[str] = mapped_column(String(255))
+    action: Mapped[str] = mapped_column(String(16))
+    """warn, freeze or unfreeze."""
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    applied: Mapped[bool] = mapped_column(Boolean)
+    """The site confirmed the action (its result record); false: it failed or was not reached."""
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id", ondelete="SET NULL"))
+
+    __table_args__ = (Index("ix_site_sanctions_site_at", "site", "at"),)
 
 
 # --- audit-log witness and evidence exports (migration 0010, issue 11) ---
