@@ -109,3 +109,58 @@ def remove_view(client, bucket: str, view_prefix: str) -> int:
         client.delete_objects(Bucket=bucket, Delete={"Quiet": True, "Objects": [
             {"Key": v.key, "VersionId": v.version_id} for v in batch]})
     return len(versions)
+
+
+# --- one signed PUT, cheap enough for every audit write (the audit-log witness) ---------------------
+
+
+class PutError(Exception):
+    """A signed PUT was refused or failed; ``status`` is the HTTP status (None when no answer came)."""
+
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+def signed_put(endpoint: str, ca_cert: str | None, access_key: str, secret_key: str, bucket: str, key: str,
+               body: bytes, content_type: str = "application/octet-stream", timeout: float = 5.0) -> str | None:
+    """PUT *body* at ``bucket/key`` (path-style) and return the version id; raise PutError otherwise.
+
+    Signed by botocore's own SigV4 signer and sent over one ``http.client`` connection: a fraction of the
+    CPU of creating a boto3 client (which loads the whole S3 service model), for a caller that writes one
+    small object per process, such as the witness after an audit write.
+    """
+    import http.client
+    import ssl
+    from urllib.parse import quote, urlsplit
+
+    from botocore.auth import S3SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    base = urlsplit(endpoint)
+    path = f"{base.path.rstrip('/')}/{quote(bucket)}/{quote(key)}"
+    request = AWSRequest(method="PUT", url=f"{base.scheme}://{base.netloc}{path}", data=body,
+                         headers={"Content-Type": content_type})
+    S3SigV4Auth(Credentials(access_key, secret_key), "s3", "us-east-1").add_auth(request)
+    prepared = request.prepare()
+    if base.scheme == "https":
+        context = ssl.create_default_context(cafile=ca_cert) if ca_cert else ssl.create_default_context()
+        connection: http.client.HTTPConnection = http.client.HTTPSConnection(base.hostname, base.port, timeout=timeout,
+                                                                             context=context)
+    else:
+        connection = http.client.HTTPConnection(base.hostname, base.port, timeout=timeout)
+    try:
+        connection.request("PUT", path, body=body, headers=dict(prepared.headers.items()))
+        answer = connection.getresponse()
+        text = answer.read(4096).decode("utf-8", errors="replace")
+    except (OSError, http.client.HTTPException) as error:
+        raise PutError(f"PUT {bucket}/{key} at {endpoint} failed: {error}") from error
+    finally:
+        connection.close()
+    if not 200 <= answer.status < 300:
+        code = text.split("<Code>", 1)[1].split("</Code>", 1)[0] if "<Code>" in text else None
+        raise PutError(f"PUT {bucket}/{key} at {endpoint} refused: HTTP {answer.status} {code or ''}".rstrip(),
+                       answer.status, code)
+    return answer.getheader("x-amz-version-id")
