@@ -144,22 +144,27 @@ def audit_scores(rows: Sequence) -> str | None:
         axis.set_xlim(0, 105)
         axis.invert_yaxis()
         axis.set_xlabel("Skor audit (0-100)")
-        axis.legend(frameon=False, fontsize=8, loc="lower right")
+        axis.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(figure, "Skor audit kepatuhan per situs")
 
 
-def drills(rows: Sequence) -> str | None:
-    """Return bars of each drill's measured RTO (minutes) against its target, or None."""
+def drills(rows: Sequence, scenario_names: dict[str, str] | None = None) -> str | None:
+    """Return bars of each drill's measured RTO (minutes) against its target, or None.
+
+    *scenario_names* maps a runbook scenario to its Indonesian name for the labels."""
     measured = [row for row in rows if row.rto_s is not None]
     if not measured:
         return None
+    names_of = scenario_names or {}
     with matplotlib.rc_context(STYLE):
-        figure = _figure(7.2, 0.6 + 0.35 * len(measured))
+        figure = _figure(7.2, 1.0 + 0.35 * len(measured))
         axis = figure.subplots()
-        names = [f"{row.scenario} · {row.site}" for row in measured]
+        names = [f"{names_of.get(row.scenario, row.scenario)} · {row.site}" for row in measured]
         colours = [BAD_COLOUR if row.met is False else CURRENT_COLOUR for row in measured]
         bars = axis.barh(names, [row.rto_s / 60 for row in measured], color=colours, label="RTO terukur")
-        axis.bar_label(bars, fmt="%.1f", fontsize=8, padding=2)
+        axis.bar_label(bars, labels=[_decimal(round(row.rto_s / 60, 1), 0) for row in measured], fontsize=8,
+                       padding=2)
+        axis.xaxis.set_major_formatter(FuncFormatter(_decimal))
         targets = [(name, row.targets.get("rto_s")) for name, row in zip(names, measured, strict=True)
                    if row.targets.get("rto_s")]
         if targets:
@@ -167,5 +172,5 @@ def drills(rows: Sequence) -> str | None:
                          color="black", zorder=3, label="target RTO")
         axis.invert_yaxis()
         axis.set_xlabel("RTO (menit)")
-        axis.legend(frameon=False, fontsize=8, loc="lower right")
+        axis.legend(frameon=False, fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
         return _svg(figure, "RTO uji pemulihan bencana terhadap target")

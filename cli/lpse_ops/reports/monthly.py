@@ -54,11 +54,14 @@ def percent(value: float | None, digits: int = 1) -> str:
 
 
 def duration(seconds: float | None) -> str:
-    """Return *seconds* in words ("1 jam 5 menit"); under a minute in seconds ("40 detik")."""
+    """Return *seconds* in words: "40 detik", "1 menit 35 detik", "1 jam 5 menit"."""
     if seconds is None:
         return "-"
     if seconds < 60:
         return f"{number(seconds, 0 if float(seconds).is_integer() else 1)} detik"
+    if seconds < 3600:
+        minutes, rest = divmod(int(round(seconds)), 60)
+        return f"{minutes} menit" + (f" {rest} detik" if rest else "")
     return dates.format_duration(timedelta(seconds=seconds))
 
 
@@ -115,7 +118,7 @@ def context(data: ReportData) -> dict[str, Any]:
                 last_moment.astimezone(dates.zone(NATIONAL_ZONE)).date())),
             "trend": svg(charts.trend(data.trend, previous_label, data.period.label)) if data.previous else None,
             "audits": svg(charts.audit_scores(data.audits)),
-            "drills": svg(charts.drills(data.drills)),
+            "drills": svg(charts.drills(data.drills, SCENARIOS)),
         },
         "by_site": _by_site(data),
     }
