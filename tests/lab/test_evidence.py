@@ -79,8 +79,10 @@ def test_full_chain_rewrite_passes_the_chain_checks_and_is_caught_by_the_witness
                                               "result": "failed" if number == 3 else "ok"})
     url, head = own_store.url.render_as_string(hide_password=False), str(own_store.head_path)
     verify = ("audit-log", "verify", "--witness", "--state-url", url, "--head-path", head, "--json")
-    code, report, output = run_cli(*verify)
-    assert code == 0 and report["witness"]["witnessed_seq"] == 6 and report["witness"]["lag"] == 0, output
+    from lpse_ops.state import witness
+
+    before = witness.check(own_store)  # in-process: the CLI is run once, below, where it matters
+    assert before.ok and before.witnessed_seq == 6 and before.lag == 0, before.as_dict()
 
     _rewrite_whole_chain(own_store, forged_seq=3)
     assert own_store.audit_verify().ok  # the chain and the new anchor agree: alone, the control machine is fooled
@@ -162,8 +164,8 @@ def test_evidence_export_of_the_lab_store_verifies_and_one_altered_byte_is_named
     assert code == 0, output
     assert report["audit"]["site_entries"] >= 1 and report["witness"]["configured"] is True
     assert report["witness"]["covering_seq"] is not None and report["witness"]["check_at_export"]["ok"], report
-    code, verdict, output = run_cli("evidence", "verify", str(out), "--trusted-keys", str(trusted), "--json")
-    assert code == 0 and verdict["ok"] and verdict["witness_objects"] >= 1, output
+    intact = evidence.verify(out, trusted)  # in-process; the CLI verifies the altered copy below
+    assert intact.ok and intact.witness_objects >= 1, intact.as_dict()
 
     with tarfile.open(out) as tar:  # one byte inside the newest site entry: this export's own run.start
         member = tar.getmember("audit/site-entries.jsonl")
