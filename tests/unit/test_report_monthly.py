@@ -8,6 +8,7 @@ month gets right: an incident opened 2026-10-31 17:30 UTC is 1 November 00:30 WI
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -305,3 +306,41 @@ def test_report_cli_refuses_bad_month_and_mixed_periods(tmp_path: Path) -> None:
     result = runner.invoke(main, ["report", "monthly", "--format", "docx", "--out", str(out)])
     assert result.exit_code == 2 and "html, pdf" in result.output
     assert not out.exists()
+
+
+def test_report_pdf_without_chromium_refused_before_writing(recorded: str, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a machine without chromium
+    out = tmp_path / "out"
+    with StateStore.open(recorded) as store:
+        before = len(store.list_runs(limit=1000))
+    with pytest.raises(report.ReportRefused, match="apt-get install chromium"):
+        report.generate(report.ReportRequest(kind="monthly", period=report.month_period("2026-11"), out_dir=out,
+                                             formats=("html", "pdf"), state_url=recorded))
+    assert not out.exists()
+    with StateStore.open(recorded) as store:
+        assert len(store.list_runs(limit=1000)) == before  # nothing recorded either
+
+
+def test_report_html_only_recorded_as_run_with_digest(recorded: str, tmp_path: Path) -> None:
+    outcome = report.generate(report.ReportRequest(kind="compliance", period=report.month_period("2026-11"),
+                                                   out_dir=tmp_path, formats=("html",), state_url=recorded))
+    html = outcome.files["html"]
+    assert html.name == "laporan-kepatuhan-2026-11-01_2026-11-30.html" and list(outcome.files) == ["html"]
+    store = StateStore.open(recorded)
+    try:
+        run = store.get_run(outcome.run_id)
+        finish = [entry for entry in store.audit_entries() if entry["operation"] == "run.finish"][-1]
+    finally:
+        store.close()
+    assert run["operation"] == "report.compliance" and run["result"] == "ok"
+    assert run["summary"]["sha256"]["html"] == hashlib.sha256(html.read_bytes()).hexdigest()
+    assert finish["detail"]["run_id"] == outcome.run_id  # the audit log names the report run
+
+
+def test_report_cli_unreadable_inventory_given_refused(recorded: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(main, ["report", "monthly", "--month", "2026-11", "--format", "html", "--out",
+                                       str(tmp_path / "out"), "--state-url", recorded, "-i", str(tmp_path / "none")])
+    assert result.exit_code == 1, result.output
+    assert "cannot be parsed" in result.output and "fix -i" in result.output
+    assert not (tmp_path / "out").exists()

@@ -50,11 +50,16 @@ def _common(function):
 
 
 def _sites(inventory_path: Path | None) -> tuple[dict[str, str], dict[str, str], str]:
+    """Return the sites' zones and names from the inventory. One given with -i must be readable; the
+    default one (the lab's) may be gone, and then every time is shown in WIB, with a warning."""
     if inventory_path is None:
         return {}, {}, ""
     try:
         zones, names = report_action.inventory_sites(inventory_path)
     except report_action.ReportRefused as error:
+        source = click.get_current_context().get_parameter_source("inventory_path")
+        if source == click.core.ParameterSource.COMMANDLINE:
+            raise terminal.fail(f"{error}: fix -i, or leave it out to show every time in WIB") from error
         terminal.warn(f"site time zones not read ({error}): every time is shown in WIB")
         return {}, {}, ""
     return zones, names, f"site_timezone dari inventaris {inventory_path.name}"
