@@ -346,7 +346,7 @@ def test_half_configured_witness_is_named_and_the_write_still_happens(lpse_home,
         (row,) = witness.progress(store)
         assert row["target"] == "(misconfigured)" and row["last_error"].startswith(
             "LPSE_OPS_WITNESS_ENDPOINT is set but LPSE_OPS_WITNESS_BUCKET, LPSE_OPS_WITNESS_ACCESS_KEY, "
-            "LPSE_OPS_WITNESS_SECRET_KEY is not")
+            "LPSE_OPS_WITNESS_SECRET_KEY are not")
 
 
 def test_no_witness_configured_means_no_progress_rows(lpse_home) -> None:

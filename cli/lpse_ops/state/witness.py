@@ -90,8 +90,8 @@ def target() -> WitnessTarget | None:
                                             ("LPSE_OPS_WITNESS_ACCESS_KEY", env.witness_access_key),
                                             ("LPSE_OPS_WITNESS_SECRET_KEY", env.witness_secret_key)) if not value]
         if missing:
-            raise WitnessError(f"LPSE_OPS_WITNESS_ENDPOINT is set but {', '.join(missing)} is not "
-                               "(docs/settings.md)")
+            raise WitnessError(f"LPSE_OPS_WITNESS_ENDPOINT is set but {', '.join(missing)} "
+                               f"{'is' if len(missing) == 1 else 'are'} not (docs/settings.md)")
         return WitnessTarget(env.witness_endpoint, env.witness_bucket or "", env.witness_access_key or "",
                              env.witness_secret_key or "", str(env.witness_ca) if env.witness_ca else None)
     path = config.home() / "lab" / "s3-credentials.json"
@@ -331,7 +331,7 @@ def compare(chain: Iterable[Mapping[str, Any]], objects: Iterable[WitnessObject]
                         "tried to delete them; their locked versions are still there and were compared")
     top = max((item.seq for item in witnessed if hashes.get(item.seq) == item.hash), default=None)
     lag = (head or 0) - (top or 0)
-    if head is not None and lag:
+    if head is not None and lag and not problems:
         warnings.append(f"the witness is {lag} entr{'y' if lag == 1 else 'ies'} behind the chain "
                         f"(witnessed up to {top or 'nothing'}, head {head}): entries after it are not yet witnessed")
     return WitnessCheck(ok=not problems, witnessed=len(witnessed), head_seq=head, witnessed_seq=top, lag=lag,
