@@ -411,6 +411,7 @@ def run(request: DrillRequest) -> DrillResult:
         measured: dict[str, float | None] = {"rto_s": None, "rpo_db_s": None, "rpo_docs_s": None}
         try:
             shell = SiteShell(request.site, hostvars)
+            shell.run("true", timeout=60)  # the SSH connection is open before the fault, not during it
             prefix = f"DRILL{drill_id}"
             log_path = config.home() / "drills" / f"drill-{drill_id}-markers.jsonl"
             workload = MarkerWorkload(site_url(hostvars), prefix, log_path, request.marker_interval_s)
@@ -429,18 +430,18 @@ def run(request: DrillRequest) -> DrillResult:
                 state_url=request.state_url, progress=say, output=request.step_output))
             runbook_dict = book.as_dict()
             for step in book.steps:
-                timeline.add(f"step_{step.status}", step=step.step.id, exit_code=step.exit_code,
-                             duration_s=round(step.duration_s, 1))
+                timeline.add(f"step_{step.status}", at=step.finished_at, step=step.step.id,
+                             exit_code=step.exit_code, duration_s=round(step.duration_s, 1))
             timeline.add("runbook_finished", result=book.result, failed_step=book.failed_step, run_id=book.run_id)
             if book.result != "ok":
                 outcome["failed_step"] = book.failed_step
             verified, markers, problem = _verify(shell, hostvars, prefix, workload.acks, fault_at, timeline)
             measured["rpo_db_s"] = markers.get("rpo_db_s")
             measured["rpo_docs_s"] = markers.get("rpo_docs_s")
-            if verified and problem is None:
-                measured["rto_s"] = round((verified - fault_at).total_seconds(), 1)
             if outcome["failed_step"] is None and problem is not None:
                 outcome["failed_step"] = problem
+            if verified and outcome["failed_step"] is None:  # a failed recovery has no recovery time
+                measured["rto_s"] = round((verified - fault_at).total_seconds(), 1)
             outcome["ok"] = outcome["failed_step"] is None
         except Exception as error:  # noqa: BLE001 - a drill that breaks down is a failed drill, recorded
             timeline.add("drill_error", error=str(error)[-500:])
@@ -453,6 +454,7 @@ def run(request: DrillRequest) -> DrillResult:
                 shell.close()
         met = bool(outcome["ok"]) and targets_met(measured, targets)
         finished = timeline.add("drill_finished", ok=outcome["ok"], met=met, failed_step=outcome["failed_step"])
+        timeline.events.sort(key=lambda event: event["at"])  # step events are added after the runbook, at their time
         drill_state.finish_drill(store, drill_id, ok=bool(outcome["ok"]), failed_step=outcome["failed_step"],
                                  met=met, timeline=timeline.events, finished_at=finished,
                                  detail={"markers": markers, "runbook_run_id": (runbook_dict or {}).get("run_id"),

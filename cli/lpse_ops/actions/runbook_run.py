@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,11 +76,15 @@ class StepOutcome:
     run_id: int | None = None
     decision: str | None = None
     """For a failed step: stop, continue, or (on_failure=ask) what the operator decided."""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {**self.step.as_dict(), "status": self.status, "exit_code": self.exit_code,
                 "duration_s": round(self.duration_s, 1), "output_tail": self.output_tail, "run_id": self.run_id,
-                "decision": self.decision}
+                "decision": self.decision,
+                "started_at": self.started_at.isoformat(timespec="milliseconds") if self.started_at else None,
+                "finished_at": self.finished_at.isoformat(timespec="milliseconds") if self.finished_at else None}
 
 
 @dataclass
@@ -275,6 +280,7 @@ def _run_step(store: Any, request: RunbookRequest, parent_run_id: int, step: Pla
                                                 "section": step.section}, [request.site], parent_id=parent_run_id)
     env = dict(os.environ, LPSE_OPS_PARENT_RUN=str(step_run), LPSE_OPS_INVENTORY=str(request.inventory))
     tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
+    started_at = datetime.now(UTC)
     started = time.monotonic()
     exit_code: int | None
     try:
@@ -301,7 +307,8 @@ def _run_step(store: Any, request: RunbookRequest, parent_run_id: int, step: Pla
         raise
     duration = time.monotonic() - started
     status = "ok" if exit_code == 0 else "warning" if exit_code in WARNING_EXIT_CODES else "failed"
-    outcome = StepOutcome(step, status, exit_code, duration, "\n".join(tail), step_run)
+    outcome = StepOutcome(step, status, exit_code, duration, "\n".join(tail), step_run, started_at=started_at,
+                          finished_at=datetime.now(UTC))
     store.finish_run(step_run, "failed" if status == "failed" else "ok",
                      {request.site: {"status": status, "failed": int(status == "failed"), "exit_code": exit_code,
                                      "duration_s": round(duration, 1)}},

@@ -1,0 +1,80 @@
+"""DR drills on the lab's site1 (issue 9): refused where not allowed, a made-to-fail drill reported as failed at
+its step, and a rows-deleted drill that recovers the markers and meets its targets. Runs late (LATE_MODULES):
+it leaves site1 serving with every referenced document in place."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import yaml
+
+from lpse_ops.state import StateStore
+from lpse_ops.state import drills as drill_state
+from tests.lab.labkit import SITE, documents_not_matching, inventory_for, run_cli, sql
+
+
+def lab_site_vars() -> dict:
+    from lpse_ops.lab import lab as lab_actions
+
+    data = yaml.safe_load(lab_actions.inventory_path().read_text())
+    return dict(data["all"]["children"]["sites"]["hosts"][SITE])
+
+
+def drills_recorded() -> list[dict]:
+    with StateStore.open() as store:
+        return drill_state.list_drills(store)
+
+
+def test_a_site_not_marked_drillable_is_refused_with_the_reason(backed_up, tmp_path):
+    before = len(drills_recorded())
+    production = inventory_for(tmp_path / "production.yml", {SITE: {**lab_site_vars(),
+                                                                    "lpse_environment": "production"}})
+    code, _, output = run_cli("drill", "run", "rows-deleted", "--site", SITE, "-i", str(production), "--json")
+    assert code == 1
+    assert f"{SITE} is not drillable: lpse_environment is production and site_drill_allowed is not set" in output
+    opted_out = inventory_for(tmp_path / "lab.yml", {SITE: {**lab_site_vars(), "site_drill_allowed": False}})
+    code, _, output = run_cli("drill", "run", "rows-deleted", "--site", SITE, "-i", str(opted_out), "--json")
+    assert code == 1 and f"{SITE} is not drillable: site_drill_allowed is false" in output
+    assert len(drills_recorded()) == before  # nothing recorded, nothing touched
+
+
+def test_a_drill_whose_recovery_cannot_work_fails_naming_the_step(backed_up):
+    # A recovery point a day before the oldest backup: the runbook's restore step cannot succeed.
+    impossible = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    code, report, output = run_cli("drill", "run", "rows-deleted", "--site", SITE, "--target-time", impossible,
+                                   "--warmup-markers", "3", "--json")
+    assert code == 3, output
+    assert report["ok"] is False and report["met"] is False
+    assert report["failed_step"] == "restore-before-mistake"
+    assert report["runbook"]["failed_step"] == "restore-before-mistake"
+    restore = next(step for step in report["runbook"]["steps"] if step["id"] == "restore-before-mistake")
+    assert restore["status"] == "failed" and restore["exit_code"] not in (0, None)
+    assert report["rto_s"] is None  # never "recovered"
+    recorded = drills_recorded()[-1]
+    assert (recorded["id"], recorded["ok"], recorded["failed_step"]) == (report["id"], False, "restore-before-mistake")
+    assert "fault_injected" in [event["event"] for event in recorded["timeline"]]
+    assert documents_not_matching() == []  # the site was left as the fault left it: serving, consistent
+
+
+def test_rows_deleted_drill_brings_the_markers_back_within_the_targets(backed_up):
+    code, report, output = run_cli("drill", "run", "rows-deleted", "--site", SITE, "--warmup-markers", "5", "--json")
+    assert code == 0, output
+    assert report["ok"] is True and report["met"] is True and report["failed_step"] is None
+    markers = report["markers"]
+    # every marker acknowledged before the DELETE's second is back, rows and documents, checked here by hand too
+    present = int(sql(f"SELECT count(*) FROM tenders WHERE code LIKE 'DRILL{report['id']}-%'"))
+    assert present == markers["tenders_present"] >= 4
+    assert markers["last_tender_present"] >= markers["last_acknowledged_before_fault"] - 2
+    assert 0 <= report["rpo_db_s"] <= report["targets"]["rpo_db_s"] == 60
+    assert 0 <= report["rpo_docs_s"] <= report["targets"]["rpo_docs_s"] == 300
+    assert report["rto_s"] <= report["targets"]["rto_s"]
+    assert markers["consistency"]["not_matching_count"] == 0 and documents_not_matching() == []
+    events = [event["event"] for event in report["timeline"]]
+    assert events.index("fault_injected") < events.index("runbook_started") < events.index("data_verified")
+    assert report["last_drill_line"].startswith("last_drill: ")
+    with StateStore.open() as store:
+        steps = store.list_runs(limit=100, parent_id=report["runbook"]["run_id"], operation="runbook.step")
+        assert {step["args"]["step"] for step in steps} >= {"restore-before-mistake", "site-healthy"}
+        book = store.get_run(report["runbook"]["run_id"])
+        assert book["parent_id"] == report["run_id"] and book["result"] == "ok"
+        assert store.list_locks() == []
