@@ -344,3 +344,27 @@ def test_report_cli_unreadable_inventory_given_refused(recorded: str, tmp_path: 
     assert result.exit_code == 1, result.output
     assert "cannot be parsed" in result.output and "fix -i" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_report_large_fleet_lists_only_sites_needing_attention() -> None:
+    from lpse_ops.reports import monthly
+
+    store = StateStore.open("sqlite://")
+    try:
+        for number in range(1, 41):  # 40 sites, 3 of them still on 1.0
+            store.record_probe(f"lpse{number:03d}", {
+                "reachable": True, "spse_version": "1.0" if number in (7, 21, 33) else "1.2", "fault_codes": [],
+                "disk_used_percent": float(number), "memory_available_percent": 50.0, "load_5m": 0.5, "cpus": 2,
+                "facts": {}}, probed_at=utc("2026-11-10T03:00:00+00:00"))
+        data = report.gather(store, report.ReportRequest(kind="monthly", period=report.month_period("2026-11")))
+    finally:
+        store.close()
+    html = monthly.render_html(data)
+    section = html[html.index('id="progres-implementasi"'):html.index('id="utilitas"')]
+    assert "37 dari 40 situs" in section
+    assert "3 dari 40" in section  # only the sites behind are listed
+    assert all(f"<td>lpse{number:03d}</td>" in section for number in (7, 21, 33))
+    assert "<td>lpse001</td>" not in section
+    utilisation = html[html.index('id="utilitas"'):html.index('id="permintaan-layanan"')]
+    assert "<td>lpse040</td>" in utilisation and "<td>lpse010</td>" not in utilisation  # the 30 fullest disks
+    assert "30 situs dengan disk terpakai tertinggi dari 40 situs" in utilisation

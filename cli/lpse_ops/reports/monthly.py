@@ -10,6 +10,7 @@ nothing: the PDF is this page printed by Chromium.
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import datetime, timedelta
 from functools import cache
 from pathlib import Path
@@ -28,6 +29,9 @@ TITLES = {"monthly": "Laporan Bulanan Pemantauan dan Evaluasi Layanan SPSE",
           "compliance": "Laporan Pencapaian dan Kepatuhan Service Level Agreement"}
 SENDER = "Lembaga Kebijakan Pengadaan Barang/Jasa Pemerintah (LKPP)"
 NO_DATA = "tidak ada data"
+MAX_ROWS = 30
+"""A fleet larger than this lists in its per-site tables only the sites that need attention (not on the
+current release, a failed or missing backup verification) and the fullest disks, with a note saying so."""
 
 RESULTS = {"ok": "berhasil", "failed": "gagal", "error": "galat", "aborted": "dibatalkan", None: "berjalan"}
 OPERATIONS = {"install": "Instalasi SPSE", "upgrade.rollout": "Upgrade SPSE", "upgrade.rollback": "Rollback SPSE"}
@@ -121,6 +125,8 @@ def context(data: ReportData) -> dict[str, Any]:
             "drills": svg(charts.drills(data.drills, SCENARIOS)),
         },
         "by_site": _by_site(data),
+        "versions": Counter(site.version or NO_DATA for site in data.release.sites).most_common(),
+        "max_rows": MAX_ROWS,
     }
 
 
