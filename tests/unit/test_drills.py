@@ -48,3 +48,75 @@ def test_finishing_an_unknown_drill_is_refused(tmp_path):
     with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}") as store, \
             pytest.raises(StateError, match="drill 42 not found"):
         drill_state.finish_drill(store, 42, ok=True)
+
+
+# -- actions/drill.py: the pure rules ---------------------------------------------------------------
+
+from lpse_ops.actions import drill as drill_action  # noqa: E402
+
+
+@pytest.mark.parametrize("hostvars, allowed, reason", [
+    ({"lpse_environment": "lab"}, True, "lpse_environment is lab"),
+    ({"lpse_environment": "staging"}, True, "lpse_environment is staging"),
+    ({"lpse_environment": "production"}, False, "lpse_environment is production and site_drill_allowed is not set"),
+    ({}, False, "lpse_environment is unset and site_drill_allowed is not set"),
+    ({"lpse_environment": "production", "site_drill_allowed": True}, True, "site_drill_allowed is true"),
+    ({"lpse_environment": "lab", "site_drill_allowed": False}, False, "site_drill_allowed is false"),
+    ({"lpse_environment": "lab", "site_drill_allowed": "no"}, False, "site_drill_allowed is false"),
+])
+def test_which_sites_may_be_drilled(hostvars, allowed, reason):
+    got_allowed, got_reason = drill_action.drillable(hostvars)
+    assert got_allowed is allowed and got_reason.startswith(reason)
+
+
+def acks(*pairs: tuple[int, float]) -> list[dict]:
+    base = datetime(2026, 11, 28, 1, 0, tzinfo=UTC)
+    return [{"seq": seq, "tender_ack": (base + timedelta(seconds=at)).isoformat()} for seq, at in pairs]
+
+
+def test_rpo_is_the_gap_from_the_last_acknowledged_before_the_fault_to_the_last_present():
+    log = acks((1, 0), (2, 1), (3, 2), (4, 3), (5, 4.5))
+    fault = datetime(2026, 11, 28, 1, 0, 4, tzinfo=UTC)  # marker 5 was acknowledged after the fault
+    assert drill_action.rpo_seconds(log, {1, 2, 3, 4}, fault, "tender_ack") == 0.0
+    assert drill_action.rpo_seconds(log, {1, 2}, fault, "tender_ack") == 2.0
+    assert drill_action.rpo_seconds(log, {1, 2, 3, 4, 5}, fault, "tender_ack") == 0.0
+    assert drill_action.rpo_seconds(log, set(), fault, "tender_ack") == 3.0  # none back: a lower bound
+    assert drill_action.rpo_seconds(log, {1}, datetime(2026, 11, 28, 0, 59, tzinfo=UTC), "tender_ack") is None
+
+
+def test_rpo_does_not_depend_on_the_zone_the_times_were_written_in():
+    jayapura = [{"seq": 1, "tender_ack": "2026-11-28T10:00:00+09:00"},
+                {"seq": 2, "tender_ack": "2026-11-28T10:00:07+09:00"}]
+    fault = datetime(2026, 11, 28, 1, 0, 8, tzinfo=UTC)
+    assert drill_action.rpo_seconds(jayapura, {1}, fault, "tender_ack") == 7.0
+
+
+def test_targets_met_needs_every_measure_at_or_under_its_target():
+    targets = {"rto_s": 1800, "rpo_db_s": 60, "rpo_docs_s": 300}
+    assert drill_action.targets_met({"rto_s": 1800, "rpo_db_s": 60, "rpo_docs_s": 0}, targets)
+    assert not drill_action.targets_met({"rto_s": 1800.1, "rpo_db_s": 1, "rpo_docs_s": 0}, targets)
+    assert not drill_action.targets_met({"rto_s": 10, "rpo_db_s": None, "rpo_docs_s": 0}, targets)
+    assert drill_action.targets_met({"rto_s": 10, "rpo_db_s": None, "rpo_docs_s": 0}, {"rto_s": 60})
+
+
+def test_the_last_drill_line_is_utc_whatever_the_zone():
+    finished = datetime(2026, 11, 28, 16, 40, 12, tzinfo=JAYAPURA)
+    assert drill_action.last_drill_line(finished) == "last_drill: 2026-11-28T07:40:12Z"
+
+
+def test_drill_run_refuses_a_production_site_before_touching_it(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  vars:\n    lpse_environment: production\n  children:\n    sites:\n      hosts:\n"
+                         "        site1:\n          ansible_host: 192.0.2.1\n")
+    done = subprocess.run([str(Path(sys.executable).with_name("lpse-ops")), "drill", "run", "rows-deleted",
+                           "--site", "site1", "-i", str(inventory)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 1
+    assert ("site1 is not drillable: lpse_environment is production and site_drill_allowed is not set"
+            in " ".join(done.stderr.split())), done.stderr
+    with StateStore.open() as store:
+        assert drill_state.list_drills(store) == [] and store.list_runs() == []
