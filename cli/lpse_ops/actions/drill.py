@@ -522,11 +522,11 @@ def _recovery_values(request: DrillRequest, shell: SiteShell, values: dict[str, 
         values = {"target_time": floor_second(snapshot).strftime("%Y-%m-%dT%H:%M:%SZ")}
         timeline.add("recovery_point_chosen", reason="the last documents snapshot", snapshot=snapshot.isoformat())
     elif request.scenario == "database-corrupted":
-        archived = _last_archived_wal_time(shell)
-        target = floor_second(archived) - timedelta(seconds=2)
+        archived = _newest_archived_segment_time(shell)
+        target = floor_second(archived) - timedelta(seconds=5)
         values = {"target_time": target.strftime("%Y-%m-%dT%H:%M:%SZ")}
-        timeline.add("recovery_point_chosen", reason="2 s before the last archived WAL segment",
-                     last_archived=archived.isoformat())
+        timeline.add("recovery_point_chosen", reason="5 s before the newest WAL segment in the local repository "
+                     "(PostgreSQL is down: what is not archived is lost)", newest_segment=archived.isoformat())
     if request.target_time is not None:
         values = {"target_time": request.target_time.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")}
         timeline.add("recovery_point_overridden", target_time=values["target_time"])
@@ -545,6 +545,16 @@ def _last_archived_wal_time(shell: SiteShell) -> datetime:
     if not out:
         return datetime.fromtimestamp(0, UTC)
     return datetime.fromisoformat(out).replace(tzinfo=UTC)
+
+
+def _newest_archived_segment_time(shell: SiteShell) -> datetime:
+    """When the newest WAL segment reached the local pgBackRest repository (its file's time), PostgreSQL down."""
+    out = shell.run("path=$(sed -n 's/^repo1-path=//p' /etc/pgbackrest/pgbackrest.conf); "
+                    "find \"${path:-/var/lib/pgbackrest}/archive\" -type f -regextype posix-extended "
+                    "-regex '.*/[0-9A-F]{24}-[0-9a-f]+(\\.[a-z0-9]+)?' -printf '%T@\\n' | sort -n | tail -1").strip()
+    if not out:
+        raise RuntimeError("no archived WAL segment in the local pgBackRest repository")
+    return datetime.fromtimestamp(float(out), UTC)
 
 
 def _last_snapshot(shell: SiteShell) -> datetime:
