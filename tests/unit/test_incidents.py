@@ -218,6 +218,9 @@ def test_priority_table_extra_dates_file_adds_days_off(tmp_path: Path) -> None:
     response_due, _ = policy.due("P1", FRIDAY_1550_WIB, "Asia/Jakarta")
     assert response_due == datetime(2026, 11, 24, 8, 20, tzinfo=WIB)  # Monday 23 is a day off
     assert "1 extra date" in policy.holiday_source
+    # the calendar in force names its days the Indonesian way (as the statement and `incident table` show them)
+    assert policy.working_time.holiday(datetime(2026, 12, 25).date()) == "Hari Raya Natal"
+    assert policy.working_time.holiday(datetime(2026, 11, 23).date()) == "Libur daerah Kabupaten"
 
 
 def test_site_info_refuses_site_without_zone_or_outside_sites() -> None:

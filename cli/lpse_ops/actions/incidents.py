@@ -217,7 +217,7 @@ def load_policy(path: Path | None = None) -> IncidentPolicy:
     categories = tuple(holidays_conf.get("categories") or ("public",))
     calendar = None
     try:
-        calendar = HolidayCalendar(country=country, categories=categories, language=None, extra=extra)
+        calendar = HolidayCalendar(country=country, categories=categories, language="id", extra=extra)
     except WorkingTimeError as error:
         problems.append(f"working_time.holidays: {error}")
     start, end = time.fromisoformat(work["start"]), time.fromisoformat(work["end"])

@@ -270,7 +270,7 @@ def get_incident(store: StateStore, incident_id: int, now: datetime | None = Non
 def list_incidents(store: StateStore, since: datetime | None = None, until: datetime | None = None, *,
                    now: datetime | None = None, site: str | None = None, kind: str | None = None,
                    status: str | None = None, breached: bool | None = None) -> list[dict[str, Any]]:
-    """Return the incidents and requests opened in [*since*, *until*), oldest first.
+    """Return the incidents and requests opened in [*since*, *until*) (naive times are taken as UTC), oldest first.
 
     Each is a dict with at least ``id, kind, site, priority, title, status, opened_at, responded_at,
     resolved_at, response_due, resolution_due, response_breached, resolution_breached, escalations
@@ -281,9 +281,9 @@ def list_incidents(store: StateStore, since: datetime | None = None, until: date
     moment = _utc(now) or datetime.now(UTC)
     query = select(Incident).options(selectinload(Incident.events)).order_by(Incident.opened_at, Incident.id)
     if since is not None:
-        query = query.where(Incident.opened_at >= _aware(since, "since"))
+        query = query.where(Incident.opened_at >= _utc(since))
     if until is not None:
-        query = query.where(Incident.opened_at < _aware(until, "until"))
+        query = query.where(Incident.opened_at < _utc(until))
     if site:
         query = query.where(Incident.site == site)
     if kind:
