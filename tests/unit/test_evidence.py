@@ -242,6 +242,14 @@ def test_verify_names_an_entry_that_disagrees_with_its_witnessed_head(tmp_path: 
     assert ("altered", evidence.WITNESS_OBJECTS, None) in findings
 
 
+def test_export_of_a_site_without_records_warns_about_the_site_name(tmp_path: Path, keys, filled) -> None:
+    year = datetime.now(UTC).year
+    since, until, period = evidence.parse_period(f"{year - 1}-12-31", f"{year + 1}-01-01", "Asia/Makassar")
+    result = evidence.export(evidence.ExportRequest("lab01", since, until, tmp_path / "x.tar", keys["private"], period))
+    assert any("holds nothing about lab01 in the period but this export: check --site" in w for w in result.warnings)
+    assert json.loads(dict(_members(result.path))["records/runs.json"])[0]["operation"] == "evidence.export"
+
+
 def test_export_refuses_an_existing_file_and_a_missing_key(tmp_path: Path, keys, filled) -> None:
     path = _export(tmp_path, keys)
     runner = CliRunner()

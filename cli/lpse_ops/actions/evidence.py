@@ -290,6 +290,9 @@ def export(request: ExportRequest) -> ExportResult:
                 warnings.append(f"the audit log is not intact ({len(chain_check.problems)} problem(s)): the bundle "
                                 "records it (audit-log verify)")
             site_entries = records.audit_for_site(store, request.site, since, until)
+            if not [e for e in site_entries if e["detail"].get("run_id") != run_id]:
+                warnings.append(f"the audit log holds nothing about {request.site} in the period but this export: "
+                                "check --site (an inventory host name, e.g. site1) and --from/--to/--tz")
             say("reading the witness")
             witness_summary, objects, covering = _witness_part(store, site_entries, warnings)
             first = site_entries[0]["seq"] if site_entries else None
