@@ -25,6 +25,8 @@ def s3(lab):
     from lpse_ops.lab import lab as lab_actions
 
     settings = json.loads((lab_actions.lab_dir() / "s3-credentials.json").read_text())
+    if "witness" not in settings["credentials"]:
+        pytest.fail("this lab was brought up before the audit-log witness existed: `lpse-ops lab down` and up again")
 
     def client(name: str):
         return lab_actions.s3_client(settings["endpoint_control"], settings["ca_cert"], settings["credentials"][name])
@@ -34,7 +36,7 @@ def s3(lab):
 
 
 @pytest.fixture
-def own_store(lab, tmp_path: Path):
+def own_store(s3, tmp_path: Path):
     """A state store of this test's own (SQLite in tmp), witnessed into the lab's bucket."""
     from lpse_ops.state import StateStore, witness
 
@@ -148,7 +150,7 @@ def test_a_witnessed_head_cannot_be_deleted_by_anyone(own_store, s3):
     assert check.ok and check.witnessed_seq == 1 and any("delete marker" in w for w in check.warnings), check.as_dict()
 
 
-def test_evidence_export_of_the_lab_store_verifies_and_one_altered_byte_is_named(lab, tmp_path):
+def test_evidence_export_of_the_lab_store_verifies_and_one_altered_byte_is_named(s3, tmp_path):
     from lpse_ops.actions import evidence
 
     keys = tmp_path / "keys"
