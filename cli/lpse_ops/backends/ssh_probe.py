@@ -45,6 +45,11 @@ KEX_ALGS = ("curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nist
             "diffie-hellman-group14-sha256")
 """Key exchanges offered, cheapest first; the post-quantum hybrids are left out on purpose."""
 
+ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20-poly1305@openssh.com",
+                   "aes128-ctr", "aes256-ctr")
+"""Ciphers offered, cheapest for the client first: asyncssh's chacha20-poly1305 (its default) builds a
+new cipher context for every packet; AES-GCM, in hardware, does not (bench/fleet_probe.py)."""
+
 CONNECTION_ERRORS = ("unreachable", "auth_failed", "host_key_mismatch", "host_key_unknown", "timeout", "ssh_error")
 """How a probe that got no answer failed (``SiteProbe.error``)."""
 
@@ -582,25 +587,59 @@ class RawResult:
     duration_s: float = 0.0
 
 
-async def _run_one(target: Target, command: str, timeout: float) -> RawResult:
+async def _connect(target: Target, timeout: float, state: dict[str, str]) -> Any:
+    """Open one SSH connection to *target* (handshake and authentication); raises what asyncssh raises."""
     import asyncssh
 
-    state: dict[str, str] = {"phase": "connect"}
-    started = time.monotonic()
     known = LOADED.known(target.known_hosts_file)
     client = _client_class()
+    keys = [LOADED.key(target.key_file)] if target.key_file else ()
+    return await asyncssh.connect(
+        target.address, port=target.port, username=target.user or (), client_keys=keys, known_hosts=known,
+        kex_algs=list(KEX_ALGS), encryption_algs=list(ENCRYPTION_ALGS),
+        client_factory=lambda: client(target, known, state), config=None,
+        agent_path=None, x509_trusted_certs=None, connect_timeout=timeout, login_timeout=timeout,
+        keepalive_interval=0)
+
+
+async def _command(conn: Any, target: Target, command: str, state: dict[str, str]) -> RawResult:
+    state["phase"] = "command"
+    done = await conn.run(command, check=False)
+    return RawResult(target, stdout=str(done.stdout or ""), stderr=str(done.stderr or ""),
+                     exit_status=done.exit_status)
+
+
+async def _run_one(target: Target, command: str, timeout: float, kept: dict[str, Any] | None = None) -> RawResult:
+    """Run *command* on *target* within *timeout* s; never raises (failures are classified).
+
+    With *kept* (host -> open connection), an open connection of the host is reused (a new session on
+    it, no handshake) and a new one is left open in *kept*; a kept connection that broke is dropped and
+    the host connected again, within the same bound.
+    """
+    state: dict[str, str] = {"phase": "connect"}
+    started = time.monotonic()
 
     async def session() -> RawResult:
-        keys = [LOADED.key(target.key_file)] if target.key_file else ()
-        async with asyncssh.connect(
-                target.address, port=target.port, username=target.user or (), client_keys=keys, known_hosts=known,
-                kex_algs=list(KEX_ALGS), client_factory=lambda: client(target, known, state), config=None,
-                agent_path=None, x509_trusted_certs=None, connect_timeout=timeout, login_timeout=timeout,
-                keepalive_interval=0) as conn:
-            state["phase"] = "command"
-            done = await conn.run(command, check=False)
-            return RawResult(target, stdout=str(done.stdout or ""), stderr=str(done.stderr or ""),
-                             exit_status=done.exit_status)
+        conn = kept.pop(target.host, None) if kept is not None else None
+        if conn is not None:
+            try:
+                result = await _command(conn, target, command, state)
+                kept[target.host] = conn
+                return result
+            except Exception:  # noqa: BLE001 - a broken kept connection: connect again below
+                conn.abort()
+                state["phase"] = "connect"
+        if kept is None:
+            async with await _connect(target, timeout, state) as conn:
+                return await _command(conn, target, command, state)
+        conn = await _connect(target, timeout, state)
+        try:
+            result = await _command(conn, target, command, state)
+        except BaseException:
+            conn.abort()
+            raise
+        kept[target.host] = conn
+        return result
 
     try:
         result = await asyncio.wait_for(session(), timeout)
@@ -612,16 +651,20 @@ async def _run_one(target: Target, command: str, timeout: float) -> RawResult:
 
 
 async def _run_all(targets: list[Target], timeout: float, concurrency: int,
-                   on_done: Callable[[RawResult], None] | None) -> list[RawResult]:
+                   on_done: Callable[[RawResult], None] | None, kept: dict[str, Any] | None = None,
+                   ) -> list[RawResult]:
     gate = asyncio.Semaphore(max(1, concurrency))
+    commands: dict[SiteFacts | None, str] = {}
 
     async def bounded(target: Target) -> RawResult:
         async with gate:
             try:
-                command = probe_script(target.facts or site_facts({}))
+                if target.facts not in commands:  # one script per distinct set of facts, not per host
+                    commands[target.facts] = probe_script(target.facts or site_facts({}))
+                command = commands[target.facts]
             except (OSError, ValueError) as error:
                 return RawResult(target, error="ssh_error", error_detail=f"no probe command: {error}")
-            result = await _run_one(target, command, timeout)
+            result = await _run_one(target, command, timeout, kept)
         if on_done:
             on_done(result)
         return result
@@ -636,6 +679,37 @@ def run_probes(targets: list[Target], *, timeout: float = 10.0, concurrency: int
     Returns one RawResult per target, in the targets' order; a failure is classified, never raised.
     """
     return asyncio.run(_run_all(targets, timeout, concurrency, on_done))
+
+
+class KeptProbes:
+    """Probes that keep their connections open between rounds: a watch loop, or a daemon's.
+
+    Use inside one event loop (``async with KeptProbes() as kept: await kept.run(targets)`` as often as
+    needed). The first round connects every host; later rounds open one new session on each kept
+    connection (no TCP or SSH handshake, no key exchange or authentication), reconnecting only the hosts
+    whose connection broke. Leaving the ``async with`` closes them all.
+    """
+
+    def __init__(self, *, timeout: float = 10.0, concurrency: int = 20) -> None:
+        self.timeout, self.concurrency = timeout, concurrency
+        self.connections: dict[str, Any] = {}
+
+    async def __aenter__(self) -> KeptProbes:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def run(self, targets: list[Target], on_done: Callable[[RawResult], None] | None = None,
+                  ) -> list[RawResult]:
+        """One round: a RawResult per target, in their order (as :func:`run_probes`)."""
+        return await _run_all(targets, self.timeout, self.concurrency, on_done, self.connections)
+
+    async def close(self) -> None:
+        connections, self.connections = list(self.connections.values()), {}
+        for conn in connections:
+            conn.close()
+        await asyncio.gather(*(conn.wait_closed() for conn in connections), return_exceptions=True)
 
 
 def to_probe(raw: RawResult, now: datetime | None = None, limits: Limits | None = None) -> SiteProbe:
