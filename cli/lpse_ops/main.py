@@ -24,6 +24,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
     ("lpse_ops.commands.fleet", "fleet"),
     ("lpse_ops.commands.runbook", "runbook"),
     ("lpse_ops.commands.access", "access"),
+    ("lpse_ops.commands.harden", "harden"), ("lpse_ops.commands.compliance", "audit"),
     ("lpse_ops.commands.freeze", "freeze"), ("lpse_ops.commands.freeze", "unfreeze"), ("lpse_ops.commands.freeze", "warn"),
     ("lpse_ops.commands.report", "report"),
     ("lpse_ops.commands.evidence", "evidence_group"),

@@ -10,6 +10,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
                         [--repo2-bucket BUCKET] [--restic-repo URL]
     lpse-backup checkpoint --name NAME | rollback-db --name NAME | compare --name NAME   (upgrades)
     lpse-backup traffic --since EPOCH [--until EPOCH] [--log PATH]   (requests to SPSE in a window)
+    lpse-backup audit [--lynis] [--no-aide]   (compliance facts; lpse-ops audit decides the controls)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
 what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
@@ -23,14 +24,16 @@ import os
 import sys
 from collections.abc import Callable
 
-from lpse_ops.site import checkpoint, listing, nginxlog, restore, run, settings, status, verify
+from lpse_ops.site import audit, checkpoint, listing, nginxlog, restore, run, settings, status, verify
 from lpse_ops.site.errors import Failure
 
 Action = Callable[[settings.Settings, argparse.Namespace], dict]
 ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
                               "restore": restore.main, "checkpoint": checkpoint.take,
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
-                              "traffic": nginxlog.main}
+                              "traffic": nginxlog.main, "audit": audit.main}
+# Subcommands that need no backup settings (they run on sites that are not backed up too).
+WITHOUT_SETTINGS = {"audit"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
@@ -62,6 +65,9 @@ def parser() -> argparse.ArgumentParser:
     traffic.add_argument("--since", required=True, type=float, help="window start, epoch seconds")
     traffic.add_argument("--until", type=float, help="window end, epoch seconds (default: now)")
     traffic.add_argument("--log", default=nginxlog.DEFAULT_LOG, help="the lpse_timed access log")
+    check_site = sub.add_parser("audit", help="compliance facts: sshd, SUID files, release, AIDE, firewall, ...")
+    check_site.add_argument("--lynis", action="store_true", help="also run Lynis and report its hardening index")
+    check_site.add_argument("--no-aide", action="store_true", help="skip AIDE's check")
     return top
 
 
@@ -70,6 +76,8 @@ def dispatch(args: argparse.Namespace, config_path: str, euid: int) -> dict:
     try:
         if euid != 0:
             raise Failure("not_root", "lpse-backup must run as root (sudo)", step="start")
+        if args.action in WITHOUT_SETTINGS:
+            return ACTIONS[args.action](None, args)
         return ACTIONS[args.action](settings.load(config_path), args)
     except Failure as failure:
         return {"action": args.action, "ok": False, **failure.as_fields()}

@@ -1,0 +1,271 @@
+"""``lpse-backup audit``: the compliance facts of one site, in one pass (clauses 6.2.7, 6.2.19, 6.1.4.3).
+
+Facts only, each part with what it read: effective sshd settings and config checksums, SUID files, the
+SPSE release against its bundle manifest, AIDE's check (the files it names), the firewall, unattended
+upgrades, ClamAV's last scan, auditd, kernel settings, the login policy, services, and (``--lynis``)
+Lynis's hardening index. The baseline the hardening role wrote (``/etc/lpse-hardening/baseline.json``)
+is returned as read. The control machine decides which controls pass (``lpse_ops.actions.compliance``).
+Needs no backup settings: it runs on a site that is neither backed up nor hardened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import tarfile
+import time
+
+from lpse_ops.site.clock import iso, now_utc
+
+BASELINE = "/etc/lpse-hardening/baseline.json"
+AIDE_CONF = "/etc/lpse-hardening/aide.conf"
+AIDE_DB = "/var/lib/lpse-hardening/aide.db"
+SPSE_BASE = "/opt/spse"
+SSHD_KEYS = ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication", "permitemptypasswords",
+             "pubkeyauthentication", "x11forwarding", "maxauthtries", "allowtcpforwarding", "allowagentforwarding",
+             "kexalgorithms", "ciphers", "macs", "loglevel", "clientaliveinterval", "hostbasedauthentication")
+LOGIN_KEYS = ("PASS_MAX_DAYS", "PASS_MIN_DAYS", "PASS_WARN_AGE", "UMASK", "ENCRYPT_METHOD")
+DEFAULT_SERVICES = ("avahi-daemon.service", "cups.service", "rpcbind.service", "exim4.service",
+                    "bluetooth.service")
+LYNIS_REPORT = "/var/lib/lpse-hardening/lynis-report.dat"
+
+
+def _run(argv: list[str], timeout: float = 120) -> tuple[int | None, str, str]:
+    """Run *argv*; return (exit code or None when missing or timed out, stdout, stderr)."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd="/")
+    except FileNotFoundError:
+        return None, "", f"{argv[0]} is not installed"
+    except subprocess.TimeoutExpired:
+        return None, "", f"{argv[0]} did not finish within {timeout} s"
+    return done.returncode, done.stdout, done.stderr
+
+
+def sha256_of(path: str) -> str | None:
+    """Return the file's sha256 (hex), or None when it does not exist."""
+    try:
+        with open(path, "rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def load_baseline(path: str = BASELINE) -> dict | None:
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def parse_sshd_t(text: str) -> dict[str, str]:
+    """Return the ``sshd -T`` output as {keyword: value} (first value of each keyword, lower-case keys)."""
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and key.lower() not in values:
+            values[key.lower()] = value.strip()
+    return values
+
+
+def ssh_facts(baseline: dict | None) -> dict:
+    code, out, err = _run(["/usr/sbin/sshd", "-T"])
+    effective = parse_sshd_t(out) if code == 0 else {}
+    dropin = (baseline or {}).get("sshd_dropin")
+    folder = "/etc/ssh/sshd_config.d"
+    return {"ok": code == 0, "error": None if code == 0 else err.strip()[-300:],
+            "effective": {key: effective.get(key) for key in SSHD_KEYS},
+            "sshd_config_sha256": sha256_of("/etc/ssh/sshd_config"),
+            "dropin": dropin, "dropin_sha256": sha256_of(dropin) if dropin else None,
+            "dropins": sorted(os.listdir(folder)) if os.path.isdir(folder) else []}
+
+
+def suid_facts() -> dict:
+    code, out, err = _run(["find", "/", "-xdev", "-type", "f", "-perm", "/6000", "-not", "-path", "/proc/*"],
+                          timeout=300)
+    return {"ok": code in (0, 1), "error": None if code in (0, 1) else err.strip()[-300:],
+            "files": sorted(line for line in out.splitlines() if line)}
+
+
+def release_facts(base: str = SPSE_BASE) -> dict:
+    """Compare the current SPSE release with its bundle's manifest: modified, missing and extra files."""
+    current = os.path.join(base, "current")
+    if not os.path.exists(current):
+        return {"ok": False, "error": f"no SPSE release at {current}", "version": None}
+    release = os.path.realpath(current)
+    version = os.path.basename(release)
+    bundle = os.path.join(base, "bundles", f"spse-{version}.tar.gz")
+    try:
+        with tarfile.open(bundle, "r:gz") as archive:
+            manifest = json.load(archive.extractfile(archive.getmember("manifest.json")))
+    except (OSError, KeyError, ValueError, tarfile.TarError) as error:
+        return {"ok": False, "error": f"cannot read the manifest of {bundle}: {error}", "version": version}
+    modified, missing, listed = [], [], set()
+    for entry in manifest.get("files", []):
+        relative = os.path.normpath(entry["path"])
+        listed.add(relative)
+        digest = sha256_of(os.path.join(release, relative))
+        if digest is None:
+            missing.append(relative)
+        elif digest != entry["sha256"]:
+            modified.append(relative)
+    extra = [os.path.relpath(os.path.join(folder, name), release)
+             for folder, _dirs, names in os.walk(release) for name in names]
+    extra = sorted(path for path in extra if path not in listed)
+    return {"ok": True, "error": None, "version": version, "release_dir": release, "files": len(listed),
+            "modified": sorted(modified), "missing": sorted(missing), "extra": extra}
+
+
+def parse_aide_json(text: str) -> dict:
+    """Return AIDE's JSON report as {added, removed, changed: [paths]} (empty lists when it found nothing)."""
+    start = text.find("{")
+    report = json.loads(text[start:]) if start >= 0 else {}
+    return {kind: sorted(report.get(kind) or {}) for kind in ("added", "removed", "changed")}
+
+
+def aide_facts(conf: str = AIDE_CONF, database: str = AIDE_DB) -> dict:
+    if not (os.path.exists(conf) and os.path.exists(database)):
+        return {"ran": False, "error": "no AIDE configuration or database (the hardening role builds them)"}
+    started = time.monotonic()
+    code, out, err = _run(["nice", "-n", "10", "aide", "--check", f"--config={conf}"], timeout=900)
+    # AIDE's exit code: 0 nothing changed; 1 added, 2 removed, 4 changed (or-ed); 14 and up an error.
+    if code is None or code >= 8:
+        return {"ran": False, "rc": code, "error": (err or out).strip()[-300:]}
+    try:
+        found = parse_aide_json(out)
+    except ValueError as error:
+        return {"ran": False, "rc": code, "error": f"AIDE's report is not JSON: {error}"}
+    return {"ran": True, "rc": code, "error": None, "duration_s": round(time.monotonic() - started, 1), **found}
+
+
+def firewall_facts(baseline: dict | None) -> dict:
+    code, out, err = _run(["nft", "list", "table", "inet", "lpse_filter"])
+    conf = (baseline or {}).get("nftables_conf", "/etc/nftables.conf")
+    return {"loaded": code == 0, "not_permitted": "Operation not permitted" in err,
+            "error": None if code == 0 else err.strip()[-300:], "policy_drop": "policy drop" in out,
+            "conf_sha256": sha256_of(conf)}
+
+
+def updates_facts() -> dict:
+    code, out, _err = _run(["apt-config", "dump", "Unattended-Upgrade::Origins-Pattern", "APT::Periodic"])
+    patterns = re.findall(r'^Unattended-Upgrade::Origins-Pattern:: "(.*)";$', out, re.MULTILINE)
+    periodic = dict(re.findall(r'^APT::Periodic::(\S+) "(.*)";$', out, re.MULTILINE))
+    return {"installed": os.path.exists("/usr/bin/unattended-upgrade"), "origins_patterns": patterns,
+            "periodic": periodic, "ok": code == 0}
+
+
+def unit_state(unit: str) -> dict:
+    _code, active, _err = _run(["systemctl", "is-active", unit])
+    _code, enabled, _err = _run(["systemctl", "is-enabled", unit])
+    return {"active": active.strip() or "unknown", "enabled": enabled.strip() or "unknown"}
+
+
+def clamav_facts(baseline: dict | None) -> dict:
+    result_path = (baseline or {}).get("clamscan_result", "/var/lib/lpse-hardening/clamscan.json")
+    last = None
+    try:
+        with open(result_path, encoding="utf-8") as handle:
+            last = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        pass
+    return {"installed": os.path.exists("/usr/bin/clamscan"), "timer": unit_state("lpse-clamscan.timer"),
+            "last_scan": last}
+
+
+def auditd_facts(baseline: dict | None) -> dict:
+    rules = (baseline or {}).get("audit_rules", "/etc/audit/rules.d/50-lpse.rules")
+    code, out, err = _run(["auditctl", "-l"])
+    return {"installed": os.path.exists("/sbin/auditctl") or os.path.exists("/usr/sbin/auditctl"),
+            "service": unit_state("auditd.service"), "rules_file_sha256": sha256_of(rules),
+            "loaded_rules": len([line for line in out.splitlines() if line.startswith("-")]) if code == 0 else None,
+            "error": None if code == 0 else err.strip()[-300:]}
+
+
+def sysctl_facts(baseline: dict | None) -> dict:
+    values = {}
+    for key in sorted((baseline or {}).get("sysctls") or {}):
+        try:
+            with open(os.path.join("/proc/sys", key.replace(".", "/")), encoding="utf-8") as handle:
+                values[key] = handle.read().strip()
+        except OSError:
+            values[key] = None
+    return {"writable": os.access("/proc/sys/net/ipv4/ip_forward", os.W_OK), "values": values}
+
+
+def login_facts() -> dict:
+    defs: dict[str, str] = {}
+    try:
+        with open("/etc/login.defs", encoding="utf-8") as handle:
+            for line in handle:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0] in LOGIN_KEYS:
+                    defs[parts[0]] = parts[1]
+    except FileNotFoundError:
+        pass
+    minlen = None
+    try:
+        with open("/etc/security/pwquality.conf", encoding="utf-8") as handle:
+            found = re.search(r"^\s*minlen\s*=\s*(\d+)", handle.read(), re.MULTILINE)
+            minlen = int(found.group(1)) if found else None
+    except FileNotFoundError:
+        pass
+    try:
+        with open("/etc/pam.d/common-password", encoding="utf-8") as handle:
+            pam_pwquality = bool(re.search(r"^\s*password\s.*pam_pwquality\.so", handle.read(), re.MULTILINE))
+    except FileNotFoundError:
+        pam_pwquality = False
+    return {"login_defs": defs, "pwquality_minlen": minlen, "pam_pwquality": pam_pwquality}
+
+
+def services_facts(baseline: dict | None) -> dict:
+    names = (baseline or {}).get("disabled_services") or list(DEFAULT_SERVICES)
+    _code, out, _err = _run(["systemctl", "is-active", *names])
+    states = out.split()
+    return {name: (states[index] if index < len(states) else "unknown") for index, name in enumerate(names)}
+
+
+def parse_lynis_report(text: str) -> dict:
+    """Return Lynis's report (key=value lines) as {hardening_index, tests_performed, warnings, suggestions}."""
+    index = re.search(r"^hardening_index=(\d+)$", text, re.MULTILINE)
+    tests = re.search(r"^lynis_tests_done=(\d+)$", text, re.MULTILINE)
+    return {"hardening_index": int(index.group(1)) if index else None,
+            "tests_performed": int(tests.group(1)) if tests else None,
+            "warnings": re.findall(r"^warning\[\]=([^|]+)", text, re.MULTILINE),
+            "suggestions": re.findall(r"^suggestion\[\]=([^|]+)", text, re.MULTILINE)}
+
+
+def lynis_facts(report: str = LYNIS_REPORT) -> dict:
+    started = time.monotonic()
+    code, _out, err = _run(["lynis", "audit", "system", "--quick", "--no-colors", "--no-log", "--report-file",
+                            report], timeout=1800)
+    if code is None:
+        return {"ran": False, "error": err}
+    try:
+        with open(report, encoding="utf-8") as handle:
+            parsed = parse_lynis_report(handle.read())
+    except FileNotFoundError:
+        return {"ran": False, "error": f"lynis wrote no report (rc {code}): {err.strip()[-300:]}"}
+    return {"ran": True, "rc": code, "duration_s": round(time.monotonic() - started, 1), **parsed}
+
+
+def collect(with_lynis: bool = False, with_aide: bool = True) -> dict:
+    """Return every compliance fact of this host (see the module docstring)."""
+    started = time.monotonic()
+    baseline = load_baseline()
+    facts = {"action": "audit", "ok": True, "time": iso(now_utc()), "hostname": os.uname().nodename,
+             "baseline": baseline, "ssh": ssh_facts(baseline), "suid": suid_facts(), "release": release_facts(),
+             "aide": aide_facts() if with_aide else {"ran": False, "error": "not asked (--no-aide)"},
+             "firewall": firewall_facts(baseline), "updates": updates_facts(), "clamav": clamav_facts(baseline),
+             "auditd": auditd_facts(baseline), "sysctl": sysctl_facts(baseline), "login": login_facts(),
+             "services": services_facts(baseline)}
+    facts["lynis"] = lynis_facts() if with_lynis else {"ran": False, "error": "not asked"}
+    facts["duration_s"] = round(time.monotonic() - started, 1)
+    return facts
+
+
+def main(_settings, args) -> dict:
+    """The ``audit`` subcommand (needs no backup settings)."""
+    return collect(with_lynis=getattr(args, "lynis", False), with_aide=not getattr(args, "no_aide", False))
