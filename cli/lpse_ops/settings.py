@@ -165,6 +165,18 @@ class Settings:
     keep_lab: bool = _setting(
         "LPSE_OPS_KEEP_LAB", "Development only: leave the test lab up after the lab tests.",
         kind="bool", default=False, shown_default="no", area="tests", read_by="tests/lab/conftest.py")
+    test_lab_name: str = _setting(
+        "LPSE_OPS_TEST_LAB_NAME", "Development only: name of the lab the lab tests bring up.", default="lpse-test",
+        shown_default="lpse-test", area="tests", read_by="tests/lab/labkit.py")
+    test_port_base: int = _setting(
+        "LPSE_OPS_TEST_PORT_BASE", "Development only: port base of the lab tests' lab.", kind="int", default=2420,
+        low=1024, high=60000, shown_default="2420", area="tests", read_by="tests/lab/labkit.py")
+    test_sites: int = _setting(
+        "LPSE_OPS_TEST_SITES", "Development only: number of sites of the lab tests' lab.", kind="int", default=3,
+        low=1, high=99, shown_default="3", area="tests", read_by="tests/lab/labkit.py")
+    test_home: Path | None = _setting(
+        "LPSE_OPS_TEST_HOME", "Development only: the lpse-ops home kept across runs with LPSE_OPS_REUSE_LAB.",
+        kind="path", shown_default="/tmp/lpse-ops-test-home", area="tests", read_by="tests/lab/labkit.py")
     test_pg_bindir: Path | None = _setting(
         "LPSE_OPS_TEST_PG_BINDIR", "PostgreSQL bin folder for the integration tests' throwaway server.",
         kind="path", shown_default="the newest /usr/lib/postgresql/*/bin", area="tests",
