@@ -51,12 +51,15 @@ def previous_audit(store: StateStore, site: str) -> dict[str, Any] | None:
 def record_audit(store: StateStore, site: str, *, score: float | None, failed: list[str],
                  lynis_index: int | None = None, results: Mapping[str, Any] | None = None,
                  run_id: int | None = None, audited_at: datetime | None = None) -> dict[str, Any]:
-    """Store one site's audit, with its drift against the previous scored audit; return it as list_audits does."""
+    """Store one site's audit, with its drift against the previous scored audit; return it as list_audits does.
+
+    Times are stored in UTC (SQLite keeps no zone: a site's local time stored as given would compare wrong).
+    """
     previous = previous_audit(store, site)
     drift = drift_between(previous["failed"] if previous else None, failed) if score is not None else \
         {"worse": [], "better": []}
     with store._write() as session:
-        row = ComplianceAudit(site=site, run_id=run_id, audited_at=audited_at or datetime.now(UTC),
+        row = ComplianceAudit(site=site, run_id=run_id, audited_at=_utc(audited_at or datetime.now(UTC)),
                               score=None if score is None else float(score),
                               lynis_index=lynis_index, failed=sorted(failed), drift=drift,
                               results=audit_chain.normalize_detail(results or {}))
