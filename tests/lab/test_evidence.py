@@ -8,6 +8,8 @@ on a store of this module's own, so the lab's shared store stays intact for the 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import tarfile
 from datetime import UTC, datetime
@@ -166,7 +168,7 @@ def test_evidence_export_of_the_lab_store_verifies_and_one_altered_byte_is_named
     assert code == 0, output
     assert report["audit"]["site_entries"] >= 1 and report["witness"]["configured"] is True
     assert report["witness"]["covering_seq"] is not None and report["witness"]["check_at_export"]["ok"], report
-    intact = evidence.verify(out, trusted)  # in-process; the CLI verifies the altered copy below
+    intact = evidence.verify(out, trusted, against_witness=True)  # in-process; the CLI verifies the altered copy
     assert intact.ok and intact.witness_objects >= 1, intact.as_dict()
 
     with tarfile.open(out) as tar:  # one byte inside the newest site entry: this export's own run.start
@@ -184,3 +186,41 @@ def test_evidence_export_of_the_lab_store_verifies_and_one_altered_byte_is_named
     assert ("altered", "audit/site-entries.jsonl", None) in named, verdict
     assert ("entry", "audit/site-entries.jsonl", victim["seq"]) in named, verdict
     assert {seq for _, _, seq in named if seq is not None} == {victim["seq"]}, verdict
+
+
+def test_a_witness_object_made_up_by_the_signing_key_holder_is_caught_against_the_bucket(s3, tmp_path):
+    """Whoever holds the evidence key can re-sign a bundle; the bucket still says which heads were witnessed."""
+    import base64
+
+    from lpse_ops import bundle
+    from lpse_ops.actions import evidence
+
+    evidence.keygen(tmp_path / "keys", "evidence")
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    (trusted / "evidence.pub").write_bytes((tmp_path / "keys" / "evidence.pub").read_bytes())
+    year = datetime.now(UTC).year
+    since, until, period = evidence.parse_period(f"{year}-01-01", f"{year}-12-31", "Asia/Jayapura")
+    out = evidence.export(evidence.ExportRequest(SITE, since, until, tmp_path / "b.tar", tmp_path / "keys" /
+                                                 "evidence.key", period)).path
+    with tarfile.open(out) as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar.getmembers()}
+    objects = json.loads(members["witness/objects.json"])
+    forged = dict(objects[-1], version_id="0" * 32)  # a head "witnessed" in a version the bucket never had
+    members["witness/objects.json"] = json.dumps([*objects[:-1], forged]).encode()
+    manifest = json.loads(members["manifest.json"])
+    manifest["files"] = [{**entry, "sha256": hashlib.sha256(members[entry["path"]]).hexdigest(),
+                          "size": len(members[entry["path"]])} for entry in manifest["files"]]
+    members["manifest.json"] = bundle.manifest_bytes(manifest)
+    key = bundle.load_private_key(tmp_path / "keys" / "evidence.key", passphrase_env=evidence.PASSPHRASE_ENV)
+    members["manifest.sig"] = base64.b64encode(key.sign(members["manifest.json"])) + b"\n"
+    resigned = tmp_path / "resigned.tar"
+    with tarfile.open(resigned, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    assert evidence.verify(resigned, trusted).ok  # signed by a trusted key: offline, nothing to see
+    report = evidence.verify(resigned, trusted, against_witness=True)
+    assert [(f.kind, f.seq) for f in report.findings] == [("witness", forged["seq"])], report.as_dict()
+    assert "no such object version" in report.findings[0].message

@@ -488,10 +488,13 @@ def _check_entries(name: str, rows: list[dict[str, Any]], report: VerifyReport, 
         previous = row
 
 
-def verify(path: Path, trusted_keys_dir: Path) -> VerifyReport:
+def verify(path: Path, trusted_keys_dir: Path, against_witness: bool = False) -> VerifyReport:
     """Check a bundle against the trusted public keys in *trusted_keys_dir*; return every finding.
 
-    Raises EvidenceError only when the trusted keys themselves cannot be read.
+    *against_witness*: also look up every witness object the bundle lists in the witness bucket (the
+    configured witness identity): each must be there, at that version, under COMPLIANCE retention, so
+    not even the holder of the signing key can add a witnessed head of their own.
+    Raises EvidenceError when the trusted keys (or, with *against_witness*, the witness) cannot be read.
     """
     try:
         trusted = bundle.load_trusted_keys(trusted_keys_dir)
@@ -539,7 +542,47 @@ def verify(path: Path, trusted_keys_dir: Path) -> VerifyReport:
             report.add("added", f"{name}: not listed in the manifest (added)", file=name)
     report.files = len([name for name in listed if name in members])
     _check_content(members, manifest, report)
+    if against_witness:
+        _check_witness_bucket(members, report)
     return report
+
+
+def _check_witness_bucket(members: dict[str, bytes], report: VerifyReport) -> None:
+    """Look up each listed witness object (key and version) in the live witness bucket."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        where = witness.target()
+    except witness.WitnessError as error:
+        raise EvidenceError(str(error)) from error
+    if where is None:
+        raise EvidenceError("--witness needs the witness settings (LPSE_OPS_WITNESS_*, docs/settings.md)")
+    try:
+        objects = json.loads(members.get(WITNESS_OBJECTS, b"[]") or b"[]")
+    except ValueError:
+        return  # already reported
+    s3_client = witness.client(where)
+    for item in objects:
+        key, version = str(item.get("key")), str(item.get("version_id"))
+        seq = item.get("seq")
+        if witness.parse_key(key) != (seq, item.get("hash")):
+            report.add("witness", f"witness object {key}: its key does not record head {seq}", WITNESS_OBJECTS, seq)
+            continue
+        try:
+            head = s3_client.head_object(Bucket=where.bucket, Key=key, VersionId=version)
+        except ClientError as error:
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if status in (400, 404):
+                report.add("witness", f"witnessed head {seq}: no such object version in {where.name} ({key}, "
+                                      f"version {version}): the bundle's witness objects were made up",
+                           WITNESS_OBJECTS, seq)
+                continue
+            raise EvidenceError(f"cannot read the witness bucket {where.name}: {error}") from error
+        except (BotoCoreError, OSError) as error:
+            raise EvidenceError(f"cannot read the witness bucket {where.name}: {error}") from error
+        if head.get("ObjectLockMode") != "COMPLIANCE":
+            report.add("witness", f"witnessed head {seq}: the object version is not under COMPLIANCE retention "
+                                  f"({head.get('ObjectLockMode')})", WITNESS_OBJECTS, seq)
 
 
 def _check_content(members: dict[str, bytes], manifest: Mapping[str, Any], report: VerifyReport) -> None:

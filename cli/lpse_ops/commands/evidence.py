@@ -92,14 +92,16 @@ def export_command(site: str, start: str, end: str, zone: str, out: Path, key_pa
 @click.argument("bundle_file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--trusted-keys", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder of trusted evidence public keys (*.pub).")
+@click.option("--witness", "against_witness", is_flag=True,
+              help="Also look up every witness object the bundle lists in the witness bucket (LPSE_OPS_WITNESS_*).")
 @click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def verify_command(bundle_file: Path, trusted_keys: Path, as_json: bool) -> None:
+def verify_command(bundle_file: Path, trusted_keys: Path, against_witness: bool, as_json: bool) -> None:
     """Check a bundle's signature, every file's sha256, every audit entry and witnessed head; exit 1 if anything
     is off, naming the file, the audit entry (seq) or the signature."""
     if not bundle_file.is_file():
         raise terminal.fail(f"{bundle_file} does not exist or is not a file")
     try:
-        report = evidence.verify(bundle_file, trusted_keys)
+        report = evidence.verify(bundle_file, trusted_keys, against_witness=against_witness)
     except evidence.EvidenceError as error:
         raise terminal.fail(str(error)) from error
     if as_json:
