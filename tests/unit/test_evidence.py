@@ -361,3 +361,11 @@ def test_no_witness_configured_means_no_progress_rows(lpse_home) -> None:
     with StateStore.open() as store:
         store.audit_append("test.step", {})
         assert witness.target() is None and witness.progress(store) == []
+
+
+def test_verify_against_the_witness_without_witness_settings_says_what_to_set(tmp_path: Path, keys, filled) -> None:
+    path = _export(tmp_path, keys)
+    result = CliRunner().invoke(evidence_group, ["verify", str(path), "--trusted-keys", str(keys["trusted"]),
+                                                 "--witness"])
+    assert result.exit_code == 1, result.output
+    assert "--witness needs the witness settings (LPSE_OPS_WITNESS_*" in result.output
