@@ -110,7 +110,8 @@ def verify_command(bundle_file: Path, trusted_keys: Path, against_witness: bool,
         terminal.out.print(f"evidence intact: {bundle_file} ({report.site}, {report.period.get('from')} .. "
                            f"{report.period.get('to')}), signed by key {report.signed_by}, {report.files} files, "
                            f"{report.audit_entries} audit entries of the site, {report.witness_objects} witnessed "
-                           "head(s) agree", highlight=False)
+                           f"head(s) agree{' and are in the witness bucket' if against_witness else ''}",
+                           highlight=False)
     else:
         terminal.err.print(f"[red]evidence NOT intact[/red]: {bundle_file}: {len(report.findings)} finding(s)",
                            highlight=False)
