@@ -356,6 +356,10 @@ def test_report_large_fleet_lists_only_sites_needing_attention() -> None:
                 "reachable": True, "spse_version": "1.0" if number in (7, 21, 33) else "1.2", "fault_codes": [],
                 "disk_used_percent": float(number), "memory_available_percent": 50.0, "load_5m": 0.5, "cpus": 2,
                 "facts": {}}, probed_at=utc("2026-11-10T03:00:00+00:00"))
+            record_audit(store, f"lpse{number:03d}", score=100 - number, failed=[],  # lpse040 lowest: 60
+                         audited_at=utc("2026-10-10T03:00:00+00:00"))
+            record_audit(store, f"lpse{number:03d}", score=100 - number, failed=["ssh-01"] if number == 2 else [],
+                         audited_at=utc("2026-11-10T03:00:00+00:00"))
         data = report.gather(store, report.ReportRequest(kind="monthly", period=report.month_period("2026-11")))
     finally:
         store.close()
@@ -368,3 +372,9 @@ def test_report_large_fleet_lists_only_sites_needing_attention() -> None:
     utilisation = html[html.index('id="utilitas"'):html.index('id="permintaan-layanan"')]
     assert "<td>lpse040</td>" in utilisation and "<td>lpse010</td>" not in utilisation  # the 30 fullest disks
     assert "30 situs dengan disk terpakai tertinggi dari 40 situs" in utilisation
+    audits = html[html.index('id="audit-kepatuhan"'):html.index('id="sumber-data"')]
+    assert "30 dari 40 situs yang diaudit" in audits
+    assert "<td>lpse002</td>" in audits  # a control got worse: listed though its score is high
+    assert "<td>lpse040</td>" in audits  # then the lowest scores
+    assert "lpse005" not in audits  # neither in the table nor among the chart's labels
+    assert "lpse040" in audits[audits.index("<svg"):]  # the chart shows the listed sites

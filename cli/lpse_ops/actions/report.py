@@ -478,7 +478,10 @@ def _run_version(run: dict, rollouts: dict[int, str | None]) -> str | None:
     return None
 
 
-def _release(store, request: ReportRequest, hosts: list[str], probes: list[dict]) -> tuple[Release, list[Change]]:
+def _release(store, request: ReportRequest, hosts: list[str],
+             newest: dict[str, dict]) -> tuple[Release, list[Change]]:
+    """Return the current release, each site's version (*newest*: its newest probe before the period's
+    end) and the period's installs and upgrades."""
     from lpse_ops.state import reports as state_reports
 
     period = request.period
@@ -502,7 +505,6 @@ def _release(store, request: ReportRequest, hosts: list[str], probes: list[dict]
         for host, outcome in (run.get("host_results") or {}).items():
             if version and outcome.get("status") == "ok" and run["operation"] != "upgrade.rollout":
                 versions[host] = SiteVersion(host, version, _when(run["started_at"]), f"run {run['id']}", False)
-    newest = state_reports.latest_probes_before(store, period.until)
     for host, probe in newest.items():
         seen = _when(probe["probed_at"])
         known = versions.get(host)
@@ -718,11 +720,12 @@ def gather(store, request: ReportRequest) -> ReportData:
     seen = ({probe["host"] for probe in probes} | {row["host"] for row in verification_rows}
             | {row.site for row in incidents if row.site} | {row.site for row in drills if row.site}
             | {row["site"] for row in audit_rows})
-    seen |= set(state_reports.latest_probes_before(store, period.until))
+    newest_probes = state_reports.latest_probes_before(store, period.until)
+    seen |= set(newest_probes)
     sites, zones_from = _sites(request, seen, incidents + incidents_previous)
     hosts = [site.host for site in sites]
 
-    release, changes = _release(store, request, hosts, probes)
+    release, changes = _release(store, request, hosts, newest_probes)
     utilisation, daily = _utilisation(probes, hosts)
     verifications = _verifications(verification_rows, hosts)
     audits = _audits(audit_rows, audits_before)

@@ -10,6 +10,7 @@ nothing: the PDF is this page printed by Chromium.
 
 from __future__ import annotations
 
+import statistics
 from collections import Counter
 from datetime import datetime, timedelta
 from functools import cache
@@ -98,6 +99,7 @@ def context(data: ReportData) -> dict[str, Any]:
         return Markup(text) if text else None  # noqa: S704 - matplotlib's own SVG, labels escaped by it
 
     previous_label = data.previous.label if data.previous else ""
+    audits_listed = _audits_listed(data)
     last_moment = data.period.until - timedelta(seconds=1)
     return {
         "data": data,
@@ -121,13 +123,25 @@ def context(data: ReportData) -> dict[str, Any]:
                 data.daily, data.period.label, data.period.since.astimezone(dates.zone(NATIONAL_ZONE)).date(),
                 last_moment.astimezone(dates.zone(NATIONAL_ZONE)).date())),
             "trend": svg(charts.trend(data.trend, previous_label, data.period.label)) if data.previous else None,
-            "audits": svg(charts.audit_scores(data.audits)),
+            "audits": svg(charts.audit_scores(audits_listed)),
             "drills": svg(charts.drills(data.drills, SCENARIOS)),
         },
-        "by_site": _by_site(data),
+        "by_site": _by_site(data)[:MAX_ROWS],
+        "audits_listed": audits_listed,
+        "audit_median": statistics.median(scores) if (scores := [row.score for row in data.audits
+                                                                 if row.score is not None]) else None,
         "versions": Counter(site.version or NO_DATA for site in data.release.sites).most_common(),
         "max_rows": MAX_ROWS,
     }
+
+
+def _audits_listed(data: ReportData) -> list:
+    """Return the audit rows to list and chart: all of them for up to MAX_ROWS sites, else the sites whose
+    controls got worse and then the lowest scores, MAX_ROWS in all (lowest score first)."""
+    if len(data.audits) <= MAX_ROWS:
+        return list(data.audits)
+    ranked = sorted(data.audits, key=lambda row: (not row.worse, row.score if row.score is not None else -1))
+    return sorted(ranked[:MAX_ROWS], key=lambda row: (row.score if row.score is not None else -1, row.site))
 
 
 def _by_site(data: ReportData) -> list[tuple[str, int, int]]:
