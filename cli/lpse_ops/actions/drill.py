@@ -30,13 +30,13 @@ makes the restore impossible: that is how the failure path is tested).
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import http.client
 import json
 import os
 import shlex
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +48,7 @@ from typing import Any
 from lpse_ops import config, runbooks
 from lpse_ops.actions import operation, runbook_run
 from lpse_ops.actions.operation import OperationRefused
-from lpse_ops.backends import ansible, ssh_probe
+from lpse_ops.backends import ansible
 
 OPERATION = "drill.run"
 DRILLABLE_ENVIRONMENTS = ("lab", "staging")
@@ -194,31 +194,51 @@ def floor_second(moment: datetime) -> datetime:
 
 
 class SiteShell:
-    """Root shell commands on one site over one kept SSH connection (the inventory's settings)."""
+    """Root shell commands on one site through OpenSSH with the inventory's connection settings, over one
+    multiplexed connection (ControlMaster) kept for the drill: one handshake, not one per command."""
 
     def __init__(self, host: str, hostvars: dict[str, Any]) -> None:
-        self.target = ssh_probe.target_from_hostvars(host, hostvars)
-        self.loop = asyncio.new_event_loop()
-        self.kept: dict[str, Any] = {}
+        import tempfile
+
+        self.host = host
+        self.control_dir = tempfile.mkdtemp(prefix="lpse-drill-ssh-")
+        self.argv = ssh_argv(hostvars, f"{self.control_dir}/c")
 
     def run(self, script: str, timeout: float = 300.0, check: bool = True) -> str:
         """Run *script* with bash as root (sudo -n) and return its stdout; raise RuntimeError if it fails."""
-        command = f"sudo -n bash -c {shlex.quote(script)}"
-        raw = self.loop.run_until_complete(ssh_probe._run_one(self.target, command, timeout, self.kept))
-        if check and (raw.error or raw.exit_status != 0):
-            raise RuntimeError(f"on {self.target.host}: {raw.error or f'exit {raw.exit_status}'}: "
-                               f"{(raw.error_detail or raw.stderr or raw.stdout).strip()[-400:]}")
-        return raw.stdout
+        try:
+            done = subprocess.run([*self.argv, f"sudo -n bash -c {shlex.quote(script)}"], capture_output=True,
+                                  text=True, timeout=timeout, check=False, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as error:
+            raise RuntimeError(f"on {self.host}: no answer within {timeout:.0f} s") from error
+        if check and done.returncode != 0:
+            raise RuntimeError(f"on {self.host}: exit {done.returncode}: {(done.stderr or done.stdout).strip()[-400:]}")
+        return done.stdout
 
     def sql(self, query: str, timeout: float = 120.0) -> str:
         return self.run(f"runuser -u postgres -- psql -d spse -AtX -v ON_ERROR_STOP=1 -c {shlex.quote(query)}",
                         timeout).strip()
 
     def close(self) -> None:
-        for conn in self.kept.values():
-            conn.abort()
-        self.kept.clear()
-        self.loop.close()
+        import shutil
+
+        subprocess.run([*self.argv[:-1], "-O", "exit", self.argv[-1]], capture_output=True, timeout=30,
+                       check=False)
+        shutil.rmtree(self.control_dir, ignore_errors=True)
+
+
+def ssh_argv(hostvars: dict[str, Any], control_path: str) -> list[str]:
+    """The ``ssh`` argv (without the remote command) that reaches a host as Ansible would (pure)."""
+    argv = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=20", "-o", "ServerAliveInterval=15",
+            "-o", "ControlMaster=auto", "-o", f"ControlPath={control_path}", "-o", "ControlPersist=300"]
+    if hostvars.get("ansible_port"):
+        argv += ["-p", str(hostvars["ansible_port"])]
+    if hostvars.get("ansible_ssh_private_key_file"):
+        argv += ["-i", str(hostvars["ansible_ssh_private_key_file"])]
+    argv += shlex.split(f"{hostvars.get('ansible_ssh_common_args', '')} {hostvars.get('ansible_ssh_extra_args', '')}")
+    address = str(hostvars.get("ansible_host") or "localhost")
+    user = hostvars.get("ansible_user")
+    return [*argv, f"{user}@{address}" if user else address]
 
 
 DOCUMENTS_DIR = "/var/lib/spse/documents"
