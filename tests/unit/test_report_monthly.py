@@ -366,7 +366,7 @@ def test_report_large_fleet_lists_only_sites_needing_attention() -> None:
     html = monthly.render_html(data)
     section = html[html.index('id="progres-implementasi"'):html.index('id="utilitas"')]
     assert "37 dari 40 situs" in section
-    assert "3 dari 40" in section  # only the sites behind are listed
+    assert "hanya situs yang belum menjalankan rilis terkini (3 dari 3 situs tersebut" in section
     assert all(f"<td>lpse{number:03d}</td>" in section for number in (7, 21, 33))
     assert "<td>lpse001</td>" not in section
     utilisation = html[html.index('id="utilitas"'):html.index('id="permintaan-layanan"')]
