@@ -16,7 +16,8 @@ command -v ssh >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)  # tests/integration run their own server
 command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v pdftoppm >/dev/null \
-  || need+=(chromium chromium-driver poppler-utils fonts-dejavu-core)  # report PDFs; the report tests open them
+  && command -v strace >/dev/null \
+  || need+=(chromium chromium-driver poppler-utils fonts-dejavu-core strace)  # report PDFs; the report tests
 if [ "${#need[@]}" -gt 0 ]; then
   echo "==> installing Debian packages: ${need[*]}"
   apt-get update -qq

@@ -22,6 +22,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 
+from lpse_ops.backends import chromium
 from lpse_ops.main import main
 from tests.unit.test_report_monthly import NAMES, NOVEMBER_P1_TITLE, SITES, record_two_months
 
@@ -78,9 +79,7 @@ def browser() -> Iterator[webdriver.Chrome]:
     options = webdriver.ChromeOptions()
     options.binary_location = _binary("chromium", "chromium-browser")
     profile = tempfile.mkdtemp(prefix="report-test-chromium-")
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 f"--user-data-dir={profile}", "--window-size=1000,1400"):
+    for flag in (*chromium.QUIET_FLAGS, f"--user-data-dir={profile}", "--window-size=1000,1400"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=_binary("chromedriver")), options=options)
     try:
@@ -171,3 +170,19 @@ def test_report_compliance_html_in_chromium(written: dict[str, Path], browser: w
     text = browser.find_element(By.TAG_NAME, "body").text
     assert "1 November 2026 s.d. 30 November 2026" in text
     assert len(browser.find_elements(By.CSS_SELECTOR, "svg.chart")) == 2  # drills, audit scores
+
+
+def test_report_chromium_flags_send_no_dns_query_nor_connection(written: dict[str, Path], tmp_path: Path) -> None:
+    """Chromium with our flags only (no network namespace) prints the page and sends nothing: every
+    connect and send it makes is watched with strace; only local sockets and the kernel's are allowed."""
+    strace = _binary("strace")
+    argv = chromium.pdf_argv(_binary("chromium", "chromium-browser"), written["html"], tmp_path / "x.pdf",
+                             tmp_path / "profile", offline=False)
+    trace = tmp_path / "trace.log"
+    subprocess.run([strace, "-f", "-qq", "-s", "200", "-e", "trace=connect,sendto,sendmsg,sendmmsg", "-o", str(trace),
+                    *argv], capture_output=True, timeout=120, check=False)
+    assert (tmp_path / "x.pdf").read_bytes().startswith(b"%PDF")
+    lines = trace.read_text(errors="replace").splitlines()
+    outward = [line for line in lines if ("sa_family=AF_INET" in line and "htons(53)" in line)
+               or "EINPROGRESS" in line or "google" in line]
+    assert not outward, "\n".join(outward[:5])
