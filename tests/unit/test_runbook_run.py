@@ -180,4 +180,20 @@ def test_the_plan_fills_placeholders_quoted_and_adds_yes_only_where_a_command_ta
     real = runbook_run.plan(runbook_run.RunbookRequest("rows-deleted", "site1", inventory,
                                                        values={"target_time": "2026-11-24T09:29:00Z"}, yes=True))
     restore = next(step for step in real.steps if step.action == "backup.restore")
-    assert restore.argv[-1] == "--yes" and "--yes" not in next(s for s in real.steps if s.action == "lock.list").argv
+    assert restore.argv[-1] == "--yes" and "--yes" not in restore.command  # the runner confirms it, not the runbook
+    assert "--yes" not in next(s for s in real.steps if s.action == "lock.list").argv
+
+
+def test_each_step_is_asked_for_and_a_no_stops_the_run_as_aborted(tmp_path, inventory):
+    book = write_runbook(tmp_path, "continue")
+    done = subprocess.run([CLI, "runbook", "run", str(book), "--site", "site1", "-i", str(inventory),
+                           "--set", "rollout=424242"], input="y\ny\nn\n", capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 1, done.stderr
+    assert "Run step 3 audit-ok (Recovery): lpse-ops audit-log verify ?" in done.stderr
+    with StateStore.open() as store:
+        book_run = store.list_runs(limit=1, operation="runbook.run")[0]
+        assert book_run["result"] == "aborted" and book_run["summary"]["failed_step"] == "audit-ok"
+        ran = store.list_runs(limit=100, parent_id=book_run["id"], operation="runbook.step")
+        assert sorted(step["args"]["step"] for step in ran) == ["locks-before", "show-rollout"]
+        assert "runbook.step.declined" in [entry["operation"] for entry in store.audit_entries()]

@@ -16,6 +16,9 @@ Ansible run, and a crash in one step cannot corrupt the runner. The step's envir
 by this runbook run (or the drill above it) counts as its own (``actions/operation.py``), and
 ``LPSE_OPS_INVENTORY`` (the inventory this run was given).
 
+A step runs only once confirmed (or with ``yes``), so a command that would ask again (``backup restore``) gets
+``--yes``: its output is captured, and a second question could not be seen or answered.
+
 Exit codes of steps: 0 is success; 5 (``backup status``: a warning, not a failure) counts as success with
 a warning; anything else is a failure.
 """
@@ -195,8 +198,8 @@ def plan(request: RunbookRequest) -> RunbookPlan:
     for number, step in enumerate(book.steps, start=1):
         command = runbooks.fill(step.command, values)
         argv = shlex.split(command)[1:]
-        if request.yes and runbooks.takes_option(step.action or "", "--yes"):
-            argv.append("--yes")
+        if runbooks.takes_option(step.action or "", "--yes"):
+            argv.append("--yes")  # the runner's confirmation of the step (or --yes) is the command's confirmation
         steps.append(PlannedStep(number, step.id or "?", step.section, step.action or "", step.on_failure or "stop",
                                  command, argv))
     return RunbookPlan(path, book.title or path.stem, dict(book.front_matter or {}), request.site, steps)
