@@ -8,6 +8,8 @@ the site's own zone.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import shutil
 import subprocess
 import tempfile
@@ -65,6 +67,9 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path
         monthly = runner.invoke(main, ["report", "monthly", "--month", "2026-11", "--out", str(folder / "out"),
                                        "--format", "html,pdf", "-i", str(inventory), "--state-url", url, "--json"])
         assert monthly.exit_code == 0, monthly.output
+        printed = json.loads(monthly.output)
+        assert {row["label"]: row["current"] for row in printed["data"]["trend"]}["Gangguan P1"] == 1
+        assert printed["sha256"]["pdf"] == hashlib.sha256(Path(printed["files"]["pdf"]).read_bytes()).hexdigest()
         # no inventory here: the sites' zones come from their incident records
         compliance = runner.invoke(main, ["report", "compliance", "--from", "2026-11-01", "--to", "2026-11-30",
                                           "--out", str(folder / "out"), "--format", "html", "--state-url", url])

@@ -764,7 +764,8 @@ class ReportOutcome:
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "files": {kind: str(path) for kind, path in self.files.items()},
                 "sha256": self.sha256, "period": self.data.period.as_dict(), "kind": self.data.kind,
-                "sources": {key: asdict(source) for key, source in self.data.sources.items()}}
+                "sources": {key: asdict(source) for key, source in self.data.sources.items()},
+                "data": self.data.as_dict()}
 
 
 def file_stem(data: ReportData) -> str:
