@@ -467,6 +467,13 @@ def run(request: DrillRequest) -> DrillResult:
             timeline.add("drill_error", error=str(error)[-500:])
             outcome["failed_step"] = outcome["failed_step"] or "drill"
             outcome["error"] = str(error)[-500:]
+        except BaseException:  # interrupted: recorded as such, the lock released, then re-raised
+            timeline.add("drill_interrupted")
+            drill_state.finish_drill(store, drill_id, ok=False, failed_step="interrupted", met=False,
+                                     timeline=timeline.events)
+            store.finish_run(run_id, "aborted", {}, summary={"drill_id": drill_id, "error": "interrupted"})
+            store.release_sites([request.site], run_id=run_id, holder=actor)
+            raise
         finally:
             if workload is not None:
                 workload.stop()
