@@ -378,3 +378,16 @@ def test_report_large_fleet_lists_only_sites_needing_attention() -> None:
     assert "<td>lpse040</td>" in audits  # then the lowest scores
     assert "lpse005" not in audits  # neither in the table nor among the chart's labels
     assert "lpse040" in audits[audits.index("<svg"):]  # the chart shows the listed sites
+
+
+def test_report_render_without_incidents_area_says_no_data(recorded: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from lpse_ops.reports import monthly
+
+    monkeypatch.setitem(sys.modules, "lpse_ops.state.incidents", None)  # as if the area were not installed
+    html = monthly.render_html(gather(recorded))
+    trend = html[html.index('id="laporan-trend"'):html.index('id="laporan-analisis"')]
+    assert "tidak ada data (modul lpse_ops.state.incidents belum tersedia)" in trend
+    assert "<svg" not in trend  # no chart of zeros invented
+    analysis = html[html.index('id="laporan-analisis"'):html.index('id="rencana-kerja"')]
+    assert analysis.count("tidak ada data (modul lpse_ops.state.incidents belum tersedia)") == 2  # 3.1 and 3.2
+    assert "Gangguan dan permintaan layanan: tidak ada data." in html  # the summary says so too
