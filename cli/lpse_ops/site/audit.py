@@ -21,8 +21,8 @@ import time
 from lpse_ops.site.clock import iso, now_utc
 
 BASELINE = "/etc/lpse-hardening/baseline.json"
-AIDE_CONF = "/etc/lpse-hardening/aide.conf"
-AIDE_DB = "/var/lib/lpse-hardening/aide.db"
+AIDE_CONF = "/etc/aide/aide.conf"
+AIDE_DB = "/var/lib/aide/aide.db"
 SPSE_BASE = "/opt/spse"
 SSHD_KEYS = ("permitrootlogin", "passwordauthentication", "kbdinteractiveauthentication", "permitemptypasswords",
              "pubkeyauthentication", "x11forwarding", "maxauthtries", "allowtcpforwarding", "allowagentforwarding",
@@ -257,7 +257,9 @@ def collect(with_lynis: bool = False, with_aide: bool = True) -> dict:
     baseline = load_baseline()
     facts = {"action": "audit", "ok": True, "time": iso(now_utc()), "hostname": os.uname().nodename,
              "baseline": baseline, "ssh": ssh_facts(baseline), "suid": suid_facts(), "release": release_facts(),
-             "aide": aide_facts() if with_aide else {"ran": False, "error": "not asked (--no-aide)"},
+             "aide": aide_facts((baseline or {}).get("aide_conf", AIDE_CONF), (baseline or {}).get("aide_db", AIDE_DB))
+             if with_aide and baseline else {"ran": False, "error": "no hardening baseline" if with_aide
+                                             else "not asked (--no-aide)"},
              "firewall": firewall_facts(baseline), "updates": updates_facts(), "clamav": clamav_facts(baseline),
              "auditd": auditd_facts(baseline), "sysctl": sysctl_facts(baseline), "login": login_facts(),
              "services": services_facts(baseline)}
