@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -391,3 +392,22 @@ def test_report_render_without_incidents_area_says_no_data(recorded: str, monkey
     analysis = html[html.index('id="laporan-analisis"'):html.index('id="rencana-kerja"')]
     assert analysis.count("tidak ada data (modul lpse_ops.state.incidents belum tersedia)") == 2  # 3.1 and 3.2
     assert "Gangguan dan permintaan layanan: tidak ada data." in html  # the summary says so too
+
+
+@pytest.mark.parametrize("machine_zone", ["Asia/Jayapura", "America/Los_Angeles"])
+def test_report_gather_same_whatever_the_machine_zone(recorded: str, machine_zone: str,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from lpse_ops.reports import monthly
+
+    expected = gather(recorded)
+    monkeypatch.setenv("TZ", machine_zone)
+    time.tzset()
+    try:
+        data = gather(recorded)
+        html = monthly.render_html(data)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert [point.day for point in data.daily["site01"]] == [point.day for point in expected.daily["site01"]]
+    assert [row.current for row in data.trend] == [row.current for row in expected.trend]
+    assert "Selasa, 3 November 2026 pukul 23.30 WIT" in html
