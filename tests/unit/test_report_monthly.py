@@ -411,3 +411,12 @@ def test_report_gather_same_whatever_the_machine_zone(recorded: str, machine_zon
     assert [point.day for point in data.daily["site01"]] == [point.day for point in expected.daily["site01"]]
     assert [row.current for row in data.trend] == [row.current for row in expected.trend]
     assert "Selasa, 3 November 2026 pukul 23.30 WIT" in html
+
+
+def test_report_month_in_progress_says_so(recorded: str) -> None:
+    from lpse_ops.reports import monthly
+
+    data = gather(recorded, now=utc("2026-11-20T05:00:00+00:00"))
+    assert "(periode belum berakhir: data sampai Jumat, 20 November 2026 pukul 12.00 WIB)" in monthly.render_html(data)
+    data = gather(recorded, now=utc("2026-12-01T01:00:00+00:00"))
+    assert "belum berakhir" not in monthly.render_html(data)
