@@ -127,6 +127,7 @@ def test_report_monthly_html_in_chromium_has_charts_tables_indonesian(written: d
     assert len(p1_rows) == 1
     assert "Selasa, 3 November 2026 pukul 23.30 WIT" in p1_rows[0]  # site03's own zone, as it was opened
     assert "terlampaui" in p1_rows[0]
+    assert "LPSE Provinsi Tiga (site03)" in p1_rows[0]  # the inventory's site_name
 
     shot = written["folder"] / "chart.png"
     charts[0].screenshot(str(shot))

@@ -95,6 +95,11 @@ def context(data: ReportData) -> dict[str, Any]:
     def local(moment: datetime | None, host: str) -> str:
         return "-" if moment is None else dates.format_datetime(moment, data.site(host).zone)
 
+    def label(host: str) -> str:
+        """A site as named in the inventory, with its host name: "LPSE Kota Satu (site01)"."""
+        name = data.site(host).name
+        return host if not name or name == host else f"{name} ({host})"
+
     def svg(text: str | None) -> Markup | None:
         return Markup(text) if text else None  # noqa: S704 - matplotlib's own SVG, labels escaped by it
 
@@ -112,6 +117,7 @@ def context(data: ReportData) -> dict[str, Any]:
         "national": national,
         "national_date": national_date,
         "local": local,
+        "label": label,
         "zone_of": lambda host: dates.zone_abbreviation(data.site(host).zone),
         "results": RESULTS,
         "operations": OPERATIONS,
