@@ -4,6 +4,7 @@ fault while the others are unaffected."""
 
 from __future__ import annotations
 
+import asyncio
 import shlex
 import ssl
 import time
@@ -15,7 +16,7 @@ import asyncssh
 import pytest
 
 from lpse_ops.backends import ssh_probe
-from tests.lab.labkit import PORT_BASE, SITES, on_site, run_cli
+from tests.lab.labkit import PORT_BASE, SITES, on_site, run_cli, ssh_logins
 
 # Seconds each site has to answer in these tests: the lab shares two cores with other work, where a
 # probe (an SSH handshake, apt's list, lpse-backup status) has been seen to take over 10 s.
@@ -41,6 +42,44 @@ def test_probe_of_a_lab_site_reads_a_full_probe(site1_target, installed):
     assert result.error is None, result.error_detail
     probe = ssh_probe.to_probe(result)
     assert probe.reachable and probe.spse_version == "1.0" and probe.cpus and probe.disks
+
+
+def logins_now(host: str, bound_s: float = 15) -> int:
+    """Return the SSH logins the host's journal holds once every message logged before this call is in it.
+
+    A marker goes through the same syslog socket as sshd's messages; once the journal shows it (polled,
+    bounded), every login made before it is counted.
+    """
+    mark = f"barrier-{time.time_ns()}"
+    on_site(f"logger -t fleet-probe-test {mark}", site=host)
+    deadline = time.monotonic() + bound_s
+    while mark not in on_site("journalctl --no-pager -o cat -t fleet-probe-test", site=host):
+        assert time.monotonic() < deadline, f"the journal of {host} never showed {mark}"
+        time.sleep(0.2)
+    return ssh_logins(host)
+
+
+def test_kept_probes_reuse_one_login_and_reconnect_a_broken_connection(site1_target, installed):
+    logins = [logins_now("site1")]
+
+    async def rounds() -> list[ssh_probe.RawResult]:
+        async with ssh_probe.KeptProbes(timeout=60) as kept:
+            results = await kept.run([site1_target])
+            logins.append(logins_now("site1"))
+            results += await kept.run([site1_target])  # the same connection and shell: no new login
+            logins.append(logins_now("site1"))
+            kept.shells["site1"].conn.abort()  # the connection breaks: the next round connects again
+            results += await kept.run([site1_target])
+            logins.append(logins_now("site1"))
+        return results
+
+    results = asyncio.run(rounds())
+    for result in results:
+        assert result.error is None, result.error_detail
+        probe = ssh_probe.to_probe(result)
+        assert probe.reachable and probe.error_detail is None and probe.spse_version == "1.0", probe
+    first = logins[0]
+    assert logins == [first, first + 1, first + 1, first + 2], logins  # logins in rounds 1 and 3 only
 
 
 def test_wrong_private_key_is_auth_failed(site1_target, tmp_path: Path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,7 +77,26 @@ def test_parse_output_truncated_output_is_refused() -> None:
 
 def test_parse_cert_date_reads_openssl_enddate() -> None:
     assert ssh_probe.parse_cert_date("notAfter=Mar  2 05:57:42 2029 GMT") == datetime(2029, 3, 2, 5, 57, 42, tzinfo=UTC)
+    assert ssh_probe.parse_cert_date("notAfter=Dec 31 23:59:59 2030 GMT") == datetime(2030, 12, 31, 23, 59, 59,
+                                                                                       tzinfo=UTC)
     assert ssh_probe.parse_cert_date("Could not open file") is None
+    assert ssh_probe.parse_cert_date("notAfter=Mar  2 05:57:42 2029 WIB") is None  # openssl prints GMT only
+    assert ssh_probe.parse_cert_date("notAfter=Mrz  2 05:57:42 2029 GMT") is None
+    assert ssh_probe.parse_cert_date("notAfter=Feb 30 05:57:42 2029 GMT") is None
+
+
+def test_probe_script_runs_under_sh_and_prints_one_complete_probe(tmp_path: Path) -> None:
+    # the real script, run here by dash: valid shell, collected and printed at once, parsed whole
+    facts = replace(ssh_probe.site_facts({}), spse_base_dir=str(tmp_path / "spse"), spse_data_dir=str(tmp_path),
+                    spse_url="http://127.0.0.1:9", nginx_cert_path=str(tmp_path / "missing.crt"))
+    (tmp_path / "spse" / "current").mkdir(parents=True)
+    (tmp_path / "spse" / "current" / "VERSION").write_text("1.2\n")
+    done = subprocess.run(["sh", "-c", ssh_probe.probe_script(facts)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.stdout.startswith("probe=1\n") and done.stdout.endswith("\nend=1\n"), done.stdout[-300:]
+    probe = ssh_probe.parse_output("here", "127.0.0.1:22", done.stdout)
+    assert probe.spse_version == "1.2" and probe.cert_not_after is None and probe.cpus
+    assert any(disk.path == str(tmp_path) and disk.size_kb for disk in probe.disks), probe.disks
 
 
 # -- the fault rules, each side of its threshold ------------------------------------------------

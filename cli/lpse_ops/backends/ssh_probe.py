@@ -23,6 +23,7 @@ CPU on both ends.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import re
 import shlex
@@ -155,13 +156,18 @@ echo "end=1"
 
 
 def probe_script(facts: SiteFacts) -> str:
-    """Return the one remote command: the facts' paths as shell variables, then the read-only script."""
+    """Return the one remote command: the facts' paths as shell variables, then the read-only script.
+
+    The script's lines are collected and printed with one write at the end: sshd forwards each write
+    of the command as its own SSH packet, and every packet costs the client a receive, a decryption and
+    a turn of its event loop (about 30 packets a probe otherwise; bench/fleet_probe.py).
+    """
     values = {"SPSE_UNIT": facts.spse_unit, "PG_UNIT": facts.pg_unit, "PG_PORT": str(facts.pg_port),
               "SPSE_BASE": facts.spse_base_dir, "HEALTH_URL": facts.health_url, "PG_DATA": facts.pg_data_dir,
               "SPSE_DATA": facts.spse_data_dir, "CERT": facts.nginx_cert_path, "SPSE_CONF": facts.spse_conf_dir,
               "BACKUP_TOOL": BACKUP_TOOL}
     header = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-    return header + _SCRIPT.lstrip()
+    return f"lpse_probe_out=$(\n{header}{_SCRIPT.strip()}\n)\nprintf '%s\\n' \"$lpse_probe_out\"\n"
 
 
 # -- the parsed probe ---------------------------------------------------------------------------
@@ -272,11 +278,24 @@ def parse_lines(text: str) -> dict[str, list[str]]:
     return found
 
 
+_MONTHS = {name: number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
+
+
 def parse_cert_date(line: str) -> datetime | None:
-    """Return the time of openssl's ``notAfter=Mar  2 05:57:42 2029 GMT``, or None."""
+    """Return the time of openssl's ``notAfter=Mar  2 05:57:42 2029 GMT``, or None.
+
+    Read by hand, not by ``strptime``: the month names are openssl's own (C locale), whatever this
+    machine's locale, and it costs a tenth as much per site.
+    """
     _, _, stamp = line.partition("=")
+    parts = stamp.split()
     try:
-        return datetime.strptime(" ".join(stamp.split()), "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+        month, day, clock, year, zone = parts
+        hour, minute, second = (int(x) for x in clock.split(":"))
+        if zone != "GMT" or month not in _MONTHS:
+            return None
+        return datetime(int(year), _MONTHS[month], int(day), hour, minute, second, tzinfo=UTC)
     except ValueError:
         return None
 
@@ -519,6 +538,7 @@ class _Loaded:
 LOADED = _Loaded()
 
 
+@functools.cache
 def _client_class() -> type:
     import asyncssh
 
@@ -609,37 +629,14 @@ async def _command(conn: Any, target: Target, command: str, state: dict[str, str
                      exit_status=done.exit_status)
 
 
-async def _run_one(target: Target, command: str, timeout: float, kept: dict[str, Any] | None = None) -> RawResult:
-    """Run *command* on *target* within *timeout* s; never raises (failures are classified).
-
-    With *kept* (host -> open connection), an open connection of the host is reused (a new session on
-    it, no handshake) and a new one is left open in *kept*; a kept connection that broke is dropped and
-    the host connected again, within the same bound.
-    """
+async def _run_one(target: Target, command: str, timeout: float) -> RawResult:
+    """Connect, run *command* once and close, all within *timeout* s; never raises (failures are classified)."""
     state: dict[str, str] = {"phase": "connect"}
     started = time.monotonic()
 
     async def session() -> RawResult:
-        conn = kept.pop(target.host, None) if kept is not None else None
-        if conn is not None:
-            try:
-                result = await _command(conn, target, command, state)
-                kept[target.host] = conn
-                return result
-            except Exception:  # noqa: BLE001 - a broken kept connection: connect again below
-                conn.abort()
-                state["phase"] = "connect"
-        if kept is None:
-            async with await _connect(target, timeout, state) as conn:
-                return await _command(conn, target, command, state)
-        conn = await _connect(target, timeout, state)
-        try:
-            result = await _command(conn, target, command, state)
-        except BaseException:
-            conn.abort()
-            raise
-        kept[target.host] = conn
-        return result
+        async with await _connect(target, timeout, state) as conn:
+            return await _command(conn, target, command, state)
 
     try:
         result = await asyncio.wait_for(session(), timeout)
@@ -650,21 +647,30 @@ async def _run_one(target: Target, command: str, timeout: float, kept: dict[str,
     return result
 
 
+class _Scripts:
+    """The probe command of each distinct set of site facts, built once (hosts sharing facts share it)."""
+
+    def __init__(self) -> None:
+        self.made: dict[SiteFacts | None, str] = {}
+
+    def of(self, target: Target) -> str:
+        if target.facts not in self.made:
+            self.made[target.facts] = probe_script(target.facts or site_facts({}))
+        return self.made[target.facts]
+
+
 async def _run_all(targets: list[Target], timeout: float, concurrency: int,
-                   on_done: Callable[[RawResult], None] | None, kept: dict[str, Any] | None = None,
-                   ) -> list[RawResult]:
+                   on_done: Callable[[RawResult], None] | None) -> list[RawResult]:
     gate = asyncio.Semaphore(max(1, concurrency))
-    commands: dict[SiteFacts | None, str] = {}
+    scripts = _Scripts()
 
     async def bounded(target: Target) -> RawResult:
         async with gate:
             try:
-                if target.facts not in commands:  # one script per distinct set of facts, not per host
-                    commands[target.facts] = probe_script(target.facts or site_facts({}))
-                command = commands[target.facts]
+                command = scripts.of(target)
             except (OSError, ValueError) as error:
                 return RawResult(target, error="ssh_error", error_detail=f"no probe command: {error}")
-            result = await _run_one(target, command, timeout, kept)
+            result = await _run_one(target, command, timeout)
         if on_done:
             on_done(result)
         return result
@@ -681,18 +687,49 @@ def run_probes(targets: list[Target], *, timeout: float = 10.0, concurrency: int
     return asyncio.run(_run_all(targets, timeout, concurrency, on_done))
 
 
+KEPT_FUNCTION = "lpse_probe"
+"""The shell function a kept shell defines once (the probe script) and each later round calls."""
+_KEPT_END = "\nend=1\n"
+
+
+@dataclass
+class _Shell:
+    """One kept connection and the ``sh`` it runs, in which the probe script is a function."""
+
+    conn: Any
+    process: Any
+    script: str
+
+    async def probe(self, target: Target, state: dict[str, str]) -> RawResult:
+        state["phase"] = "command"
+        self.process.stdin.write(f"{KEPT_FUNCTION}\n")
+        output = await self.process.stdout.readuntil(_KEPT_END)
+        return RawResult(target, stdout=output, exit_status=0)
+
+    def abort(self) -> None:
+        self.conn.abort()
+
+
 class KeptProbes:
     """Probes that keep their connections open between rounds: a watch loop, or a daemon's.
 
     Use inside one event loop (``async with KeptProbes() as kept: await kept.run(targets)`` as often as
-    needed). The first round connects every host; later rounds open one new session on each kept
-    connection (no TCP or SSH handshake, no key exchange or authentication), reconnecting only the hosts
-    whose connection broke. Leaving the ``async with`` closes them all.
+    needed). The first round connects every host and starts one ``sh`` on it, which defines the probe
+    script as a shell function (its stdin from /dev/null) and runs it; each later round writes the
+    function's name to that shell and reads the output up to ``end=1``: no TCP or SSH handshake, no new
+    session, one small packet each way. A host whose shell or connection broke, or did not answer in
+    time, is dropped and connected again in the next round (within that round's bound). Leaving the
+    ``async with`` closes every connection.
     """
 
     def __init__(self, *, timeout: float = 10.0, concurrency: int = 20) -> None:
         self.timeout, self.concurrency = timeout, concurrency
-        self.connections: dict[str, Any] = {}
+        self.shells: dict[str, _Shell] = {}
+        self.scripts = _Scripts()
+
+    @property
+    def connections(self) -> dict[str, Any]:
+        return {host: shell.conn for host, shell in self.shells.items()}
 
     async def __aenter__(self) -> KeptProbes:
         return self
@@ -700,16 +737,71 @@ class KeptProbes:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def _open(self, target: Target, script: str, state: dict[str, str]) -> _Shell:
+        import asyncssh
+
+        conn = await _connect(target, self.timeout, state)
+        try:
+            state["phase"] = "command"
+            process = await conn.create_process("sh", stderr=asyncssh.DEVNULL)
+            process.stdin.write(f"{KEPT_FUNCTION}() {{\n{script}\n}} </dev/null\n")
+        except BaseException:
+            conn.abort()
+            raise
+        return _Shell(conn, process, script)
+
+    async def _probe(self, target: Target) -> RawResult:
+        state: dict[str, str] = {"phase": "connect"}
+        started = time.monotonic()
+        try:
+            script = self.scripts.of(target)
+        except (OSError, ValueError) as error:
+            return RawResult(target, error="ssh_error", error_detail=f"no probe command: {error}")
+        shell = self.shells.pop(target.host, None)
+
+        async def attempt() -> RawResult:
+            nonlocal shell
+            if shell is not None and shell.script == script:
+                try:
+                    return await shell.probe(target, state)
+                except Exception:  # noqa: BLE001 - a broken kept shell: connect again below
+                    state["phase"] = "connect"
+            if shell is not None:
+                shell.abort()
+            shell = await self._open(target, script, state)
+            return await shell.probe(target, state)
+
+        try:
+            result = await asyncio.wait_for(attempt(), self.timeout)
+            if shell is not None:
+                self.shells[target.host] = shell
+        except Exception as error:  # noqa: BLE001 - every failure is classified, none escapes
+            if shell is not None:
+                shell.abort()
+            code, detail = classify(error, state, self.timeout)
+            result = RawResult(target, error=code, error_detail=detail)
+        result.duration_s = round(time.monotonic() - started, 3)
+        return result
+
     async def run(self, targets: list[Target], on_done: Callable[[RawResult], None] | None = None,
                   ) -> list[RawResult]:
         """One round: a RawResult per target, in their order (as :func:`run_probes`)."""
-        return await _run_all(targets, self.timeout, self.concurrency, on_done, self.connections)
+        gate = asyncio.Semaphore(max(1, self.concurrency))
+
+        async def bounded(target: Target) -> RawResult:
+            async with gate:
+                result = await self._probe(target)
+            if on_done:
+                on_done(result)
+            return result
+
+        return list(await asyncio.gather(*(bounded(target) for target in targets)))
 
     async def close(self) -> None:
-        connections, self.connections = list(self.connections.values()), {}
-        for conn in connections:
-            conn.close()
-        await asyncio.gather(*(conn.wait_closed() for conn in connections), return_exceptions=True)
+        shells, self.shells = list(self.shells.values()), {}
+        for shell in shells:
+            shell.conn.close()
+        await asyncio.gather(*(shell.conn.wait_closed() for shell in shells), return_exceptions=True)
 
 
 def to_probe(raw: RawResult, now: datetime | None = None, limits: Limits | None = None) -> SiteProbe:
