@@ -81,6 +81,9 @@ def _runs(store: StateStore) -> None:
     with time_machine.travel(utc("2026-10-02T02:00:00+00:00"), tick=False):
         run = store.start_run("install", {"version": "1.0", "bundle": "spse-1.0.tar.gz"}, list(SITES))
         store.finish_run(run, "ok", {site: {"status": "ok", "changed": 5} for site in SITES})
+    with time_machine.travel(utc("2026-11-20T02:00:00+00:00"), tick=False):  # a dry run changes nothing
+        run = store.start_run("install", {"version": "1.3", "check": True}, list(SITES))
+        store.finish_run(run, "ok", {site: {"status": "ok"} for site in SITES})
     with time_machine.travel(utc("2026-11-12T15:00:00+00:00"), tick=False):  # 22.00 WIB
         rollout = store.start_run("upgrade.rollout", {"target": "1.2"}, list(SITES))
         wave = store.start_run("upgrade.wave", {"index": 0}, list(SITES), parent_id=rollout)

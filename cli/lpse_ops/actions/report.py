@@ -468,7 +468,10 @@ def _compliance(incidents: list[Incident]) -> list[PriorityCompliance]:
 
 
 def _run_version(run: dict, rollouts: dict[int, str | None]) -> str | None:
+    """Return the release *run* put on its sites (None for a rollback, or a --check run that changed nothing)."""
     args = run.get("args") or {}
+    if args.get("check"):
+        return None
     if run["operation"] == "install":
         return args.get("version")
     if run["operation"] == "upgrade.rollout":
@@ -522,7 +525,8 @@ def _release(store, request: ReportRequest, hosts: list[str],
     changes = []
     for run in history:
         started = _when(run["started_at"])
-        if run["operation"] in ("install", "upgrade.rollout", "upgrade.rollback") and period.contains(started):
+        if (run["operation"] in ("install", "upgrade.rollout", "upgrade.rollback") and period.contains(started)
+                and not (run.get("args") or {}).get("check")):
             failed = sorted(host for host, outcome in (run.get("host_results") or {}).items()
                             if outcome.get("status") != "ok")
             changes.append(Change(run["id"], run["operation"], started, run.get("result"), list(run["hosts"]),
