@@ -172,7 +172,9 @@ def verify_command(inventory_path: Path | None, limit: str | None, repo: str, ba
 @backup.command(name="restore")
 @inventory_option
 @click.option("--limit", "-l", required=True, help="The one site to restore (restores are per site).")
-@click.option("--target-time", required=True, help="Point in time to recover to (ISO 8601, UTC if no zone).")
+@click.option("--target-time", required=True,
+              help="Point in time to recover to (ISO 8601, UTC if no zone), or `latest`: the end of the archived WAL "
+                   "(a lost server), and just before the first document lost with it.")
 @click.option("--from", "source", type=click.Choice(["local", "offsite"]), default="local", show_default=True)
 @click.option("--offsite-as-of", default=None,
               help="Use the offsite repository as it stood at this time (survives later deletes/overwrites).")
@@ -186,7 +188,8 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     are read first (nothing written), shown, and copied into the unlocked views bucket only after yes;
     the copy is removed when the restore ends, whatever its outcome. --json needs --yes.
     """
-    target = _parse_time(target_time)
+    latest = target_time.strip().lower() == "latest"
+    target = datetime.now(UTC).replace(microsecond=0) if latest else _parse_time(target_time)
     as_of = _parse_time(offsite_as_of) if offsite_as_of else None
     if as_json and not yes:
         raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to restore without asking")
@@ -196,9 +199,10 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
         if len(hosts) != 1:
             raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
         operation.refuse_if_locked("backup.restore", hosts, {
-            "inventory": str(ctx.inventory), "limit": limit, "action": "restore", "target_time": target.isoformat(),
+            "inventory": str(ctx.inventory), "limit": limit, "action": "restore",
+            "target_time": "latest" if latest else target.isoformat(),
             "source": source, "offsite_as_of": as_of.isoformat() if as_of else None})
-        args = ["--target-time", target.strftime("%Y-%m-%d %H:%M:%S+00")]
+        args = ["--target-time", "latest" if latest else target.strftime("%Y-%m-%d %H:%M:%S+00")]
         view = None
         if as_of:
             site_code = inventory.validate(ctx.inventory, "backup").sites[hosts[0]].get("site_code")
@@ -206,14 +210,15 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
         elif source == "offsite":
             args += ["--repo", "2"]
         if not yes:
-            _show_restore_plan(hosts[0], target, source, view)
+            _show_restore_plan(hosts[0], "the end of the archived WAL" if latest else target.isoformat(), source,
+                               view)
             click.confirm("Go ahead?", abort=True, err=True)
         try:
             if view:
                 offsite.copy_view(view)
                 args += view.restore_args
             result, outputs = actions.execute(ctx, "restore", args, record={
-                "target_time": target.isoformat(), "source": "offsite" if view else source,
+                "target_time": "latest" if latest else target.isoformat(), "source": "offsite" if view else source,
                 "view": view.as_dict() if view else None})
         finally:
             if view and view.copied:
@@ -226,8 +231,8 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     _finish(result, outputs, as_json, "backup restore", details)
 
 
-def _show_restore_plan(host: str, target: datetime, source: str, view: offsite.OffsiteView | None) -> None:
-    lines = [f"Restore {host} to {target.isoformat()} from {'offsite' if view else source}.",
+def _show_restore_plan(host: str, target: str, source: str, view: offsite.OffsiteView | None) -> None:
+    lines = [f"Restore {host} to {target} from {'offsite' if view else source}.",
              "SPSE stops meanwhile; the current database and documents are moved aside, not deleted."]
     if view:
         plan = view.as_dict()

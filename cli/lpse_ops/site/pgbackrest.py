@@ -127,6 +127,13 @@ def stopped_at(backup: dict) -> datetime:
     return _time((backup.get("timestamp") or {}).get("stop"))
 
 
+def system_id(stanza: dict, repo: int | str) -> int | None:
+    """Return the system identifier of the database *stanza* holds in *repo* now (its newest db entry), or None."""
+    entries = [d for d in stanza.get("db", []) or [] if int(d.get("repo-key", 1)) == int(repo)]
+    newest = max(entries, key=lambda d: int(d.get("id", 0)), default=None)
+    return int(newest["system-id"]) if newest and newest.get("system-id") is not None else None
+
+
 def repo_usable(status: dict) -> bool:
     """True when a repo's status is ok, or only says it holds no backup yet."""
     return status.get("code", 0) == 0 or (status.get("code") == 2 and NO_BACKUP_YET in status.get("message", ""))
@@ -182,3 +189,9 @@ def restore_to_time_args(repo: int | str, target_time: str, extra: tuple[str, ..
     """Arguments of a point-in-time restore of the live data directory."""
     return ["restore", f"--repo={repo}", "--type=time", f"--target={target_time}", "--target-action=promote",
             *extra]
+
+
+def restore_to_end_args(repo: int | str, extra: tuple[str, ...] = ()) -> list[str]:
+    """Arguments of a restore of the live data directory that replays every archived WAL segment, then promotes
+    (no target: the end of the archive, e.g. everything a lost server pushed offsite)."""
+    return ["restore", f"--repo={repo}", "--type=default", *extra]

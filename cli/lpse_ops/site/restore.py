@@ -9,6 +9,11 @@ in a thread while pgBackRest restores and PostgreSQL recovers. Before SPSE start
 recovered database references must be in place with its sha256 (``reconcile_documents``): one the
 snapshot lacks is brought back from the live folder just set aside, or from a later snapshot; if any
 is still missing, the restore fails, names them, and rolls the site back.
+
+``--target-time latest`` recovers to the end of the archived WAL (a lost server: everything it pushed
+offsite). Documents uploaded after the last snapshot are then gone for good while the database still
+lists them; rather than point at missing files, the database is recovered again (``--delta``) to just
+before the first of them (``recover_before_lost_documents``): the newest point where both agree.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from lpse_ops.site.proc import log, run
 from lpse_ops.site.settings import Settings
 
 HOUR_S = 3600
+LATEST = "latest"
+"""``--target-time latest``: the end of the archived WAL."""
+FIRST_ADDED_SQL = ("SELECT to_char((min(created_at) - interval '1 millisecond') AT TIME ZONE 'UTC', "
+                   "'YYYY-MM-DD HH24:MI:SS.MS') FROM documents WHERE id IN ")
 
 
 @dataclass
@@ -55,6 +64,8 @@ class Restore:
     timeline: str | None = None
     began: float = 0.0
     extra: tuple[str, ...] = field(default_factory=tuple)
+    latest: bool = False
+    stanza_system_id: int | None = None
 
     @property
     def restic_name(self) -> str:
@@ -71,15 +82,17 @@ def main(settings: Settings, args) -> dict:
     started_at, started = now_utc(), time.monotonic()
     result = {"action": "restore", "ok": False, "site_code": settings.site_code, "repo": int(args.repo),
               "target_time": args.target_time, "started_at": iso(started_at), "moved_aside": {}, "steps": []}
+    latest = args.target_time.strip().lower() == LATEST
     try:
-        target = parse_time(args.target_time)
+        target = now_utc() if latest else parse_time(args.target_time)
     except ValueError:
         return {**result, "error": f"--target-time {args.target_time!r} is not a time like \"2024-05-01 10:00:00+00\"",
                 "code": "bad_argument", "step": "arguments"}
     extra = tuple(f"--repo2-{name}={value}" for name, value in (("path", args.repo2_path),
                                                                  ("s3-bucket", args.repo2_bucket)) if value)
     current = Restore(settings, str(args.repo), target, args.target_time, result,
-                      started_at.strftime("%Y%m%dT%H%M%SZ"), args.repo2_path, args.restic_repo, extra=extra)
+                      started_at.strftime("%Y%m%dT%H%M%SZ"), args.repo2_path, args.restic_repo, extra=extra,
+                      latest=latest)
     try:
         with locking.exclusive(settings.lock_path, settings.lock_wait_s), \
                 locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
@@ -105,6 +118,7 @@ def select_backup(current: Restore) -> None:
         raise Failure("no_backup", f"repo{current.repo} holds no backup that finished before {iso(current.target)}: "
                       "choose a later --target-time (see `lpse-backup list`)", step="select")
     current.result["backup_set"] = before[-1]["label"]
+    current.stanza_system_id = pgbackrest.system_id(found, current.repo)
 
 
 def select_snapshot(current: Restore) -> None:
@@ -125,13 +139,21 @@ def note_live_timeline(current: Restore) -> None:
 
     A restore that failed and was rolled back has already archived the history file of the timeline its
     attempt promoted to; following "latest" would take that abandoned branch and PostgreSQL would refuse
-    to start. Following the live timeline never does. Unknown when PostgreSQL is down (a lost server):
-    then pgBackRest's default applies.
+    to start. Following the live timeline never does. Unknown when PostgreSQL is down, and meaningless
+    when the live cluster is another database than the backups' (a server rebuilt after a loss: a fresh
+    cluster on timeline 1): then pgBackRest's default (the latest timeline) applies.
     """
-    lines = postgres.psql(current.settings, "SELECT timeline_id FROM pg_control_checkpoint();", database="postgres",
-                          check=False, step="timeline", timeout=60)
-    current.timeline = lines[0].strip() if lines and lines[0].strip().isdigit() else None
+    lines = postgres.psql(current.settings, "SELECT timeline_id, (SELECT system_identifier FROM pg_control_system()) "
+                          "FROM pg_control_checkpoint();", database="postgres", check=False, step="timeline",
+                          timeout=60)
+    cols = (lines[0].split("\t") + [""])[:2] if lines else ["", ""]
+    live_id = int(cols[1]) if cols[1].strip().isdigit() else None
+    same = live_id is not None and current.stanza_system_id in (None, live_id)
+    current.timeline = cols[0].strip() if same and cols[0].strip().isdigit() else None
     current.result["timeline_followed"] = int(current.timeline) if current.timeline else "default"
+    if live_id is not None and not same:
+        current.result["live_cluster"] = (f"another database (system id {live_id}; the backups' is "
+                                          f"{current.stanza_system_id}): a rebuilt server")
 
 
 def stage_documents(current: Restore) -> None:
@@ -177,13 +199,16 @@ def move_database_aside(current: Restore) -> None:
 
 
 def restore_database(current: Restore) -> None:
-    """``pgbackrest restore --type=time`` into the empty data dir."""
+    """``pgbackrest restore --type=time`` (``--type=default``: to the end of the archive) into the empty data dir."""
     current.began = time.monotonic()
-    current.step(f"pgbackrest restore --type=time --target={current.target_text} from repo{current.repo}")
     timeline = (f"--target-timeline={current.timeline}",) if current.timeline else ()
-    engine.pgbackrest_call(current.settings,
-                           pgbackrest.restore_to_time_args(current.repo, current.target_text, current.extra + timeline),
-                           step="pgbackrest restore", timeout=engine.DAY_S)
+    if current.latest:
+        current.step(f"pgbackrest restore to the end of the archived WAL from repo{current.repo}")
+        args = pgbackrest.restore_to_end_args(current.repo, current.extra + timeline)
+    else:
+        current.step(f"pgbackrest restore --type=time --target={current.target_text} from repo{current.repo}")
+        args = pgbackrest.restore_to_time_args(current.repo, current.target_text, current.extra + timeline)
+    engine.pgbackrest_call(current.settings, args, step="pgbackrest restore", timeout=engine.DAY_S)
 
 
 def recover(current: Restore) -> None:
@@ -192,7 +217,7 @@ def recover(current: Restore) -> None:
     services.start(settings.pg_unit, step="start postgresql")
     cols = wait_promoted(settings, current.result["moved_aside"]["pgdata"]["to"])
     current.result["recovery_point"] = {
-        "target_time": iso(current.target),
+        "target_time": LATEST if current.latest else iso(current.target),
         "last_replayed_transaction_time": iso(parse_time(cols[1])) if cols[1] else None,
         "timeline": int(cols[2]) if cols[2].isdigit() else cols[2], "backup_set": current.result["backup_set"]}
     current.result["database_restore_duration_s"] = seconds_since(current.began, time.monotonic())
@@ -236,6 +261,22 @@ def reconcile_documents(current: Restore) -> None:
     by this restore, else from a later snapshot; a matching sha256 is the proof. Any still missing:
     Failure(documents_missing) naming them, and the site is rolled back.
     """
+    report, still = find_documents(current)
+    if still and current.latest:
+        recover_before_lost_documents(current, still)
+        report, still = find_documents(current)
+        report["database_recovered_before_lost_documents"] = True
+    current.result["documents"] = report
+    current.step(f"documents: {report['referenced']} referenced, {report['from_set_aside']} from the set-aside "
+                 f"folder, {report['from_later_snapshots']} from later snapshots, {len(still)} missing")
+    if still:
+        raise Failure("documents_missing", f"{len(still)} document(s) the recovered database references are in no "
+                      f"snapshot and not in the set-aside folder: {', '.join(report['missing'][:20])}; the site "
+                      "was not left with a database that points at missing files", step="documents")
+
+
+def find_documents(current: Restore) -> tuple[dict, list[documents.Document]]:
+    """Bring every referenced document into place from wherever it is; return the report and those still missing."""
     settings, docs = current.settings, current.settings.docs_dir
     referenced = documents.parse_rows(postgres.psql(settings, documents.QUERY, step="documents", timeout=HOUR_S))
     wanted = [d for d in referenced if not documents.matches(d, docs)]
@@ -251,13 +292,48 @@ def reconcile_documents(current: Restore) -> None:
         still = documents_from_snapshot(current, snapshot, still)
     report["from_later_snapshots"] = before_later - len(still)
     report["missing"] = [d.label for d in still]
-    current.result["documents"] = report
-    current.step(f"documents: {report['referenced']} referenced, {report['from_set_aside']} from the set-aside "
-                 f"folder, {report['from_later_snapshots']} from later snapshots, {len(still)} missing")
-    if still:
-        raise Failure("documents_missing", f"{len(still)} document(s) the recovered database references are in no "
-                      f"snapshot and not in the set-aside folder: {', '.join(report['missing'][:20])}; the site "
-                      "was not left with a database that points at missing files", step="documents")
+    return report, still
+
+
+def recover_before_lost_documents(current: Restore, lost: list[documents.Document]) -> None:
+    """Recover the database again, to just before the first of the *lost* documents was added.
+
+    Only for ``--target-time latest``: those files were uploaded after the last snapshot and are gone with
+    the server, so the newest point where database and documents agree is just before the transaction that
+    added the first of them (its ``created_at``, the transaction's start, precedes its commit). A delta
+    restore (only changed files are rewritten) along the timeline the first recovery followed, then
+    promotion again.
+    """
+    settings = current.settings
+    ids = ", ".join(str(int(d.id)) for d in lost)  # integers: nothing else reaches the query
+    query = FIRST_ADDED_SQL + f"({ids});"  # noqa: S608
+    lines = postgres.psql(settings, query, step="documents", timeout=HOUR_S)
+    target_text = f"{lines[0].strip()}+00"
+    promoted = str((current.result.get("recovery_point") or {}).get("timeline") or "")
+    followed = parent_timeline(settings.pg_data, promoted)
+    current.step(f"{len(lost)} document(s) added after the last snapshot are lost: recovering the database again "
+                 f"to {target_text}, just before the first of them")
+    run(["systemctl", "stop", settings.pg_unit], step="stop postgresql")
+    current.latest, current.target, current.target_text = False, parse_time(target_text), target_text
+    timeline = (f"--target-timeline={followed}",) if followed else ()
+    current.began = time.monotonic()
+    engine.pgbackrest_call(settings, pgbackrest.restore_to_time_args(current.repo, target_text,
+                                                                     current.extra + timeline + ("--delta",)),
+                           step="pgbackrest restore", timeout=engine.DAY_S)
+    recover(current)
+    current.result["recovery_point"]["before_lost_documents"] = len(lost)
+
+
+def parent_timeline(pg_data: str, timeline: str) -> str | None:
+    """Return the timeline a promotion to *timeline* branched from (its history file's last entry), or None."""
+    if not timeline.isdigit():
+        return None
+    try:
+        with open(os.path.join(pg_data, "pg_wal", f"{int(timeline):08X}.history"), encoding="ascii") as handle:
+            entries = [line.split() for line in handle if line.strip() and not line.startswith("#")]
+    except OSError:
+        return None
+    return entries[-1][0] if entries and entries[-1][0].isdigit() else None
 
 
 def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
