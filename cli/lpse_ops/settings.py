@@ -176,7 +176,8 @@ class Settings:
         low=1, high=99, shown_default="3", area="tests", read_by="tests/lab/labkit.py")
     test_home: Path | None = _setting(
         "LPSE_OPS_TEST_HOME", "Development only: the lpse-ops home kept across runs with LPSE_OPS_REUSE_LAB.",
-        kind="path", shown_default="/tmp/lpse-ops-test-home", area="tests", read_by="tests/lab/labkit.py")
+        kind="path", shown_default="/tmp/lpse-ops-test-home",  # noqa: S108 (only shown in the docs)
+        area="tests", read_by="tests/lab/labkit.py")
     test_pg_bindir: Path | None = _setting(
         "LPSE_OPS_TEST_PG_BINDIR", "PostgreSQL bin folder for the integration tests' throwaway server.",
         kind="path", shown_default="the newest /usr/lib/postgresql/*/bin", area="tests",
