@@ -1,60 +1,69 @@
 """Lynis's hardening index and our compliance score before and after `lpse-ops harden` (issue 10), by hand.
 
-Lynis takes minutes per run on a lab host (over five on the shared 2-core machine), too long for CI, so
-the comparison lives here. Runs against a lab that is already up (set LPSE_OPS_HOME and LPSE_OPS_LAB_NAME
-to it; never `lpse-test`), on ONE site with SPSE installed and backups set up:
+Lynis takes minutes per run on a lab host (1.5 to 5 on the shared 2-core machine), too long for CI, so
+the comparison lives here: this runs the lab test ``tests/lab/test_hardening.py`` with
+``LPSE_OPS_TEST_LYNIS=1`` (its audits before and after hardening then run Lynis too, and it asserts the
+index reaches 80), on a lab of its own with ONE fresh site, then reads the audits from that lab's state
+store and writes ``bench/results/hardening.json``: score and Lynis index before and after, the failed
+and unsupported controls, the wall time.
 
-    .venv/bin/python bench/hardening.py --site site1 --phase before   # before `lpse-ops harden`
-    .venv/bin/lpse-ops harden --limit site1 --yes                      # (or the lab test, which hardens it)
-    .venv/bin/python bench/hardening.py --site site1 --phase after
+    .venv/bin/python bench/hardening.py [--lab lpse-bench-harden] [--port-base 2760] [--home DIR]
 
-Each phase runs `lpse-ops audit --limit SITE --lynis --json` (Debian's lynis, `lynis audit system
---quick`) and keeps the score, Lynis's index, the failed controls, Lynis's warnings and the wall times.
-Writes (merging the phases) `bench/results/hardening.json`. Targets: Lynis >= 80 and score >= 90 after.
+The lab is the test's (``LPSE_OPS_TEST_LAB_NAME`` etc.); it is left up (``LPSE_OPS_REUSE_LAB=1``); take
+it down with ``LPSE_OPS_HOME=DIR LPSE_OPS_LAB_NAME=NAME lpse-ops lab down``. Use a fresh home: the first
+audit must be of an unhardened site.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-RESULT = Path(__file__).resolve().parent / "results" / "hardening.json"
-CLI = str(Path(sys.executable).with_name("lpse-ops"))
-
-
-def measure(site: str) -> dict:
-    started = time.monotonic()
-    done = subprocess.run([CLI, "audit", "--limit", site, "--lynis", "--json"], capture_output=True, text=True,
-                          check=False, timeout=3600)
-    wall = time.monotonic() - started
-    if done.returncode != 0:
-        return {"error": (done.stderr + done.stdout)[-2000:], "wall_s": round(wall, 1)}
-    (audit,) = json.loads(done.stdout)["sites"]
-    return {"at": datetime.now(UTC).isoformat(timespec="seconds"), "wall_s": round(wall, 1),
-            "score": audit["score"], "lynis_index": audit["lynis_index"], "failed": audit["failed"],
-            "unsupported": [c["id"] for c in audit["controls"] if c["status"] == "unsupported"]}
+ROOT = Path(__file__).resolve().parents[1]
+RESULT = ROOT / "bench" / "results" / "hardening.json"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--site", default="site1")
-    parser.add_argument("--phase", choices=["before", "after"], required=True)
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--lab", default="lpse-bench-harden")
+    parser.add_argument("--port-base", type=int, default=2760)
+    parser.add_argument("--home", type=Path, default=Path("/tmp/lpse-bench-harden-home"))
     args = parser.parse_args(argv)
-    results = json.loads(RESULT.read_text()) if RESULT.exists() else {}
-    results[args.phase] = measure(args.site)
-    results["targets"] = {"lynis_index_after": 80, "score_after": 90}
-    after = results.get("after") or {}
-    if "lynis_index" in after:
-        results["met"] = {"lynis": (after["lynis_index"] or 0) >= 80, "score": (after["score"] or 0) >= 90}
+    env = {**os.environ, "LPSE_OPS_TEST_LYNIS": "1", "LPSE_OPS_TEST_LAB_NAME": args.lab,
+           "LPSE_OPS_TEST_PORT_BASE": str(args.port_base), "LPSE_OPS_TEST_HOME": str(args.home),
+           "LPSE_OPS_TEST_SITES": "1", "LPSE_OPS_REUSE_LAB": "1"}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/lab/test_hardening.py"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, check=False)
+    wall = time.monotonic() - started
+    from lpse_ops.state import StateStore
+    from lpse_ops.state.audits import list_audits
+
+    with StateStore.open(f"sqlite:///{args.home / 'state.db'}") as store:
+        audits = [row for row in list_audits(store, site="site1", with_results=True)]
+    with_lynis = [row for row in audits if row["lynis_index"] is not None]
+
+    def summary(row: dict) -> dict:
+        controls = (row.get("results") or {}).get("controls") or []
+        return {"audited_at": row["audited_at"], "score": row["score"], "lynis_index": row["lynis_index"],
+                "failed": row["failed"], "unsupported": [c["id"] for c in controls if c["status"] == "unsupported"]}
+
+    result = {"measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "lab": args.lab,
+              "test_passed": done.returncode == 0, "test_wall_s": round(wall, 1),
+              "test_tail": done.stdout[-1500:],
+              "before": summary(with_lynis[0]) if with_lynis else None,
+              "after": summary(with_lynis[-1]) if len(with_lynis) > 1 else None,
+              "targets": {"lynis_index_after": 80, "score_after": 90}}
     RESULT.parent.mkdir(parents=True, exist_ok=True)
-    RESULT.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps(results[args.phase], indent=2))
-    return 0
+    RESULT.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0 if done.returncode == 0 else 1
 
 
 if __name__ == "__main__":
