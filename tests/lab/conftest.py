@@ -17,7 +17,8 @@ from tests.lab.labkit import LAB_NAME, PORT_BASE, REUSE_HOME, SITES, backup_cli,
 
 # Modules that change a shared lab host for good (drills replace a site, hardening and access rewrite sshd and
 # the firewall, a freeze holds writes) run after every other lab test, in this order.
-LATE_MODULES = ("test_drills.py", "test_evidence.py", "test_freeze.py", "test_access.py", "test_hardening.py")
+LATE_MODULES = ("test_drills.py", "test_rebuild.py", "test_evidence.py", "test_freeze.py", "test_access.py",
+                "test_hardening.py")
 
 
 def pytest_collection_modifyitems(items):
