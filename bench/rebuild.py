@@ -17,7 +17,7 @@ Runs against a lab that is already up (``LPSE_OPS_HOME``, ``LPSE_OPS_LAB_NAME``;
    and restic's ``config``, and a delete marker on every current object of the site's prefixes;
 3. the scenario's **runbook steps, in order, with the real CLI** (``runbooks/server-lost.md``,
    ``runbooks/ransomware.md``; placeholders filled as an operator would, ``--yes`` for the restore's
-   confirmation), each timed, with its exit code; a step whose policy is ``ask``/``continue`` goes on;
+   confirmation), each timed, with its exit code; a ``continue`` step goes on when it fails;
 4. **verified**: ``/health`` ok through nginx and every document the database references present with
    its sha256. **RTO** = fault to that verified moment (the rest of the runbook, backups set up again, a
    fresh full backup and the verifications, is timed apart). **RPO** = the fault's time minus the newest
@@ -206,7 +206,7 @@ def server_lost(state: dict, site: str, port: int, bundle: str, write_seconds: f
         cli(steps, "check-inventory", "inventory", "validate", "--for", "install")
         cli(steps, "preflight", "preflight", "--limit", site)
         cli(steps, "install-spse", "install", bundle, "--limit", site)
-        cli(steps, "setup-backups", "backup", "setup", "--limit", site, policy="ask")
+        cli(steps, "setup-backups", "backup", "setup", "--limit", site, policy="continue")
         restored = cli(steps, "restore-from-offsite", "backup", "restore", "--limit", site, "--from", "offsite",
                        "--target-time", "latest", "--yes", "--json")
         result["restore"] = _restore_summary(restored["stdout"], site)
@@ -237,7 +237,7 @@ def ransomware(state: dict, site: str, site_code: str, port: int, write_seconds:
         cli(steps, "probe-site", "fleet", "status", "--limit", site, policy="continue")
         cli(steps, "backup-health", "backup", "status", "--limit", site, policy="continue")
         cli(steps, "check-locks", "lock", "list", policy="continue")
-        cli(steps, "setup-backups", "backup", "setup", "--limit", site, policy="ask")
+        cli(steps, "setup-backups", "backup", "setup", "--limit", site, policy="continue")
         restored = cli(steps, "restore-offsite-as-of", "backup", "restore", "--limit", site, "--from", "offsite",
                        "--offsite-as-of", as_of.isoformat(), "--target-time", "latest", "--yes", "--json")
         result["restore"] = _restore_summary(restored["stdout"], site)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import config, runbooks
-from lpse_ops.actions import operation, runbook_run
+from lpse_ops.actions import drill_rebuild, operation, runbook_run
 from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.backends import ansible
 
@@ -74,6 +74,9 @@ SCENARIOS: dict[str, Scenario] = {
     "database-corrupted": Scenario("database-corrupted", "PostgreSQL stopped and its data files overwritten; "
                                                          "point-in-time recovery to the last archived WAL"),
 }
+
+
+SCENARIOS.update({name: Scenario(name, text) for name, text in drill_rebuild.DESCRIPTIONS.items()})
 
 
 class DrillRefused(OperationRefused):
@@ -387,8 +390,7 @@ def _hostvars(inventory: Path, site: str) -> dict[str, Any]:
 def check(request: DrillRequest) -> tuple[dict[str, Any], runbook_run.RunbookPlan]:
     """Every refusal that needs no change on the site: scenario, drillable site, runbook lint."""
     if request.scenario not in SCENARIOS:
-        raise DrillRefused(f"no drill scenario {request.scenario!r} (known: {', '.join(SCENARIOS)}; server-lost and "
-                           "ransomware are not drilled yet)")
+        raise DrillRefused(f"no drill scenario {request.scenario!r} (known: {', '.join(SCENARIOS)})")
     hostvars = _hostvars(request.inventory, request.site)
     allowed, reason = drillable(hostvars)
     if not allowed:
@@ -510,6 +512,11 @@ def _wait_for(condition: Callable[[], bool], bound_s: float, what: str, every_s:
 def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Timeline
             ) -> tuple[datetime, dict[str, str]]:
     """Inject the scenario's fault for real; return the fault moment (control clock) and known values."""
+    if request.scenario in drill_rebuild.INJECT:  # server-lost, ransomware: actions/drill_rebuild.py
+        fault_at, values, what = drill_rebuild.INJECT[request.scenario](
+            request.site, shell, _hostvars(request.inventory, request.site))
+        timeline.add("fault_injected", at=fault_at, fault=what)
+        return fault_at, values
     fault_at = datetime.now(UTC)
     if request.scenario == "rows-deleted":
         out = shell.sql(

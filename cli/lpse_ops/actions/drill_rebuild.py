@@ -1,0 +1,123 @@
+"""Drill faults of the two rebuilds from the offsite copy (issue 9; runbooks/ransomware.md and
+runbooks/server-lost.md), plugged into ``lpse-ops drill run`` (:mod:`lpse_ops.actions.drill`).
+
+*ransomware*, over the drill's SSH shell, as an attacker with root on the site: first, with the site's own
+offsite keys (its ``restic.env``), every snapshot of the offsite restic repository forgotten and pruned
+(the bucket's Object Lock keeps every version: the deletes only add delete markers); then every document
+and every PostgreSQL data file under ``base/`` overwritten by its ``openssl enc`` ciphertext, a ransom
+note, and the local repositories (pgBackRest repo1, the local restic repository) deleted. The runbook
+restores from the offsite copy as it stood one second before the attack began (``{offsite_as_of}``).
+
+*server-lost*, on a **lab** site only (a drill cannot replace a real server's hardware): the site's
+container is removed and a bare Debian host started with its name and ports (SSH only), and its new
+SSH host key replaces the old one in the lab's known_hosts (the runbook's Diagnosis). ``{bundle}``
+is the bundle of the last successful install that covered the site (the state store's runs, as the
+runbook says an operator finds it).
+
+Each ``inject`` returns (the fault's moment, the runbook's placeholder values, what was done).
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from lpse_ops import config
+from lpse_ops.actions.operation import OperationRefused
+
+DESCRIPTIONS: dict[str, str] = {
+    "ransomware": "offsite snapshots forgotten and pruned with the site's own keys, documents and PostgreSQL data "
+                  "files encrypted, local repositories deleted; restore from the offsite copy as of 1 s before",
+    "server-lost": "lab only: the site's container destroyed and a bare host started in its place; rebuilt from "
+                   "the offsite bucket and the inventory",
+}
+
+OFFSITE_ATTACK = r"""
+set -e
+set -a; . /etc/lpse-backup/restic.env; set +a
+export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password RESTIC_CACHE_DIR=/tmp/attacker-cache
+repo=$(python3 -c 'import json; print(json.load(open("/etc/lpse-backup/lpse-backup.json"))["restic_repos"]["offsite"])')
+opts="--cacert /etc/lpse-backup/offsite-ca.crt -o s3.bucket-lookup=path"
+ids=$(restic -r "$repo" $opts snapshots --json \
+      | python3 -c 'import json, sys; print(" ".join(s["id"] for s in json.load(sys.stdin) or []))')
+[ -z "$ids" ] || restic -r "$repo" $opts forget --prune $ids >/dev/null
+echo "offsite snapshots forgotten: $(echo $ids | wc -w)"
+"""
+ENCRYPT = r"""
+set -e
+enc() { openssl enc -aes-256-cbc -pbkdf2 -pass pass:drill-ransom -in "$1" -out "$1.locked" && mv "$1.locked" "$1"; }
+docs=/var/lib/spse/documents
+find "$docs" -type f | while read -r f; do enc "$f"; done
+find /var/lib/postgresql/15/main/base -type f -name '[0-9]*' | while read -r f; do enc "$f"; done
+echo 'Your files are encrypted (an lpse-ops drill)' > "$docs/README-RANSOM.txt"
+rm -rf /var/lib/pgbackrest/* /var/lib/lpse-backup/restic
+echo "encrypted: $(find "$docs" -type f | wc -l) documents"
+"""
+
+
+class Shell(Protocol):
+    """The drill's root shell on the site (``drill.SiteShell``)."""
+
+    def run(self, script: str, timeout: float = 300.0, check: bool = True) -> str: ...
+
+
+Injected = tuple[datetime, dict[str, str], str]
+
+
+def ransomware(site: str, shell: Shell, hostvars: dict[str, Any]) -> Injected:
+    """Attack the offsite copy with the site's keys, encrypt the site's files, delete its local repositories."""
+    fault_at = datetime.now(UTC)
+    attacked = shell.run(OFFSITE_ATTACK, timeout=900).strip()
+    encrypted = shell.run(ENCRYPT, timeout=1800).strip()
+    as_of = fault_at.replace(microsecond=0) - timedelta(seconds=1)
+    return fault_at, {"offsite_as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ")}, f"{attacked}; {encrypted}"
+
+
+def server_lost(site: str, shell: Shell, hostvars: dict[str, Any]) -> Injected:
+    """Replace a lab site's container by a bare host with the same name and ports."""
+    if hostvars.get("lpse_environment") != "lab":
+        raise OperationRefused(f"{site}: a server-lost drill replaces the host itself, which only the lab can do "
+                               "(lpse_environment: lab); on a real site, rehearse runbooks/server-lost.md on a "
+                               "spare host")
+    bundle = last_installed_bundle(site)
+    from lpse_ops.lab import lab as lab_actions  # the lab only: gated above
+
+    state = lab_actions.load_state() or {}
+    spec = next((h for h in state.get("hosts", []) if h["name"] == site), None)
+    if spec is None:
+        raise OperationRefused(f"{site} is not a host of the lab {state.get('name')}")
+    host = lab_actions.HostSpec(**spec)
+    plan = lab_actions.LabPlan(state["name"], state["port_base"], [])
+    subprocess.run(["docker", "rm", "-f", plan.container(host)], check=True, capture_output=True, timeout=300)
+    fault_at = datetime.now(UTC)
+    lab_actions.start_host(plan, host, state["image"])
+    lab_actions.provision_access(plan, host, (lab_actions.lab_dir() / "id_ed25519.pub").read_text())
+    subprocess.run(["ssh-keygen", "-R", f"[127.0.0.1]:{host.ssh_port}", "-f",
+                    str(lab_actions.lab_dir() / "known_hosts")], capture_output=True, check=False, timeout=60)
+    if not lab_actions.ssh_ok(host, wait_s=90):
+        raise RuntimeError(f"the bare {site} does not answer SSH")
+    return fault_at, {"bundle": bundle}, f"container {plan.container(host)} destroyed; a bare host started in its place"
+
+
+def last_installed_bundle(site: str) -> str:
+    """The bundle of the newest successful install run that covered *site* (limit unset or naming it)."""
+    from lpse_ops.state import StateStore
+
+    store = StateStore.open(config.state_url())
+    try:
+        for record in store.list_runs(limit=200, operation="install"):
+            args = record.get("args") or {}
+            limit = args.get("limit")
+            if (record.get("result") == "ok" and args.get("bundle") and not args.get("check")
+                    and (not limit or site in limit.replace(",", " ").replace(":", " ").split())):
+                return str(args["bundle"])
+    finally:
+        store.close()
+    raise OperationRefused(f"no successful install of {site} in the state store: the drill cannot tell which "
+                           "bundle to reinstall")
+
+
+INJECT: dict[str, Callable[[str, Shell, dict[str, Any]], Injected]] = {
+    "ransomware": ransomware, "server-lost": server_lost}
