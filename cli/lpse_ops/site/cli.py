@@ -6,7 +6,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup list
     lpse-backup status
     lpse-backup verify [--repo 1|2] [--set LABEL | --random]
-    lpse-backup restore --target-time "YYYY-MM-DD HH:MM:SS+00" [--repo 1|2] [--repo2-path PATH]
+    lpse-backup restore --target-time "YYYY-MM-DD HH:MM:SS+00"|latest [--repo 1|2] [--repo2-path PATH]
                         [--repo2-bucket BUCKET] [--restic-repo URL]
     lpse-backup checkpoint --name NAME | rollback-db --name NAME | compare --name NAME   (upgrades)
     lpse-backup traffic --since EPOCH [--until EPOCH] [--log PATH]   (requests to SPSE in a window)
@@ -51,7 +51,8 @@ def parser() -> argparse.ArgumentParser:
     choice.add_argument("--set", help="backup set label (default: the latest)")
     choice.add_argument("--random", action="store_true", help="a random backup set")
     recover = sub.add_parser("restore", help="point-in-time recovery of the live site")
-    recover.add_argument("--target-time", required=True)
+    recover.add_argument("--target-time", required=True,
+                         help="UTC time to recover to, or `latest`: the end of the archived WAL")
     recover.add_argument("--repo", type=int, choices=[1, 2], default=1)
     recover.add_argument("--repo2-path", help="pgBackRest repo2-path override (a read-only view of the bucket)")
     recover.add_argument("--repo2-bucket", help="pgBackRest repo2-s3-bucket override (the restore views bucket)")
