@@ -178,6 +178,10 @@ class Settings:
         "LPSE_OPS_TEST_HOME", "Development only: the lpse-ops home kept across runs with LPSE_OPS_REUSE_LAB.",
         kind="path", shown_default="/tmp/lpse-ops-test-home",  # noqa: S108 (only shown in the docs)
         area="tests", read_by="tests/lab/labkit.py")
+    test_lynis: bool = _setting(
+        "LPSE_OPS_TEST_LYNIS", "Development only: the hardening lab test also runs Lynis before and after "
+        "(minutes; bench/hardening.py sets it).", kind="bool", default=False, shown_default="no", area="tests",
+        read_by="tests/lab/test_hardening.py")
     test_pg_bindir: Path | None = _setting(
         "LPSE_OPS_TEST_PG_BINDIR", "PostgreSQL bin folder for the integration tests' throwaway server.",
         kind="path", shown_default="the newest /usr/lib/postgresql/*/bin", area="tests",
