@@ -82,6 +82,19 @@ def test_kept_probes_reuse_one_login_and_reconnect_a_broken_connection(site1_tar
     assert logins == [first, first + 1, first + 1, first + 2], logins  # logins in rounds 1 and 3 only
 
 
+def test_fleet_status_watch_probes_twice_over_one_login(installed):
+    before = logins_now("site1")
+    code, report, output = run_cli("fleet", "status", "--limit", "site1", "--timeout", PROBE_TIMEOUT, "--watch", "0",
+                                   "--rounds", "2", "--json")
+    assert report is not None and len(report["rounds"]) == 2, output
+    first, second = report["rounds"]
+    assert first["run_id"] != second["run_id"]  # each round is its own run, stored
+    for status in (first, second):
+        (site,) = status["sites"]
+        assert site["host"] == "site1" and site["reachable"] and site["spse_version"] == "1.0", site
+    assert logins_now("site1") == before + 1  # the second round reused the first round's login
+
+
 def test_wrong_private_key_is_auth_failed(site1_target, tmp_path: Path):
     key = tmp_path / "wrong"
     asyncssh.generate_private_key("ssh-ed25519").write_private_key(str(key))

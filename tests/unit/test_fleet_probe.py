@@ -312,3 +312,19 @@ def test_migration_0005_upgrades_a_0004_sqlite_store_keeping_its_runs(tmp_path: 
     command.downgrade(alembic_config(url), "0004")
     with StateStore.open(url) as store:
         assert store.list_runs()[0]["id"] == run_id
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--rounds", "2"], "--rounds needs --watch SECONDS"),
+    (["--watch", "5", "--json"], "--watch with --json needs --rounds N"),
+])
+def test_fleet_status_watch_options_refused_before_any_host(args: list[str], message: str, tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from lpse_ops.main import main
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  children:\n    sites:\n      hosts:\n        site1:\n"
+                         "          ansible_host: 192.0.2.1\n")  # TEST-NET: never reached, the options are refused
+    result = CliRunner().invoke(main, ["fleet", "status", "-i", str(inventory), *args])
+    assert result.exit_code == 2 and message in result.output, result.output

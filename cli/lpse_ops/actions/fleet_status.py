@@ -108,6 +108,50 @@ def _targets(request: FleetStatusRequest) -> list[ssh_probe.Target]:
         raise OperationRefused(f"cannot read the site facts (roles/site): {error}") from error
 
 
+class _Round:
+    """One probe of the fleet as the state store records it: a run, each site judged as it answers, stored."""
+
+    def __init__(self, request: FleetStatusRequest, targets: list[ssh_probe.Target], store: Any,
+                 extra: dict[str, Any] | None = None) -> None:
+        self.request, self.store = request, store
+        self.run_id = store.start_run(OPERATION, {"inventory": str(request.inventory), "limit": request.limit,
+                                                  "timeout": request.timeout, "concurrency": request.concurrency,
+                                                  **(extra or {})}, [target.host for target in targets])
+        self.verifications = {target.host: next(iter(store.list_verifications(target.host, limit=1)), None)
+                              for target in targets}
+        self.probes: list[ssh_probe.SiteProbe] = []
+        self.started, self.cpu_before = time.monotonic(), _cpu()
+
+    def judge(self, raw: ssh_probe.RawResult) -> None:
+        now = datetime.now(UTC)
+        site = ssh_probe.to_probe(raw, now, self.request.limits)
+        if site.reachable and site.error_detail is None:
+            site.faults += backup_faults(site, self.verifications.get(site.host), self.request.backup_limits, now)
+        self.probes.append(site)
+        if self.request.on_host:
+            self.request.on_host(site)
+
+    def finish(self) -> FleetStatus:
+        duration, cpu = time.monotonic() - self.started, _cpu() - self.cpu_before
+        ordered = worst_first(self.probes)
+        code = exit_code(ordered)
+        for site in ordered:
+            self.store.record_probe(site.host, stored(site), run_id=self.run_id)
+        self.store.finish_run(self.run_id, "ok" if code == EXIT_OK else "failed", host_results={
+            site.host: {"status": "unreachable" if not site.reachable else "failed" if site.faults else "ok",
+                        "unreachable": int(not site.reachable), "failed": len(site.faults),
+                        "faults": [fault.code for fault in site.faults]} for site in ordered},
+            summary={"exit_code": code, "sites": len(ordered), "duration_s": round(duration, 3),
+                     "cpu_s": round(cpu, 3)})
+        return FleetStatus(self.run_id, ordered, code, duration, cpu)
+
+
+def _checked(request: FleetStatusRequest) -> list[ssh_probe.Target]:
+    if request.timeout <= 0 or request.concurrency < 1:
+        raise OperationRefused("--timeout must be above 0 and --concurrency at least 1")
+    return _targets(request)
+
+
 def probe(request: FleetStatusRequest) -> FleetStatus:
     """Probe every site of the inventory's ``sites`` group (with *limit*), read-only; store and return them.
 
@@ -116,43 +160,70 @@ def probe(request: FleetStatusRequest) -> FleetStatus:
     """
     from lpse_ops.state import StateStore
 
-    if request.timeout <= 0 or request.concurrency < 1:
-        raise OperationRefused("--timeout must be above 0 and --concurrency at least 1")
-    targets = _targets(request)
+    targets = _checked(request)
     store = StateStore.open(request.state_url or config.state_url())
     try:
-        run_id = store.start_run(OPERATION, {"inventory": str(request.inventory), "limit": request.limit,
-                                             "timeout": request.timeout, "concurrency": request.concurrency},
-                                 [target.host for target in targets])
-        verifications = {target.host: next(iter(store.list_verifications(target.host, limit=1)), None)
-                         for target in targets}
-        started, cpu_before = time.monotonic(), _cpu()
-        probes: list[ssh_probe.SiteProbe] = []
-
-        def judge(raw: ssh_probe.RawResult) -> None:
-            now = datetime.now(UTC)
-            site = ssh_probe.to_probe(raw, now, request.limits)
-            if site.reachable and site.error_detail is None:
-                site.faults += backup_faults(site, verifications.get(site.host), request.backup_limits, now)
-            probes.append(site)
-            if request.on_host:
-                request.on_host(site)
-
-        ssh_probe.run_probes(targets, timeout=request.timeout, concurrency=request.concurrency, on_done=judge)
-        duration, cpu = time.monotonic() - started, _cpu() - cpu_before
-        ordered = worst_first(probes)
-        code = exit_code(ordered)
-        for site in ordered:
-            store.record_probe(site.host, stored(site), run_id=run_id)
-        store.finish_run(run_id, "ok" if code == EXIT_OK else "failed", host_results={
-            site.host: {"status": "unreachable" if not site.reachable else "failed" if site.faults else "ok",
-                        "unreachable": int(not site.reachable), "failed": len(site.faults),
-                        "faults": [fault.code for fault in site.faults]} for site in ordered},
-            summary={"exit_code": code, "sites": len(ordered), "duration_s": round(duration, 3),
-                     "cpu_s": round(cpu, 3)})
+        round_ = _Round(request, targets, store)
+        ssh_probe.run_probes(targets, timeout=request.timeout, concurrency=request.concurrency, on_done=round_.judge)
+        return round_.finish()
     finally:
         store.close()
-    return FleetStatus(run_id, ordered, code, duration, cpu)
+
+
+@dataclass
+class FleetWatchRequest:
+    status: FleetStatusRequest
+    interval_s: float = 60.0
+    """Seconds from the start of one round to the start of the next (a slower round starts the next at once)."""
+    rounds: int = 0
+    """How many rounds; 0: until interrupted (KeyboardInterrupt ends the watch, connections closed)."""
+    on_round: Callable[[FleetStatus], None] | None = None
+
+
+def watch(request: FleetWatchRequest) -> list[FleetStatus]:
+    """Probe the fleet round after round over kept connections (``ssh_probe.KeptProbes``); return every round.
+
+    The first round connects to every site; later rounds reuse each site's connection and shell (no
+    handshake, no login), reconnecting only a site whose connection broke. Each round is judged, stored
+    and recorded as its own run, exactly as :func:`probe`. Raises OperationRefused as :func:`probe`.
+    """
+    import asyncio
+
+    from lpse_ops.state import StateStore
+
+    if request.interval_s < 0 or request.rounds < 0:
+        raise OperationRefused("--watch must be 0 or more seconds and --rounds 0 or more")
+    status = request.status
+    targets = _checked(status)
+    store = StateStore.open(status.state_url or config.state_url())
+    done: list[FleetStatus] = []
+    current: list[_Round] = []
+
+    async def rounds() -> None:
+        async with ssh_probe.KeptProbes(timeout=status.timeout, concurrency=status.concurrency) as kept:
+            number = 0
+            while not request.rounds or number < request.rounds:
+                number += 1
+                started = time.monotonic()
+                round_ = _Round(status, targets, store, {"watch_round": number, "interval_s": request.interval_s})
+                current[:] = [round_]
+                await kept.run(targets, on_done=round_.judge)
+                done.append(round_.finish())
+                current.clear()
+                if request.on_round:
+                    request.on_round(done[-1])
+                if request.rounds and number >= request.rounds:
+                    break
+                await asyncio.sleep(max(0.0, request.interval_s - (time.monotonic() - started)))
+
+    try:
+        asyncio.run(rounds())
+    except KeyboardInterrupt:  # the watch ends; asyncio.run cancelled the round, KeptProbes closed the connections
+        for round_ in current:  # a round cut short is recorded as such, not left open
+            store.finish_run(round_.run_id, "aborted", summary={"interrupted": True, "sites": len(round_.probes)})
+    finally:
+        store.close()
+    return done
 
 
 def _cpu() -> float:

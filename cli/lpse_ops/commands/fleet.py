@@ -82,13 +82,22 @@ def render(status: fleet_status.FleetStatus) -> None:
               help="Seconds each site has to answer (connection and probe).")
 @click.option("--concurrency", type=click.IntRange(min=1), default=20, show_default=True,
               help="Sites probed at once.")
+@click.option("--watch", "watch_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Probe again every SECONDS over the kept connections (no new login), until --rounds or Ctrl-C.")
+@click.option("--rounds", type=click.IntRange(min=0), default=0, show_default="0: until Ctrl-C",
+              help="With --watch: how many rounds (required with --json).")
 @json_option
 def status_command(inventory_path: Path | None, limit: str | None, timeout: float, concurrency: int,
-                   as_json: bool) -> None:
+                   watch_s: float | None, rounds: int, as_json: bool) -> None:
     """Probe every site read-only over SSH: services, version, capacity, certificate, updates, backups.
 
-    Exit code 0 every site healthy, 3 a site has a fault, 4 a site did not answer.
+    Exit code 0 every site healthy, 3 a site has a fault, 4 a site did not answer (with --watch: the
+    last round's).
     """
+    if watch_s is None and rounds:
+        raise click.UsageError("--rounds needs --watch SECONDS")
+    if watch_s is not None and as_json and not rounds:
+        raise click.UsageError("--watch with --json needs --rounds N (the JSON is printed when the rounds end)")
 
     def progress(probe: SiteProbe) -> None:
         terminal.info(f"{probe.host}: {probe.error or ('faults' if probe.faults else 'ok')} "
@@ -97,6 +106,14 @@ def status_command(inventory_path: Path | None, limit: str | None, timeout: floa
     request = fleet_status.FleetStatusRequest(inventory=require_inventory(inventory_path), limit=limit,
                                               timeout=timeout, concurrency=concurrency,
                                               on_host=progress if terminal.is_tty() and not as_json else None)
+    if watch_s is not None:
+        watch = fleet_status.FleetWatchRequest(request, interval_s=watch_s, rounds=rounds,
+                                               on_round=None if as_json else render)
+        with refusal_as_error():
+            done = fleet_status.watch(watch)
+        if as_json:
+            terminal.emit_json({"rounds": [status.as_dict() for status in done]})
+        raise SystemExit(done[-1].exit_code if done else 130)
     with refusal_as_error():
         status = fleet_status.probe(request)
     if as_json:
