@@ -101,8 +101,9 @@ def test_server_lost_is_rebuilt_from_the_offsite_bucket_and_the_inventory(lab, r
     assert sql(f"SELECT count(*) FROM documents WHERE name = '{lost_name}'") == "0"
     assert int(sql("SELECT count(*) FROM documents")) == documents_before - 1
 
-    # Backups again on the recovered database, so the lab tests after this one find the site as it was.
+    # Backups again on the recovered database (stanza on both repositories, archiving checked, timers), so the
+    # lab tests after this one find the site backed up as before; the runbook's fresh full backup is left to
+    # the timers and to bench/rebuild.py (CI time).
     code, _, output = run_cli("backup", "setup", "--limit", SITE)
     assert code == 0, output
-    code, _, output = backup_cli("run", "--type", "full")
-    assert code == 0, output
+    assert on_site("systemctl is-active lpse-backup-files.timer").strip() == "active"

@@ -309,7 +309,8 @@ def recover_before_lost_documents(current: Restore, lost: list[documents.Documen
     query = FIRST_ADDED_SQL + f"({ids});"  # noqa: S608
     lines = postgres.psql(settings, query, step="documents", timeout=HOUR_S)
     target_text = f"{lines[0].strip()}+00"
-    promoted = str((current.result.get("recovery_point") or {}).get("timeline") or "")
+    first = dict(current.result.get("recovery_point") or {})
+    promoted = str(first.get("timeline") or "")
     followed = parent_timeline(settings.pg_data, promoted)
     current.step(f"{len(lost)} document(s) added after the last snapshot are lost: recovering the database again "
                  f"to {target_text}, just before the first of them")
@@ -321,7 +322,8 @@ def recover_before_lost_documents(current: Restore, lost: list[documents.Documen
                                                                      current.extra + timeline + ("--delta",)),
                            step="pgbackrest restore", timeout=engine.DAY_S)
     recover(current)
-    current.result["recovery_point"]["before_lost_documents"] = len(lost)
+    current.result["recovery_point"].update(before_lost_documents=len(lost),
+                                            end_of_archive_replayed=first.get("last_replayed_transaction_time"))
 
 
 def parent_timeline(pg_data: str, timeline: str) -> str | None:
