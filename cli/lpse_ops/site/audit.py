@@ -10,6 +10,7 @@ Needs no backup settings: it runs on a site that is neither backed up nor harden
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -239,6 +240,9 @@ def parse_lynis_report(text: str) -> dict:
 
 def lynis_facts(report: str = LYNIS_REPORT) -> dict:
     started = time.monotonic()
+    os.makedirs(os.path.dirname(report), mode=0o750, exist_ok=True)  # an unhardened site lacks the folder
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(report)  # never read a previous run's report as this one's
     code, _out, err = _run(["lynis", "audit", "system", "--quick", "--no-colors", "--no-log", "--report-file",
                             report], timeout=1800)
     if code is None:
