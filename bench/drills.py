@@ -16,7 +16,7 @@ Runs against a lab that is already up, on ONE drillable site with SPSE installed
    (the real command; nothing is measured here that the drill does not measure itself).
 3. Write ``bench/results/drills.json``: the site's data size, and per scenario every round's RTO, RPO of
    rows and of documents, the consistency check, ok/met and failed step; min/median/max over the rounds
-   that recovered.
+   that recovered. Scenarios not run this time keep their earlier figures (with ``measured_at``).
 
 Usage: ``LPSE_OPS_HOME=... LPSE_OPS_LAB_NAME=... .venv/bin/python bench/drills.py --site site1
 [--scenario rows-deleted --scenario documents-lost ...] [--rounds 1] [--min-gb 1.0]``.
@@ -155,6 +155,12 @@ def main() -> None:
                 (one["rpo_db_s"] or 0) <= ISSUE_TARGETS["rpo_db_s"] and (one["rpo_docs_s"] or 0)
                 <= ISSUE_TARGETS["rpo_docs_s"] and not one["consistency"]["not_matching_count"] for one in recovered),
         }
+    previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    kept = {name: value for name, value in (previous.get("scenarios") or {}).items() if name not in results}
+    for value in kept.values():
+        value.setdefault("measured_at", previous.get("when"))
+    results = {**kept, **{name: {**value, "measured_at": datetime.now(UTC).isoformat(timespec="seconds")}
+                          for name, value in results.items()}}
     out = {"bench": "drills", "when": datetime.now(UTC).isoformat(timespec="seconds"), "site": args.site,
            "data_bytes": size, "seed": seeded, "host": platform.node(), "python": platform.python_version(),
            "scenarios": results,

@@ -530,7 +530,9 @@ def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Tim
                      database_time=deadline_text(deleted_at), result=" ".join(line for line in lines if line != stamp))
         return fault_at, {"target_time": floor_second(deleted_at).strftime("%Y-%m-%dT%H:%M:%SZ")}
     if request.scenario == "documents-lost":
-        shell.run(f"rm -rf {DOCUMENTS_DIR}")
+        # SPSE recreates the folder for an upload arriving meanwhile (the workload's): remove until it is gone
+        shell.run(f"for attempt in 1 2 3 4 5 6 7 8 9 10; do rm -rf {DOCUMENTS_DIR} 2>/dev/null && exit 0; "
+                  "sleep 0.1; done; exit 1")
         timeline.add("fault_injected", at=fault_at, fault=f"rm -rf {DOCUMENTS_DIR}")
         return fault_at, {}
     if request.scenario == "database-corrupted":
