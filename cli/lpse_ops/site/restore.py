@@ -301,8 +301,10 @@ def recover_before_lost_documents(current: Restore, lost: list[documents.Documen
     Only for ``--target-time latest``: those files were uploaded after the last snapshot and are gone with
     the server, so the newest point where database and documents agree is just before the transaction that
     added the first of them (its ``created_at``, the transaction's start, precedes its commit). A delta
-    restore (only changed files are rewritten) along the timeline the first recovery followed, then
-    promotion again.
+    restore (only changed files are rewritten), then promotion again. The timeline is PostgreSQL's default
+    (latest), never a number: a numbered timeline needs its history file in the archive, and a rebuilt
+    site's can be missing there (seen in the lab); the target lies before the first recovery's end, so
+    whichever branch latest finds, recovery stops on the first recovery's own WAL.
     """
     settings = current.settings
     ids = ", ".join(str(int(d.id)) for d in lost)  # integers: nothing else reaches the query
@@ -310,32 +312,17 @@ def recover_before_lost_documents(current: Restore, lost: list[documents.Documen
     lines = postgres.psql(settings, query, step="documents", timeout=HOUR_S)
     target_text = f"{lines[0].strip()}+00"
     first = dict(current.result.get("recovery_point") or {})
-    promoted = str(first.get("timeline") or "")
-    followed = parent_timeline(settings.pg_data, promoted)
     current.step(f"{len(lost)} document(s) added after the last snapshot are lost: recovering the database again "
                  f"to {target_text}, just before the first of them")
     run(["systemctl", "stop", settings.pg_unit], step="stop postgresql")
     current.latest, current.target, current.target_text = False, parse_time(target_text), target_text
-    timeline = (f"--target-timeline={followed}",) if followed else ()
     current.began = time.monotonic()
     engine.pgbackrest_call(settings, pgbackrest.restore_to_time_args(current.repo, target_text,
-                                                                     current.extra + timeline + ("--delta",)),
+                                                                     current.extra + ("--delta",)),
                            step="pgbackrest restore", timeout=engine.DAY_S)
     recover(current)
     current.result["recovery_point"].update(before_lost_documents=len(lost),
                                             end_of_archive_replayed=first.get("last_replayed_transaction_time"))
-
-
-def parent_timeline(pg_data: str, timeline: str) -> str | None:
-    """Return the timeline a promotion to *timeline* branched from (its history file's last entry), or None."""
-    if not timeline.isdigit():
-        return None
-    try:
-        with open(os.path.join(pg_data, "pg_wal", f"{int(timeline):08X}.history"), encoding="ascii") as handle:
-            entries = [line.split() for line in handle if line.strip() and not line.startswith("#")]
-    except OSError:
-        return None
-    return entries[-1][0] if entries and entries[-1][0].isdigit() else None
 
 
 def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
