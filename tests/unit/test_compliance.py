@@ -193,8 +193,21 @@ def test_site_parsers_read_real_tool_output():
     assert site_audit.parse_sshd_t("port 22\npermitrootlogin no\nPermitRootLogin yes\n")["permitrootlogin"] == "no"
     report = ('Start timestamp: 2026-11-28 10:00:00\n{\n  "changed": {"/etc/ssh/sshd_config": {"sha256": ["a", "b"]}},'
               '\n  "added": {"/usr/local/bin/x": "f++++"}\n}\n')
-    assert site_audit.parse_aide_json(report) == {"added": ["/usr/local/bin/x"], "removed": [],
+    assert site_audit.parse_aide_report(report) == {"added": ["/usr/local/bin/x"], "removed": [],
                                                  "changed": ["/etc/ssh/sshd_config"]}
+    text = ("Start timestamp: 2026-11-28 17:07:12 +0700 (AIDE 0.18.3)\nAIDE found differences between database and "
+            "filesystem!!\n\nSummary:\n  Total number of entries:\t2557\n  Added entries:\t\t2\n\n"
+            "---------------------------------------------------\nAdded entries:\n"
+            "---------------------------------------------------\n\n"
+            "f+++++++++++++++++: /usr/bin/zz-test\n\n---------------------------------------------------\n"
+            "Changed entries:\n---------------------------------------------------\n\n"
+            "f > ...   ..H     : /etc/issue.net\n\n---------------------------------------------------\n"
+            "The attributes of the (uncompressed) database(s):\n---------------------------------------------------\n"
+            "\n/var/lib/aide/aide.db\n SHA256    : 6+mir568rCOU5r/2cyNjfyoNvG08RnnR\n")
+    assert site_audit.parse_aide_report(text) == {"added": ["/usr/bin/zz-test"], "removed": [],
+                                                 "changed": ["/etc/issue.net"]}
+    with pytest.raises(ValueError):
+        site_audit.parse_aide_report("aide: cannot open database\n")
     lynis = "lynis_tests_done=231\nhardening_index=67\nwarning[]=FIRE-4512|No firewall|-|-|\n"
     assert site_audit.parse_lynis_report(lynis)["hardening_index"] == 67
     assert site_audit.parse_lynis_report(lynis)["warnings"] == ["FIRE-4512"]

@@ -120,11 +120,35 @@ def release_facts(base: str = SPSE_BASE) -> dict:
             "modified": sorted(modified), "missing": sorted(missing), "extra": extra}
 
 
-def parse_aide_json(text: str) -> dict:
-    """Return AIDE's JSON report as {added, removed, changed: [paths]} (empty lists when it found nothing)."""
+_AIDE_SECTION = re.compile(r"^(Added|Removed|Changed) entries:$")
+_AIDE_ENTRY = re.compile(r"^[a-zA-Z!?][^:]*: (/.*)$")
+
+
+def parse_aide_report(text: str) -> dict:
+    """Return AIDE's report (JSON, or the plain text of older settings) as {added, removed, changed: [paths]}.
+
+    Raises ValueError when the text is neither: an unreadable report must never read as "no change".
+    """
     start = text.find("{")
-    report = json.loads(text[start:]) if start >= 0 else {}
-    return {kind: sorted(report.get(kind) or {}) for kind in ("added", "removed", "changed")}
+    if start >= 0:
+        report = json.loads(text[start:])
+        return {kind: sorted(report.get(kind) or {}) for kind in ("added", "removed", "changed")}
+    found: dict[str, list[str]] = {"added": [], "removed": [], "changed": []}
+    section = None
+    for line in text.splitlines():
+        heading = _AIDE_SECTION.match(line.strip())
+        if heading:
+            section = heading.group(1).lower()
+            continue
+        if line.startswith(("---", "The attributes", "Detailed information")):
+            section = None if not line.startswith("---") else section
+            continue
+        entry = _AIDE_ENTRY.match(line.strip())
+        if section and entry:
+            found[section].append(entry.group(1))
+    if "AIDE found" not in text and "Summary:" not in text:
+        raise ValueError("neither JSON nor AIDE's text report")
+    return {kind: sorted(paths) for kind, paths in found.items()}
 
 
 def aide_facts(conf: str = AIDE_CONF, database: str = AIDE_DB) -> dict:
@@ -136,9 +160,11 @@ def aide_facts(conf: str = AIDE_CONF, database: str = AIDE_DB) -> dict:
     if code is None or code >= 8:
         return {"ran": False, "rc": code, "error": (err or out).strip()[-300:]}
     try:
-        found = parse_aide_json(out)
+        found = parse_aide_report(out)
     except ValueError as error:
-        return {"ran": False, "rc": code, "error": f"AIDE's report is not JSON: {error}"}
+        return {"ran": False, "rc": code, "error": f"AIDE's report could not be read: {error}"}
+    if code and not any(found.values()):
+        return {"ran": False, "rc": code, "error": f"AIDE exited {code} (differences) but named no file"}
     return {"ran": True, "rc": code, "error": None, "duration_s": round(time.monotonic() - started, 1), **found}
 
 
