@@ -244,6 +244,8 @@ def ransomware(state: dict, site: str, site_code: str, port: int, write_seconds:
                        "--offsite-as-of", as_of.isoformat(), "--target-time", "latest", "--yes", "--json")
         result["restore"] = _restore_summary(restored["stdout"], site)
         result.update(_verified(lab, site, port, attacked, result["restore"]))
+        cli(steps, "offsite-put-back", "backup", "offsite-put-back", "--limit", site, "--as-of", as_of.isoformat(),
+            "--yes")
         cli(steps, "setup-backups-again", "backup", "setup", "--limit", site)
         cli(steps, "fresh-full-backup", "backup", "run", "--limit", site, "--type", "full")
         cli(steps, "site-healthy", "fleet", "status", "--limit", site, policy="continue")

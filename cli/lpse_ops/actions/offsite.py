@@ -124,3 +124,69 @@ def remove_view(view: OffsiteView) -> OffsiteView:
     """Delete the view's copies (the views bucket has no Object Lock, so nothing stays behind)."""
     view.removed = s3.remove_view(settings().client(), view.views_bucket, view.prefix)
     return view
+
+
+
+@dataclass
+class PutBackPlan:
+    """What putting a site's offsite repositories back as of a time would write: nothing is written yet."""
+
+    request: ViewRequest
+    copy_forward: list[tuple[str, str]]  # (key, version id current then) where the current version differs
+    hide: list[str]  # keys that did not exist then
+
+    def as_dict(self) -> dict:
+        return {"site_code": self.request.site_code, "as_of": self.request.when.isoformat(),
+                "copy_forward": len(self.copy_forward), "hide": len(self.hide)}
+
+
+def plan_put_back(request: ViewRequest) -> PutBackPlan:
+    """Read (admin identity, nothing written) how the site's offsite repositories differ from their state at
+    *request.when*. After an attack with the site's own keys (garbage versions, delete markers) they are
+    unusable for new backups although every locked version is still there.
+
+    Raises OperationRefused when the repositories held nothing then.
+    """
+    conf = settings()
+    client = conf.client()
+    copy_forward: list[tuple[str, str]] = []
+    hide: list[str] = []
+    for engine in ENGINES:
+        versions = s3.list_versions(client, conf.bucket, f"{engine}/{request.site_code}/")
+        then = s3.state_as_of(versions, request.when)
+        if not then:
+            raise OperationRefused(f"the offsite bucket held no {engine} repository for {request.site_code} at "
+                                   f"{request.when.isoformat()}: choose a later --as-of")
+        now = s3.state_as_of(versions, max(v.modified for v in versions))
+        copy_forward += [(key, version.version_id) for key, version in sorted(then.items())
+                         if key not in now or now[key].version_id != version.version_id]
+        hide += sorted(set(now) - set(then))
+    return PutBackPlan(request, copy_forward, hide)
+
+
+def put_back(plan: PutBackPlan, host: str, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Copy each planned version forward (a new current version, the same bytes) and hide the keys that did not
+    exist then (a delete marker); nothing locked is touched. Recorded as run ``backup.offsite-put-back`` (and in
+    the audit log). Returns the plan's counts, what was done and the run id; raises the S3 client's error."""
+    from lpse_ops.state import StateStore
+
+    conf = settings()
+    client = conf.client()
+    with StateStore.open(config.state_url()) as store:
+        run_id = store.start_run("backup.offsite-put-back", plan.as_dict(), [host])
+        try:
+            for done, (key, version_id) in enumerate(plan.copy_forward, start=1):
+                client.copy_object(Bucket=conf.bucket, Key=key,
+                                   CopySource={"Bucket": conf.bucket, "Key": key, "VersionId": version_id})
+                if progress:
+                    progress(done, len(plan.copy_forward))
+            for key in plan.hide:
+                client.delete_object(Bucket=conf.bucket, Key=key)
+        except Exception as error:
+            store.finish_run(run_id, "failed", {host: {"status": "failed", "failed": 1}},
+                             summary={"error": str(error)[-300:]})
+            raise
+        result = {**plan.as_dict(), "copied_forward": len(plan.copy_forward), "hidden": len(plan.hide),
+                  "run_id": run_id}
+        store.finish_run(run_id, "ok", {host: {"status": "changed"}}, summary=result)
+    return result

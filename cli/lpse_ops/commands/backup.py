@@ -231,6 +231,43 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     _finish(result, outputs, as_json, "backup restore", details)
 
 
+@backup.command(name="offsite-put-back")
+@inventory_option
+@click.option("--limit", "-l", required=True, help="The one site whose offsite repositories to put back.")
+@click.option("--as-of", "as_of", required=True, help="The time (before the attack) to put them back to (ISO 8601).")
+@yes_option("copying the old versions forward")
+@json_option
+def offsite_put_back_command(inventory_path: Path | None, limit: str, as_of: str, yes: bool, as_json: bool) -> None:
+    """Make a site's offsite repositories current again as they stood at --as-of (after an attack with its keys).
+
+    Admin identity (LPSE_OPS_S3_*): each object's version current then is copied forward and objects written
+    since are hidden by a delete marker; every locked version stays. Plan, show, confirm, then act.
+    """
+    when = _parse_time(as_of)
+    if as_json and not yes:
+        raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1)")
+    ctx = _ctx(inventory_path, limit, as_json)
+    with refusal_as_error():
+        hosts = operation.target_hosts(ctx.inventory, "sites", limit)
+        if len(hosts) != 1:
+            raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
+        site_code = inventory.validate(ctx.inventory, "backup").sites[hosts[0]].get("site_code")
+        plan = offsite.plan_put_back(offsite.ViewRequest(site_code, when))
+    if not yes:
+        terminal.info(f"Put the offsite repositories of {hosts[0]} ({site_code}) back as of {when.isoformat()}: "
+                      f"{len(plan.copy_forward)} object(s) copied forward, {len(plan.hide)} hidden.")
+        click.confirm("Go ahead?", abort=True, err=True)
+    try:
+        done = offsite.put_back(plan, hosts[0])
+    except Exception as error:  # the S3 client's errors: one line, what failed
+        raise terminal.fail(f"putting the offsite repositories back failed (recorded): {error}") from error
+    if as_json:
+        terminal.emit_json(done)
+    else:
+        terminal.info(f"{hosts[0]}: {done['copied_forward']} object(s) copied forward, {done['hidden']} hidden "
+                      f"(run {done['run_id']})")
+
+
 def _show_restore_plan(host: str, target: str, source: str, view: offsite.OffsiteView | None) -> None:
     lines = [f"Restore {host} to {target} from {'offsite' if view else source}.",
              "SPSE stops meanwhile; the current database and documents are moved aside, not deleted."]
