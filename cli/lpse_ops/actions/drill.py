@@ -445,7 +445,7 @@ def run(request: DrillRequest) -> DrillResult:
             fault_at, values = _inject(request, shell, prefix, timeline)
             workload.stop()
             timeline.add("workload_stopped", acknowledged=len(workload.acks), errors=len(workload.errors))
-            values = _recovery_values(request, shell, values, timeline)
+            values = _recovery_values(request, shell, values, timeline, fault_at)
             timeline.add("runbook_started", runbook=request.scenario, values=values)
             book = runbook_run.run(runbook_run.RunbookRequest(
                 request.scenario, request.site, request.inventory, values=values, yes=True, parent_id=run_id,
@@ -550,13 +550,14 @@ def deadline_text(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
-def _recovery_values(request: DrillRequest, shell: SiteShell, values: dict[str, str], timeline: _Timeline
-                     ) -> dict[str, str]:
+def _recovery_values(request: DrillRequest, shell: SiteShell, values: dict[str, str], timeline: _Timeline,
+                     fault_at: datetime) -> dict[str, str]:
     """The runbook's placeholder values, as the operator would choose them; waits for the WAL archive."""
     if request.scenario == "documents-lost":
-        snapshot = _last_snapshot(shell)
+        snapshot = _last_snapshot(shell, before=fault_at)
         values = {"target_time": floor_second(snapshot).strftime("%Y-%m-%dT%H:%M:%SZ")}
-        timeline.add("recovery_point_chosen", reason="the last documents snapshot", snapshot=snapshot.isoformat())
+        timeline.add("recovery_point_chosen", reason="the last documents snapshot before the loss (a later one "
+                     "holds the emptied folder)", snapshot=snapshot.isoformat())
     elif request.scenario == "database-corrupted":
         archived = _newest_archived_segment_time(shell)
         target = floor_second(archived) - timedelta(seconds=5)
@@ -593,13 +594,15 @@ def _newest_archived_segment_time(shell: SiteShell) -> datetime:
     return datetime.fromtimestamp(float(out), UTC)
 
 
-def _last_snapshot(shell: SiteShell) -> datetime:
-    """The newest restic snapshot of the site's documents in the local repository (``lpse-backup list``)."""
+def _last_snapshot(shell: SiteShell, before: datetime) -> datetime:
+    """The newest restic snapshot of the site's documents in the local repository taken *before* the loss."""
     data = json.loads(shell.run("lpse-backup list", timeout=300))
-    times = [snap.get("time") for snap in (data.get("restic") or {}).get("local") or [] if snap.get("time")]
+    times = [datetime.fromisoformat(snap["time"].replace("Z", "+00:00"))
+             for snap in (data.get("restic") or {}).get("local") or [] if snap.get("time")]
+    times = [moment for moment in times if moment < before]
     if not times:
-        raise RuntimeError("no documents snapshot in the site's local restic repository (lpse-backup list)")
-    return max(datetime.fromisoformat(value.replace("Z", "+00:00")) for value in times)
+        raise RuntimeError("no documents snapshot before the loss in the site's local restic repository")
+    return max(times)
 
 
 def _verify(shell: SiteShell, hostvars: dict[str, Any], prefix: str, acks: list[dict[str, Any]],
