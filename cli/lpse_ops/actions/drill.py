@@ -641,7 +641,9 @@ def _verify(shell: SiteShell, hostvars: dict[str, Any], prefix: str, acks: list[
                    last_acknowledged_before_fault=max((ack["seq"] for ack in acks
                                                        if _at(ack["tender_ack"]) <= fault_at), default=None),
                    rpo_db_s=rpo_seconds(acks, tenders, fault_at, "tender_ack"),
-                   rpo_docs_s=rpo_seconds(acks, documents, fault_at, "doc_ack"), consistency=check)
+                   rpo_docs_s=rpo_seconds(acks, documents, fault_at, "doc_ack"), consistency=check,
+                   # no marker survived: the figure is only a lower bound (the loss began before the first marker)
+                   rpo_db_lower_bound=not tenders, rpo_docs_lower_bound=not documents)
     if check["not_matching_count"]:
         return verified_at, figures, "verify-documents"
     return verified_at, figures, None
