@@ -9,13 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-from lpse_ops.reports import dates
+from lpse_ops.reports import dates, templating
 from lpse_ops.reports.notice import AGREEMENT, HELPDESK, SENDER
 
 FORMATS = ("md", "html")
@@ -148,11 +144,7 @@ def seconds_text(seconds: float | None) -> str:
     return dates.format_duration(timedelta(seconds=seconds))
 
 
-@cache
-def _environment() -> Environment:
-    return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                       autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-                       undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+_environment = templating.environment
 
 
 def _verdict(drill: DrillResult) -> str:

@@ -14,13 +14,12 @@ import statistics
 from collections import Counter
 from datetime import datetime, timedelta
 from functools import cache
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import Environment
 from markupsafe import Markup
 
-from lpse_ops.reports import charts, dates
+from lpse_ops.reports import charts, dates, templating
 
 if TYPE_CHECKING:
     from lpse_ops.actions.report import ReportData
@@ -76,9 +75,7 @@ def yes_no(value: bool | None, yes: str = "ya", no: str = "tidak") -> str:
 
 @cache
 def _environment() -> Environment:
-    environment = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                              autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-                              undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    environment = templating.new_environment()
     environment.filters.update(number=number, percent=percent, duration=duration, yes_no=yes_no)
     return environment
 

@@ -8,12 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
-from pathlib import Path
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-from lpse_ops.reports import dates
+from lpse_ops.reports import dates, templating
 
 KINDS = ("maintenance", "completion")
 
@@ -76,11 +72,7 @@ class RenderedNotice:
     html: str
 
 
-@cache
-def _environment() -> Environment:
-    return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                       autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-                       undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+_environment = templating.environment
 
 
 def context(content: NoticeContent) -> dict:

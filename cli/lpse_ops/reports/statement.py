@@ -10,13 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-
-from lpse_ops.reports import dates
+from lpse_ops.reports import dates, templating
 from lpse_ops.reports.notice import AGREEMENT, HELPDESK, SENDER
 
 CLAUSE = "10.3"
@@ -71,11 +67,7 @@ class RenderedStatement:
     html: str
 
 
-@cache
-def _environment() -> Environment:
-    return Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                       autoescape=select_autoescape(enabled_extensions=("html.j2",), default_for_string=False),
-                       undefined=StrictUndefined, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
+_environment = templating.environment
 
 
 def _time(value: str | None) -> datetime | None:

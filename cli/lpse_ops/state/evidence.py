@@ -7,13 +7,14 @@ returns JSON-ready dicts, oldest first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from lpse_ops.state.models import AuditEntry, RestoreVerification, Run, SiteProbe
+from lpse_ops.state.times import as_utc, iso_utc
 
 if TYPE_CHECKING:
     from lpse_ops.state.store import StateStore
@@ -22,12 +23,8 @@ SITE_KEYS = ("host", "hosts", "site", "sites", "limit", "target", "targets")
 """Detail keys whose values name the sites an audit entry is about."""
 
 
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    return _utc(value).isoformat(timespec="seconds") if value is not None else None
+_utc = as_utc
+_iso = iso_utc
 
 
 def _names(value: Any) -> Iterable[str]:

@@ -22,6 +22,7 @@ from lpse_ops import config
 from lpse_ops.state import audit
 from lpse_ops.state.models import Incident, IncidentEvent, Run
 from lpse_ops.state.store import StateError, StateStore
+from lpse_ops.state.times import as_utc, iso_utc
 
 KINDS: tuple[str, ...] = ("incident", "request")
 PRIORITIES: tuple[str, ...] = ("P1", "P2", "P3", "P4")
@@ -48,15 +49,8 @@ class IncidentChangeError(StateError):
     """The change is not allowed (a status that cannot follow, an unknown run, a bad value); nothing was written."""
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    value = _utc(value)
-    return value.isoformat(timespec="seconds") if value else None
+_utc = as_utc
+_iso = iso_utc
 
 
 def _aware(value: datetime, name: str) -> datetime:

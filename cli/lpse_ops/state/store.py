@@ -33,6 +33,7 @@ from sqlalchemy.pool import StaticPool
 from lpse_ops import config
 from lpse_ops.state import audit
 from lpse_ops.state.models import AuditEntry, RestoreVerification, Run, RunHost, SiteLock, SiteProbe
+from lpse_ops.state.times import as_utc, iso_utc
 
 RESULTS = ("ok", "failed", "error", "aborted")
 """The values of ``runs.result``."""
@@ -152,16 +153,8 @@ def alembic_config(url: str | URL | None = None) -> Config:
     return cfg
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Return *value* as an aware UTC datetime (SQLite gives naive datetimes back)."""
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-def _iso(value: datetime | None) -> str | None:
-    value = _utc(value)
-    return value.isoformat(timespec="seconds") if value else None
+_utc = as_utc
+_iso = iso_utc
 
 
 def _count(value: Any) -> int:

@@ -39,6 +39,7 @@ from lpse_ops import config
 from lpse_ops.backends import s3
 from lpse_ops.settings import current as current_settings
 from lpse_ops.state.models import AuditWitnessProgress
+from lpse_ops.state.times import iso_utc
 
 if TYPE_CHECKING:
     from lpse_ops.state.store import StateStore
@@ -216,10 +217,7 @@ def progress(store: StateStore) -> list[dict[str, Any]]:
                  "last_error": row.last_error, "failures": row.failures} for row in rows]
 
 
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value.replace(tzinfo=UTC) if value.tzinfo is None else value).astimezone(UTC).isoformat(timespec="seconds")
+_iso = iso_utc
 
 
 # -- reading the witness ------------------------------------------------------------------------
