@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 
 import pytest
 
-from tests.lab.labkit import SITE, backup_cli, on_site, run_cli
+from tests.lab.labkit import SITE, backup_cli, container_of, on_site, run_cli
 
 EICAR = r"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*"
 LYNIS = os.environ.get("LPSE_OPS_TEST_LYNIS") == "1"
@@ -82,6 +83,29 @@ def test_harden_keeps_spse_serving_probe_and_backups_working(hardened):
     assert code == 0, output
     code, report, output = backup_cli("verify")
     assert code == 0, output
+
+
+def from_offsite(port: int) -> int:
+    """Open a TCP connection from the offsite host to SITE:*port*; return bash's exit code (124: no answer)."""
+    return subprocess.run(["docker", "exec", container_of("offsite"), "timeout", "5", "bash", "-c",
+                           f"</dev/tcp/{SITE}/{port}"], capture_output=True, check=False).returncode
+
+
+def test_firewall_is_loaded_and_drops_a_port_spse_does_not_need(hardened):
+    """A listener on a port the firewall does not open answers on the site itself and is dropped (no answer,
+    not refused) from another host, while SSH and HTTPS stay open."""
+    record = hardened["first"]["records"][SITE]
+    assert record["enforced"]["firewall"] is True, record
+    on_site("systemd-run --unit lpse-fw-probe python3 -m http.server 9090 --bind 0.0.0.0 --directory /srv")
+    try:
+        deadline = time.monotonic() + 30
+        while "200" not in on_site("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9090/ || true"):
+            assert time.monotonic() < deadline, "the probe listener did not start on the site"
+            time.sleep(0.5)
+        assert from_offsite(9090) == 124  # dropped: the SYN gets no answer at all
+        assert from_offsite(443) == 0 and from_offsite(22) == 0
+    finally:
+        on_site("systemctl stop lpse-fw-probe || true")
 
 
 def test_second_harden_run_changes_nothing(hardened):

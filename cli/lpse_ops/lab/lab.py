@@ -244,7 +244,9 @@ def start_host(lab: LabPlan, host: HostSpec, tag: str) -> None:
     """Start *host* as a systemd container on the lab network (ports on 127.0.0.1 only)."""
     args = ["run", "-d", "--name", lab.container(host), "--hostname", host.name,
             "--network", lab.network, "--network-alias", host.name,
-            "--cap-add", "SYS_ADMIN", "--tmpfs", "/run", "--tmpfs", "/run/lock",
+            # NET_ADMIN: the host's own firewall (nftables, in the container's network namespace only), as on
+            # a real server; the hardening role loads it there.
+            "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--tmpfs", "/run", "--tmpfs", "/run/lock",
             "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw", "--stop-signal", "SIGRTMIN+3",
             "--label", f"{LABEL}={lab.name}", "--label", f"lpse-ops.role={host.role}"]
     for published, inner in _published_ports(host):
