@@ -155,6 +155,27 @@ def test_restore_after_the_last_snapshot_brings_back_documents_from_the_set_asid
     assert recovered["missing"] == [] and recovered["from_set_aside"] >= 3, recovered
 
 
+def test_restore_after_an_emptied_folder_was_snapshotted_brings_documents_back_from_an_earlier_snapshot():
+    """A document lost from the folder, then a snapshot without it (the 5-minute timer runs on after a loss):
+    the chosen snapshot and the set-aside folder lack it; only the earlier snapshot holds it."""
+    with files_timer_stopped():
+        (name, _), = upload_documents(f"EARLIER{int(time.time())}", 1).items()
+        code, _, output = backup_cli("run", "--type", "files")  # a snapshot that holds it
+        assert code == 0, output
+        path = document_path(name)
+        on_site(f"mv {path} /tmp/earlier-doc")  # lost
+        code, _, output = backup_cli("run", "--type", "files")  # a snapshot without it
+        assert code == 0, output
+        code, result, output = restore_to(target_now())
+    try:
+        assert code == 0, output
+        recovered = result["documents"]
+        assert recovered["missing"] == [] and recovered["from_earlier_snapshots"] == 1, recovered
+        assert documents_not_matching() == [], "a document the recovered database references is missing"
+    finally:
+        on_site("rm -f /tmp/earlier-doc")
+
+
 def test_restore_fails_loudly_and_rolls_back_when_a_referenced_document_is_nowhere():
     with files_timer_stopped():
         code, _, output = backup_cli("run", "--type", "incr")

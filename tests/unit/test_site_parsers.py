@@ -199,3 +199,18 @@ def test_services_dead_start_is_activating_with_no_process_left(state, dead):
     from lpse_ops.site import services
 
     assert services.dead_start(state) is dead
+
+
+FIND_OUTPUT = (  # restic 0.14.0 `find --json` of two paths: one in both snapshots, one in the older only
+    '[{"matches":[{"path":"/d/a/f2","type":"file","size":4}],"hits":1,"snapshot":"35e9f83a3a4b96a1"},'
+    '{"matches":[{"path":"/d/a/f1","type":"file","size":4},{"path":"/d/a/f2","type":"file","size":4}],'
+    '"hits":2,"snapshot":"3818e1979dbe7e97"}]\n')
+
+
+def test_restic_find_names_the_snapshots_holding_each_path():
+    from lpse_ops.site import restic
+
+    assert restic.find_args(["/d/a/f1", "/d/a/f2"]) == ["find", "--json", "/d/a/f1", "/d/a/f2"]
+    assert restic.parse_find(FIND_OUTPUT) == {"35e9f83a3a4b96a1": {"/d/a/f2"},
+                                             "3818e1979dbe7e97": {"/d/a/f1", "/d/a/f2"}}
+    assert restic.parse_find("") == {} and restic.parse_find("[]") == {}

@@ -129,3 +129,14 @@ def restore_args(snapshot_id: str, target: str, include: str | list[str] | None 
     """``restic restore`` of *snapshot_id* into *target*, limited to the *include* path(s)."""
     paths = [include] if isinstance(include, str) else list(include or [])
     return ["restore", snapshot_id, "--target", target, *[arg for path in paths for arg in ("--include", path)]]
+
+
+def find_args(paths: list[str]) -> list[str]:
+    """``restic find --json`` of these exact paths, in every snapshot of the repository."""
+    return ["find", "--json", *paths]
+
+
+def parse_find(stdout: str) -> dict[str, set[str]]:
+    """Map each snapshot's full id to the paths ``restic find --json`` found in it."""
+    data = json.loads(stdout or "null") or []
+    return {entry["snapshot"]: {match["path"] for match in entry.get("matches") or []} for entry in data}

@@ -7,8 +7,9 @@ is kept, the previous data goes back into place, PostgreSQL and SPSE start again
 The database and the documents are independent: restic restores the documents into a staging folder
 in a thread while pgBackRest restores and PostgreSQL recovers. Before SPSE starts, every document the
 recovered database references must be in place with its sha256 (``reconcile_documents``): one the
-snapshot lacks is brought back from the live folder just set aside, or from a later snapshot; if any
-is still missing, the restore fails, names them, and rolls the site back.
+snapshot lacks is brought back from the live folder just set aside, or from a later snapshot, or from an
+earlier one (a snapshot taken after the folder was emptied lacks what an earlier one holds); if any is still
+missing, the restore fails, names them, and rolls the site back.
 
 ``--target-time latest`` recovers to the end of the archived WAL (a lost server: everything it pushed
 offsite). Documents uploaded after the last snapshot are then gone for good while the database still
@@ -257,8 +258,9 @@ def put_documents_in_place(current: Restore) -> None:
 def reconcile_documents(current: Restore) -> None:
     """Every document the recovered database references, in place with its sha256, before SPSE starts.
 
-    One the snapshot lacks (uploaded after it, before the target) comes from the live folder set aside
-    by this restore, else from a later snapshot; a matching sha256 is the proof. Any still missing:
+    One the snapshot lacks (uploaded after it, before the target, or lost before it) comes from the live
+    folder set aside by this restore, else from a later snapshot, else from an earlier one; a matching
+    sha256 is the proof. Any still missing:
     Failure(documents_missing) naming them, and the site is rolled back.
     """
     report, still = find_documents(current)
@@ -268,7 +270,8 @@ def reconcile_documents(current: Restore) -> None:
         report["database_recovered_before_lost_documents"] = True
     current.result["documents"] = report
     current.step(f"documents: {report['referenced']} referenced, {report['from_set_aside']} from the set-aside "
-                 f"folder, {report['from_later_snapshots']} from later snapshots, {len(still)} missing")
+                 f"folder, {report['from_later_snapshots']} from later and {report['from_earlier_snapshots']} from "
+                 f"earlier snapshots, {len(still)} missing")
     if still:
         raise Failure("documents_missing", f"{len(still)} document(s) the recovered database references are in no "
                       f"snapshot and not in the set-aside folder: {', '.join(report['missing'][:20])}; the site "
@@ -284,13 +287,15 @@ def find_documents(current: Restore) -> tuple[dict, list[documents.Document]]:
     aside = (current.result["moved_aside"].get("documents") or {}).get("to")
     still = documents.bring_back(wanted, aside, docs) if aside and wanted else wanted
     report["from_set_aside"] = len(wanted) - len(still)
-    later = [s for s in reversed(current.snapshots) if s.time > current.snapshot.time]
-    before_later = len(still)
-    for snapshot in later:
+    before = len(still)
+    for snapshot in [s for s in reversed(current.snapshots) if s.time > current.snapshot.time]:
         if not still:
             break
         still = documents_from_snapshot(current, snapshot, still)
-    report["from_later_snapshots"] = before_later - len(still)
+    report["from_later_snapshots"] = before - len(still)
+    before = len(still)
+    still = documents_from_earlier_snapshots(current, still)
+    report["from_earlier_snapshots"] = before - len(still)
     report["missing"] = [d.label for d in still]
     return report, still
 
@@ -323,6 +328,34 @@ def recover_before_lost_documents(current: Restore, lost: list[documents.Documen
     recover(current)
     current.result["recovery_point"].update(before_lost_documents=len(lost),
                                             end_of_archive_replayed=first.get("last_replayed_transaction_time"))
+
+
+def documents_from_earlier_snapshots(current: Restore, wanted: list[documents.Document]) -> list[documents.Document]:
+    """Bring back *wanted* from snapshots older than the chosen one, newest first; return those still missing.
+
+    A snapshot taken after the folder was emptied (the 5-minute timer runs on after a loss) lacks files an
+    earlier one holds. One ``restic find`` names the snapshots that hold each file, so only those are read.
+    """
+    earlier = [s for s in reversed(current.snapshots) if s.time < current.snapshot.time]
+    if not wanted or not earlier:
+        return wanted
+    docs = current.settings.docs_dir
+    done = engine.restic_call(current.settings, current.restic_name,
+                              restic.find_args([os.path.join(docs, d.stored_path) for d in wanted]),
+                              url=current.restic_url, check=False, step="restic find", timeout=engine.DAY_S)
+    if done.returncode != 0:
+        return wanted
+    holding = restic.parse_find(done.stdout)
+    still = list(wanted)
+    for snapshot in earlier:
+        inside = holding.get(snapshot.id, set())
+        here = [d for d in still if os.path.join(docs, d.stored_path) in inside]
+        if here:
+            left = documents_from_snapshot(current, snapshot, here)
+            still = [d for d in still if d not in here or d in left]
+        if not still:
+            break
+    return still
 
 
 def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
