@@ -54,7 +54,7 @@ OPERATION = "drill.run"
 DRILLABLE_ENVIRONMENTS = ("lab", "staging")
 MARKER_AGENCY = "lpse-ops drill"
 ARCHIVE_WAIT_S = 180.0
-"""How long the drill waits for the WAL archive to pass the recovery point (archive_timeout is 60 s)."""
+"""How long the drill waits for the WAL archive to pass the recovery point (archive_timeout is 30 s)."""
 HEALTH_WAIT_S = 180.0
 
 
