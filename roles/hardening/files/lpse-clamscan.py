@@ -21,12 +21,12 @@ def main(argv):
     result_path, paths = argv[1], [path for path in argv[2:] if os.path.exists(path)]
     official = sorted(os.path.basename(p) for p in glob.glob(os.path.join(DB_DIR, "*.c[vl]d")))
     local = sorted(os.path.basename(p) for p in glob.glob(os.path.join(DB_DIR, "lpse-*")))
-    started = datetime.datetime.now(datetime.timezone.utc)
+    started = datetime.datetime.now(datetime.UTC)
     done = subprocess.run(["clamscan", "--recursive", "--infected", "--no-summary", "--stdout", *paths],
                           capture_output=True, text=True, check=False)
     infected = [line.rsplit(": ", 1)[0] for line in done.stdout.splitlines() if line.endswith(" FOUND")]
     record = {"started_at": started.isoformat(timespec="seconds"),
-              "finished_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+              "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
               "paths": paths, "rc": done.returncode, "infected": infected, "official_databases": official,
               "local_databases": local,
               "note": None if official else "no official signatures: freshclam cannot reach the internet; "
