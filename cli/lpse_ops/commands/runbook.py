@@ -14,7 +14,7 @@ from lpse_ops.commands._options import inventory_option, json_option, refusal_as
 
 @click.group(name="runbook")
 def runbook() -> None:
-    """Check and show the disaster runbooks of runbooks/ (clause 10.2)."""
+    """Check, show and run the disaster runbooks of runbooks/ (clause 10.2), step by step."""
 
 
 @runbook.command(name="lint")
