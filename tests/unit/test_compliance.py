@@ -19,7 +19,7 @@ from lpse_ops.site import audit as site_audit
 from lpse_ops.state import StateStore
 from lpse_ops.state.audits import drift_between, list_audits, record_audit
 
-VALIDATOR = Path(__file__).resolve().parents[2] / "roles" / "hardening" / "files" / "lpse-validate"
+VALIDATOR = Path(__file__).resolve().parents[2] / "roles" / "hardening" / "files" / "lpse-validate.py"
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 
 HARDENED = {
