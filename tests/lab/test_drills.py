@@ -1,16 +1,19 @@
 """DR drills on the lab's site1 (issue 9): refused where not allowed, a made-to-fail drill reported as failed at
-its step, and a rows-deleted drill that recovers the markers and meets its targets. Runs late (LATE_MODULES):
-it leaves site1 serving with every referenced document in place."""
+its step, a rows-deleted drill that recovers the markers and meets its targets, and a failed-upgrade drill (a
+real upgrade to a release whose migration fails halfway) after which the site serves its old version with
+every acknowledged write. Runs late (LATE_MODULES): it leaves site1 serving with every referenced document in
+place, on the version it ran."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import yaml
 
 from lpse_ops.state import StateStore
 from lpse_ops.state import drills as drill_state
-from tests.lab.labkit import SITE, documents_not_matching, inventory_for, run_cli, sql
+from tests.lab.labkit import SITE, backup_cli, documents_not_matching, inventory_for, on_site, run_cli, sql
 
 
 def lab_site_vars() -> dict:
@@ -77,4 +80,38 @@ def test_rows_deleted_drill_brings_the_markers_back_within_the_targets(backed_up
         assert {step["args"]["step"] for step in steps} >= {"restore-before-mistake", "site-healthy"}
         book = store.get_run(report["runbook"]["run_id"])
         assert book["parent_id"] == report["run_id"] and book["result"] == "ok"
+        assert store.list_locks() == []
+
+
+def test_failed_upgrade_drill_serves_the_old_version_with_every_acknowledged_write(backed_up, release, tmp_path,
+                                                                                    monkeypatch):
+    from lpse_ops import reference
+
+    releases = tmp_path / "releases"
+    releases.mkdir()
+    (releases / release["bundles"]["1.1"].name).symlink_to(release["bundles"]["1.1"])  # the way from 1.0
+    bad = reference.build_bad_release("migration-fails-halfway", release["key"], releases)
+    version = bad.name.removeprefix("spse-").removesuffix(".tar.gz")
+    code, _, output = backup_cli("verify")  # an upgrade needs a verified restore younger than 26 h
+    assert code == 0, output
+    monkeypatch.setenv("LPSE_OPS_TRUSTED_KEYS", str(release["trusted"]))
+    before = json.loads(on_site("curl -sk https://127.0.0.1/health"))["version"]
+    code, report, output = run_cli("drill", "run", "failed-upgrade", "--site", SITE, "--to", version, "--releases",
+                                   str(releases), "--warmup-markers", "5", "--json", timeout=3600)
+    assert code == 0, output
+    assert report["ok"] is True and report["met"] is True and report["failed_step"] is None
+    events = {event["event"]: event for event in report["timeline"]}
+    assert events["upgrade_returned"]["outcome"] == "rolled_back", events["upgrade_returned"]
+    assert "failed step migrate" in events["fault_injected"]["fault"], events["fault_injected"]
+    # the old version serves, and not one write the site acknowledged, before or during the upgrade, is lost
+    assert events["version_verified"]["version"] == before != version
+    markers = report["markers"]
+    assert markers["tenders_present"] == markers["acknowledged"] >= 5, markers
+    assert report["rpo_db_s"] == 0 and report["rpo_docs_s"] == 0
+    assert markers["consistency"]["not_matching_count"] == 0 and documents_not_matching() == []
+    # the runbook said to continue past the refused rollback (the upgrade had rolled back by itself)
+    assert report["runbook"]["continued_failures"] == ["rollback-upgrade"], report["runbook"]
+    with StateStore.open() as store:
+        upgrade_run = store.get_run(int(events["upgrade_returned"]["rollout"]))
+        assert upgrade_run["parent_id"] == report["run_id"], upgrade_run
         assert store.list_locks() == []

@@ -120,3 +120,66 @@ def test_drill_run_refuses_a_production_site_before_touching_it(tmp_path):
             in " ".join(done.stderr.split())), done.stderr
     with StateStore.open() as store:
         assert drill_state.list_drills(store) == [] and store.list_runs() == []
+
+
+# -- failed-upgrade: the breaking upgrade as the drill's fault (actions/drill_upgrade.py) -----------------------
+
+
+def test_failed_upgrade_drill_is_refused_without_its_release_before_touching_the_site(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  vars:\n    lpse_environment: lab\n  children:\n    sites:\n      hosts:\n"
+                         "        site1:\n          ansible_host: 192.0.2.1\n")
+    cli = str(Path(sys.executable).with_name("lpse-ops"))
+    empty = tmp_path / "releases"
+    empty.mkdir()
+    for extra, reason in (([], "needs --to VERSION and --releases DIR"),
+                          (["--to", "1.2.1", "--releases", str(empty)], "no folder of signed bundles")):
+        done = subprocess.run([cli, "drill", "run", "failed-upgrade", "--site", "site1", "-i", str(inventory), *extra],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert done.returncode == 1 and reason in " ".join(done.stderr.split()), done.stderr
+        assert "Nothing was touched" in done.stderr
+    done = subprocess.run([cli, "drill", "run", "rows-deleted", "--site", "site1", "-i", str(inventory),
+                           "--to", "1.2.1"], capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 2 and "for the failed-upgrade drill only" in done.stderr, done.stderr
+    with StateStore.open() as store:
+        assert drill_state.list_drills(store) == [] and store.list_runs() == []
+
+
+def test_the_breaking_upgrade_is_one_site_without_notices_and_its_outcome_is_read_from_the_report(tmp_path):
+    from pathlib import Path
+
+    from lpse_ops.actions import drill_upgrade
+
+    fault = drill_upgrade.UpgradeFault("1.2.1", Path("/r"), Path("/k"))
+    argv = drill_upgrade.upgrade_argv("site2", Path("/inv"), fault)
+    assert argv[:4] == ["upgrade", "run", "--to", "1.2.1"]
+    assert argv[argv.index("--limit") + 1] == "site2" and argv[argv.index("--trusted-keys") + 1] == "/k"
+    assert {"--no-notice", "--yes", "--json"} <= set(argv)
+    report = {"run_id": 7, "waves": [{"sites": [{"host": "site1", "outcome": "upgraded", "record": {}},
+                                                {"host": "site2", "outcome": "rolled_back",
+                                                 "record": {"failed_step": "migrate"}}]}]}
+    assert drill_upgrade.site_outcome(report, "site2") == ("rolled_back", {"failed_step": "migrate"})
+    assert drill_upgrade.site_outcome(report, "site3") == ("not_started", {})
+
+
+def test_the_drill_continues_past_a_refused_rollback_only_after_the_upgrade_rolled_back_by_itself():
+    from datetime import datetime as dt
+    from types import SimpleNamespace
+
+    from lpse_ops.actions import drill_upgrade
+
+    moment = dt(2026, 11, 28, tzinfo=UTC)
+    refused = SimpleNamespace(output_tail="no successful upgrade of site1 in rollout 7: nothing to roll back to")
+    other = SimpleNamespace(output_tail="exit 3: rollback_failed at restore-db")
+    rollback, status = SimpleNamespace(id="rollback-upgrade"), SimpleNamespace(id="rollout-outcome")
+    rolled_back = drill_upgrade.Injected(moment, moment, 7, "rolled_back", {}, 3)
+    stuck = drill_upgrade.Injected(moment, moment, 7, "rollback_failed", {}, 3)
+    assert drill_upgrade.decide(rolled_back)(rollback, refused) is True
+    assert drill_upgrade.decide(rolled_back)(rollback, other) is False
+    assert drill_upgrade.decide(rolled_back)(status, refused) is False
+    assert drill_upgrade.decide(stuck)(rollback, refused) is False
+    assert drill_upgrade.decide(None)(rollback, refused) is False

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import config, runbooks
-from lpse_ops.actions import drill_rebuild, operation, runbook_run
+from lpse_ops.actions import drill_rebuild, drill_upgrade, operation, runbook_run
 from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.backends import ansible
 
@@ -77,6 +77,7 @@ SCENARIOS: dict[str, Scenario] = {
 
 
 SCENARIOS.update({name: Scenario(name, text) for name, text in drill_rebuild.DESCRIPTIONS.items()})
+SCENARIOS[drill_upgrade.SCENARIO] = Scenario(drill_upgrade.SCENARIO, drill_upgrade.DESCRIPTION)
 
 
 class DrillRefused(OperationRefused):
@@ -92,6 +93,8 @@ class DrillRequest:
     inventory: Path
     target_time: datetime | None = None
     """Override the recovery point the drill would choose (e.g. before the oldest backup: a made-to-fail drill)."""
+    upgrade: drill_upgrade.UpgradeFault | None = None
+    """failed-upgrade only: the release that breaks the site (``--to``, ``--releases``, ``--trusted-keys``)."""
     marker_interval_s: float = 1.0
     warmup_markers: int = 10
     """Markers acknowledged before the fault is injected."""
@@ -395,6 +398,8 @@ def check(request: DrillRequest) -> tuple[dict[str, Any], runbook_run.RunbookPla
     allowed, reason = drillable(hostvars)
     if not allowed:
         raise DrillRefused(f"{request.site} is not drillable: {reason}. Nothing was touched.")
+    if request.scenario == drill_upgrade.SCENARIO and (why := drill_upgrade.refusal(request.upgrade)):
+        raise DrillRefused(f"{why}. Nothing was touched.")
     samples = {name: sample for name, (_meaning, sample) in runbooks.PLACEHOLDERS.items() if name != "site"}
     planned = runbook_run.plan(runbook_run.RunbookRequest(request.scenario, request.site, request.inventory,
                                                           values=samples, yes=True))
@@ -442,14 +447,17 @@ def run(request: DrillRequest) -> DrillResult:
             _wait_for(lambda: workload.acked() >= request.warmup_markers,
                       request.warmup_markers * request.marker_interval_s * 4 + 30,
                       f"{request.warmup_markers} markers acknowledged by the site")
-            fault_at, values = _inject(request, shell, prefix, timeline)
+            version_before = (_health(hostvars) or {}).get("version")
+            fault_at, values, upgraded = _inject(request, shell, prefix, timeline, run_id)
+            rpo_cut = upgraded.returned_at if upgraded else fault_at  # writes acknowledged until then must survive
             workload.stop()
             timeline.add("workload_stopped", acknowledged=len(workload.acks), errors=len(workload.errors))
             values = _recovery_values(request, shell, values, timeline, fault_at)
             timeline.add("runbook_started", runbook=request.scenario, values=values)
             book = runbook_run.run(runbook_run.RunbookRequest(
                 request.scenario, request.site, request.inventory, values=values, yes=True, parent_id=run_id,
-                state_url=request.state_url, progress=say, output=request.step_output))
+                state_url=request.state_url, progress=say, output=request.step_output,
+                decide=drill_upgrade.decide(upgraded)))
             runbook_dict = book.as_dict()
             for step in book.steps:
                 timeline.add(f"step_{step.status}", at=step.finished_at, step=step.step.id,
@@ -457,7 +465,9 @@ def run(request: DrillRequest) -> DrillResult:
             timeline.add("runbook_finished", result=book.result, failed_step=book.failed_step, run_id=book.run_id)
             if book.result != "ok":
                 outcome["failed_step"] = book.failed_step
-            verified, markers, problem = _verify(shell, hostvars, prefix, workload.acks, fault_at, timeline)
+            verified, markers, problem = _verify(shell, hostvars, prefix, workload.acks, rpo_cut, timeline)
+            if problem is None and upgraded is not None:
+                problem = _verify_version(hostvars, version_before, timeline)
             measured["rpo_db_s"] = markers.get("rpo_db_s")
             measured["rpo_docs_s"] = markers.get("rpo_docs_s")
             if outcome["failed_step"] is None and problem is not None:
@@ -509,14 +519,23 @@ def _wait_for(condition: Callable[[], bool], bound_s: float, what: str, every_s:
         time.sleep(every_s)
 
 
-def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Timeline
-            ) -> tuple[datetime, dict[str, str]]:
-    """Inject the scenario's fault for real; return the fault moment (control clock) and known values."""
+def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Timeline, run_id: int
+            ) -> tuple[datetime, dict[str, str], drill_upgrade.Injected | None]:
+    """Inject the scenario's fault for real; return the fault moment (control clock), the values it knows and,
+    for failed-upgrade, the upgrade as it ran."""
+    if request.scenario == drill_upgrade.SCENARIO and request.upgrade is not None:
+        timeline.add("fault_injecting", fault=f"upgrade to {request.upgrade.to_version}")
+        upgraded = drill_upgrade.inject(request.site, request.inventory, request.upgrade, run_id,
+                                        runbook_run.cli_argv())
+        timeline.add("fault_injected", at=upgraded.started_at, fault=upgraded.describe())
+        timeline.add("upgrade_returned", at=upgraded.returned_at, outcome=upgraded.outcome, rollout=upgraded.rollout,
+                     exit_code=upgraded.exit_code)
+        return upgraded.started_at, {"rollout": str(upgraded.rollout)}, upgraded
     if request.scenario in drill_rebuild.INJECT:  # server-lost, ransomware: actions/drill_rebuild.py
         fault_at, values, what = drill_rebuild.INJECT[request.scenario](
             request.site, shell, _hostvars(request.inventory, request.site))
         timeline.add("fault_injected", at=fault_at, fault=what)
-        return fault_at, values
+        return fault_at, values, None
     fault_at = datetime.now(UTC)
     if request.scenario == "rows-deleted":
         out = shell.sql(
@@ -528,13 +547,13 @@ def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Tim
         deleted_at = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
         timeline.add("fault_injected", at=fault_at, fault="DELETE of the marker tenders and documents",
                      database_time=deadline_text(deleted_at), result=" ".join(line for line in lines if line != stamp))
-        return fault_at, {"target_time": floor_second(deleted_at).strftime("%Y-%m-%dT%H:%M:%SZ")}
+        return fault_at, {"target_time": floor_second(deleted_at).strftime("%Y-%m-%dT%H:%M:%SZ")}, None
     if request.scenario == "documents-lost":
         # SPSE recreates the folder for an upload arriving meanwhile (the workload's): remove until it is gone
         shell.run(f"for attempt in 1 2 3 4 5 6 7 8 9 10; do rm -rf {DOCUMENTS_DIR} 2>/dev/null && exit 0; "
                   "sleep 0.1; done; exit 1")
         timeline.add("fault_injected", at=fault_at, fault=f"rm -rf {DOCUMENTS_DIR}")
-        return fault_at, {}
+        return fault_at, {}, None
     if request.scenario == "database-corrupted":
         shell.run("systemctl stop postgresql@15-main && "
                   "for f in $(find /var/lib/postgresql/15/main/base /var/lib/postgresql/15/main/global -type f "
@@ -542,7 +561,7 @@ def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Tim
                   "done")
         timeline.add("fault_injected", at=fault_at, fault="PostgreSQL stopped; 16 KiB of random bytes written over "
                                                           "the first pages of up to 200 data files")
-        return fault_at, {}
+        return fault_at, {}, None
     raise DrillRefused(f"no fault for scenario {request.scenario}")
 
 
@@ -649,7 +668,8 @@ def _verify(shell: SiteShell, hostvars: dict[str, Any], prefix: str, acks: list[
     return verified_at, figures, None
 
 
-def _healthy(hostvars: dict[str, Any]) -> bool:
+def _health(hostvars: dict[str, Any]) -> dict[str, Any] | None:
+    """The site's ``/health`` answer through nginx, or None when it does not answer with JSON."""
     import urllib.request
 
     context = ssl.create_default_context()
@@ -657,6 +677,21 @@ def _healthy(hostvars: dict[str, Any]) -> bool:
     context.verify_mode = ssl.CERT_NONE
     try:
         with urllib.request.urlopen(f"{site_url(hostvars)}/health", context=context, timeout=5) as answer:  # noqa: S310
-            return json.loads(answer.read() or b"{}").get("status") == "ok"
+            data = json.loads(answer.read() or b"{}")
     except (OSError, ValueError):
-        return False
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _healthy(hostvars: dict[str, Any]) -> bool:
+    return ((_health(hostvars) or {}).get("status")) == "ok"
+
+
+def _verify_version(hostvars: dict[str, Any], before: str | None, timeline: _Timeline) -> str | None:
+    """After a failed upgrade: the site serves the version it ran before (None), else the failed check."""
+    now = (_health(hostvars) or {}).get("version")
+    if before is None or now != before:
+        timeline.add("verify_failed", check="version", before=before, now=now)
+        return "verify-version"
+    timeline.add("version_verified", version=now)
+    return None

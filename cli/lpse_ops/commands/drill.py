@@ -41,12 +41,22 @@ def _seconds(value: float | None) -> str:
                    "before the oldest backup makes the recovery fail on purpose.")
 @click.option("--warmup-markers", default=10, show_default=True, type=click.IntRange(1, 600),
               help="Marker writes acknowledged before the fault is injected (one a second).")
+@click.option("--to", "to_version", default=None, metavar="VERSION",
+              help="failed-upgrade: the version of the release that breaks the site.")
+@click.option("--releases", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="failed-upgrade: the folder of signed bundles holding it (and those on the way to it).")
+@click.option("--trusted-keys", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="failed-upgrade: trusted release public keys (default: $LPSE_OPS_TRUSTED_KEYS).")
 @json_option
 def run_command(scenario: str, site: str, inventory_path: Path | None, target_time: str | None, warmup_markers: int,
-                as_json: bool) -> None:
-    """Drill SCENARIO (rows-deleted, documents-lost, database-corrupted) on --site: start a marker workload
-    through the app, inject the fault for real, run the scenario's runbook (runbook run --yes), verify the
-    data and measure RTO and RPO against the runbook's targets. Recorded in the state store.
+                to_version: str | None, releases: Path | None, trusted_keys: Path | None, as_json: bool) -> None:
+    """Drill SCENARIO on --site: start a marker workload through the app, inject the fault for real, run the
+    scenario's runbook (runbook run --yes), verify the data and measure RTO and RPO against the runbook's
+    targets. Recorded in the state store.
+
+    Scenarios: rows-deleted, documents-lost, database-corrupted, ransomware, server-lost (lab only: the host
+    is replaced by a bare one), failed-upgrade (a real upgrade to --to VERSION from --releases, a release that
+    breaks: in the lab, `lpse-ops bundle reference --bad migration-fails-halfway`).
 
     Refused, with nothing touched, on a site that is not drillable (lpse_environment lab or staging, or
     site_drill_allowed: true) or held by another run. The drill never edits the runbook: on success it prints
@@ -56,10 +66,15 @@ def run_command(scenario: str, site: str, inventory_path: Path | None, target_ti
     failed (the failed step is named); 1 refused.
     """
     from lpse_ops.actions import drill as drill_action
+    from lpse_ops.actions import drill_upgrade
 
+    if (to_version or releases or trusted_keys) and scenario != drill_upgrade.SCENARIO:
+        raise click.UsageError(f"--to, --releases and --trusted-keys are for the {drill_upgrade.SCENARIO} drill only")
+    upgrade = (drill_upgrade.UpgradeFault(to_version or "", releases or config.home() / "bundles", trusted_keys)
+               if scenario == drill_upgrade.SCENARIO else None)
     request = drill_action.DrillRequest(
         scenario=scenario, site=site, inventory=require_inventory(inventory_path), target_time=_when(target_time),
-        warmup_markers=warmup_markers, progress=None if as_json else terminal.info)
+        warmup_markers=warmup_markers, upgrade=upgrade, progress=None if as_json else terminal.info)
     with refusal_as_error():
         result = drill_action.run(request)
     if as_json:
