@@ -16,7 +16,7 @@ from typing import Any
 
 from lpse_ops import config
 from lpse_ops.actions import backup
-from lpse_ops.actions.operation import OperationRefused, target_hosts
+from lpse_ops.actions.operation import OperationRefused, parent_run, target_hosts
 from lpse_ops.backends import ansible, ssh_probe
 
 OPERATION = "fleet.status"
@@ -116,7 +116,8 @@ class _Round:
         self.request, self.store = request, store
         self.run_id = store.start_run(OPERATION, {"inventory": str(request.inventory), "limit": request.limit,
                                                   "timeout": request.timeout, "concurrency": request.concurrency,
-                                                  **(extra or {})}, [target.host for target in targets])
+                                                  **(extra or {})}, [target.host for target in targets],
+                                      parent_id=parent_run())
         self.verifications = {target.host: next(iter(store.list_verifications(target.host, limit=1)), None)
                               for target in targets}
         self.probes: list[ssh_probe.SiteProbe] = []

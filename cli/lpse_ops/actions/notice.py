@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config, inventory
-from lpse_ops.actions.operation import OperationRefused
+from lpse_ops.actions.operation import OperationRefused, parent_run
 from lpse_ops.backends import ansible, smtp
 from lpse_ops.reports import dates
 from lpse_ops.reports.notice import KINDS, Contact, NoticeContent, render
@@ -265,7 +265,7 @@ def send_notice(request: NoticeRequest, plan: NoticePlan | None = None,
     store = StateStore.open(request.state_url or config.state_url())
     try:
         run_id = store.start_run(operation, args, [site.host for site in plan.sites],
-                                 parent_id=request.parent_run_id)
+                                 parent_id=request.parent_run_id or parent_run())
         results: list[NoticeResult] = []
         try:
             for site in plan.sites:

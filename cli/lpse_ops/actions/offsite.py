@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from lpse_ops import config
-from lpse_ops.actions.operation import OperationRefused
+from lpse_ops.actions.operation import OperationRefused, parent_run
 from lpse_ops.backends import s3
 from lpse_ops.settings import current as current_settings
 
@@ -173,7 +173,7 @@ def put_back(plan: PutBackPlan, host: str, progress: Callable[[int, int], None] 
     conf = settings()
     client = conf.client()
     with StateStore.open(config.state_url()) as store:
-        run_id = store.start_run("backup.offsite-put-back", plan.as_dict(), [host])
+        run_id = store.start_run("backup.offsite-put-back", plan.as_dict(), [host], parent_id=parent_run())
         try:
             for done, (key, version_id) in enumerate(plan.copy_forward, start=1):
                 client.copy_object(Bucket=conf.bucket, Key=key,

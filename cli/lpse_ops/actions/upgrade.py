@@ -216,7 +216,7 @@ def run_rollout(plan: UpgradePlan, options: RolloutOptions, progress: Progress |
     store = StateStore.open(options.state_url or config.state_url())
     actor = config.actor()
     try:
-        rollout_id = store.start_run(OPERATION, args, hosts, actor=actor)
+        rollout_id = store.start_run(OPERATION, args, hosts, actor=actor, parent_id=operation.parent_run())
         operation.lock_hosts(store, "upgrade", hosts, rollout_id, actor)
         result = RolloutResult(rollout_id, plan.target, [], [], None, str(options.budget), allowed)
         try:
