@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 # Overridable so that two test runs on one machine (a developer and a helper) use separate labs.
@@ -115,3 +116,15 @@ def documents_not_matching(site: str = SITE) -> list[str]:
                   "[ \"$(sha256sum \"$path\" 2>/dev/null | cut -c1-64)\" = \"$sum\" ] || echo \"$path\"; done",
                   site=site)
     return [line for line in out.splitlines() if line.strip()]
+
+
+def archived_now(site: str = SITE) -> None:
+    """Switch WAL and wait (bounded) until the segment holding every commit so far is archived."""
+    segment = sql("SELECT pg_walfile_name(pg_current_wal_lsn())", site=site)
+    sql("SELECT pg_switch_wal()", site=site)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", site=site)[-16:] >= segment[-16:]:
+            return
+        time.sleep(1)
+    raise AssertionError(f"WAL segment {segment} was not archived within 120 s")

@@ -10,7 +10,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.lab.labkit import SITE, backup_cli, documents_not_matching, on_site, run_cli, sql, upload_documents
+from tests.lab.labkit import (
+    SITE,
+    archived_now,
+    backup_cli,
+    documents_not_matching,
+    on_site,
+    run_cli,
+    sql,
+    upload_documents,
+)
 
 pytestmark = pytest.mark.usefixtures("backed_up")
 
@@ -51,18 +60,6 @@ def restore_to(when: datetime, *extra: str) -> tuple[int, dict, str]:
     code, report, output = run_cli("backup", "restore", "--limit", SITE, "--target-time", when.isoformat(),
                                    *extra, "--yes", "--json")
     return code, (report or {}).get("outputs", {}).get(SITE, {}), output
-
-
-def archived_now() -> None:
-    """Switch WAL and wait (bounded) until the segment holding every commit so far is archived."""
-    segment = sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
-    sql("SELECT pg_switch_wal()")
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver")[-16:] >= segment[-16:]:
-            return
-        time.sleep(1)
-    raise AssertionError(f"WAL segment {segment} was not archived within 120 s")
 
 
 def target_now() -> datetime:

@@ -10,11 +10,12 @@ snapshot is the test's own):
 1. tender KEEP and document SNAP, then a documents snapshot (the last one the server will push);
 2. tender AFTERSNAP: a row after that snapshot (its WAL goes offsite);
 3. document LOST: uploaded after the last snapshot, so its file is lost with the server;
-4. then the drill's markers (tenders and documents, all after the snapshot) until the loss.
+4. tender LATE, and the WAL holding everything so far pushed offsite;
+5. then the drill's markers (tenders and documents, all after the snapshot) until the loss.
 
 Recovering to ``latest`` replays all of it, then finds LOST's file (and every marker's) in no snapshot:
-the database is recovered again to just before LOST, so KEEP, SNAP and AFTERSNAP are back, LOST and every
-marker are not, and every document the database references is present with its sha256. The drill measures
+the database is recovered again to just before LOST, so KEEP, SNAP and AFTERSNAP are back, LOST, LATE and
+every marker are not, and every document the database references is present with its sha256. The drill measures
 that honestly: RPO figures that are lower bounds, recorded, and the RTO from the loss to the verified site.
 """
 
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import time
 
+from lpse_ops.state import StateStore
 from tests.lab.labkit import (
     SITE,
+    archived_now,
     backup_cli,
     documents_not_matching,
     on_site,
@@ -44,6 +47,8 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
     assert code == 0, output
     sql(f"INSERT INTO tenders (code, title, agency) VALUES ('AFTERSNAP-{stamp}', 'setelah snapshot', 'x')")
     lost = upload_documents(f"LOST{stamp}", 1)
+    sql(f"INSERT INTO tenders (code, title, agency) VALUES ('LATE-{stamp}', 'setelah dokumen hilang', 'x')")
+    archived_now()  # what the lost server wrote up to here is offsite; the markers' last seconds may not be
     documents_before = int(sql("SELECT count(*) FROM documents"))
 
     monkeypatch.setenv("LPSE_OPS_TRUSTED_KEYS", str(release["trusted"]))
@@ -57,7 +62,7 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
     # on the fresh cluster the first setup refuses, creating nothing (repo2 holds the lost server's database)
     assert steps["setup-backups"]["status"] == "failed", steps["setup-backups"]
     assert "holds stanza spse of another database" in steps["setup-backups"]["output_tail"]
-    assert report["runbook"]["continued_failures"][:1] == ["setup-backups"], report["runbook"]
+    assert "setup-backups" in report["runbook"]["continued_failures"], report["runbook"]
     for step in ("install-spse", "restore-from-offsite", "setup-backups-again", "verify-offsite"):
         assert steps[step]["status"] == "ok", steps[step]
     assert report["rto_s"] is not None and report["rto_s"] > 0
@@ -76,5 +81,5 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
     assert int(sql("SELECT count(*) FROM documents")) == documents_before - 1
     # the backups run again on the recovered database, and the site is the drill's to release
     assert on_site("systemctl is-active lpse-backup-files.timer").strip() == "active"
-    code, locks, output = run_cli("lock", "list", "--json")
-    assert code == 0 and not locks.get("locks"), output
+    with StateStore.open() as store:
+        assert store.list_locks() == []
