@@ -118,13 +118,29 @@ def documents_not_matching(site: str = SITE) -> list[str]:
     return [line for line in out.splitlines() if line.strip()]
 
 
-def archived_now(site: str = SITE) -> None:
+def wal_archived_past(segment: str, site: str = SITE) -> bool:
+    """Whether PostgreSQL reports *segment*, or a later one, archived.
+
+    Whole names are compared, timeline first: after a rollback the abandoned timeline may have reached a
+    higher segment number than the new one (comparing only the last 16 digits would then say "archived"
+    while the new timeline's segment is still on the site). A ``.history`` file's name is not a segment.
+    """
+    last = sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", site=site)[:24]
+    return len(last) == 24 and all(c in "0123456789ABCDEF" for c in last) and last >= segment
+
+
+def archived_now(site: str = SITE, timeout: float = 120) -> None:
     """Switch WAL and wait (bounded) until the segment holding every commit so far is archived."""
     segment = sql("SELECT pg_walfile_name(pg_current_wal_lsn())", site=site)
     sql("SELECT pg_switch_wal()", site=site)
-    deadline = time.monotonic() + 120
+    wait_until_archived(segment, site=site, timeout=timeout)
+
+
+def wait_until_archived(segment: str, site: str = SITE, timeout: float = 120) -> None:
+    """Wait (bounded) until PostgreSQL reports *segment* (or a later one) archived: pushed to both repositories."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if sql("SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver", site=site)[-16:] >= segment[-16:]:
+        if wal_archived_past(segment, site):
             return
         time.sleep(1)
-    raise AssertionError(f"WAL segment {segment} was not archived within 120 s")
+    raise AssertionError(f"WAL segment {segment} was not archived within {timeout} s")
