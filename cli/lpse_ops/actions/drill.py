@@ -447,7 +447,8 @@ def run(request: DrillRequest) -> DrillResult:
             _wait_for(lambda: workload.acked() >= request.warmup_markers,
                       request.warmup_markers * request.marker_interval_s * 4 + 30,
                       f"{request.warmup_markers} markers acknowledged by the site")
-            version_before = (_health(hostvars) or {}).get("version")
+            version_before = ((_health(hostvars) or {}).get("version")  # what a failed upgrade must leave serving
+                              if request.scenario == drill_upgrade.SCENARIO else None)
             fault_at, values, upgraded = _inject(request, shell, prefix, timeline, run_id)
             rpo_cut = upgraded.returned_at if upgraded else fault_at  # writes acknowledged until then must survive
             workload.stop()
