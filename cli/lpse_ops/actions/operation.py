@@ -153,8 +153,7 @@ def refuse_if_locked(operation: str, hosts: list[str], args: dict, state_url: st
 
     store = StateStore.open(state_url or config.state_url())
     try:
-        mine = lineage(store, parent_run())
-        held = [lock for lock in store.list_locks() if lock["site"] in hosts and lock["run_id"] not in mine]
+        held = [lock for lock in others_locks(store) if lock["site"] in hosts]
         if held:
             _abort_as_refused(store, store.start_run(operation, args, hosts, parent_id=parent_run()),
                               SiteLockedError(held))
@@ -167,6 +166,13 @@ def parent_run() -> int | None:
     from lpse_ops import settings
 
     return settings.current().parent_run
+
+
+def others_locks(store: StateStore) -> list[dict]:
+    """The site locks held by runs other than this process's own lineage (a drill's or a runbook's locks are
+    its steps' own)."""
+    mine = lineage(store, parent_run())
+    return [lock for lock in store.list_locks() if lock["run_id"] not in mine]
 
 
 def lineage(store: StateStore, run_id: int | None) -> set[int]:

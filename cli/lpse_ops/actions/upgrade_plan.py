@@ -674,8 +674,7 @@ def plan(ctx: PlanContext) -> UpgradePlan:
     result = operation.run(op)
     states = states_from_run(result)
     with StateStore.open(ctx.state_url or config.state_url()) as store:
-        mine = operation.lineage(store, operation.parent_run())  # a drill's upgrade works under the drill's lock
-        locks = {lock["site"]: lock for lock in store.list_locks() if lock["run_id"] not in mine}
+        locks = {lock["site"]: lock for lock in operation.others_locks(store)}  # a drill's upgrade works under its lock
         for host, state in states.items():
             newest = store.list_verifications(host, limit=1)
             state.verification = newest[0] if newest else None
