@@ -26,6 +26,11 @@ def home() -> Path:
     return path
 
 
+def trusted_keys() -> Path:
+    """Return the folder of trusted release keys: ``LPSE_OPS_TRUSTED_KEYS``, else ``<home>/trusted-keys``."""
+    return Path(current_settings().trusted_keys or home() / "trusted-keys")
+
+
 def state_url() -> str:
     """Return the state store URL: ``LPSE_OPS_STATE_URL`` or an SQLite file in :func:`home`."""
     return current_settings().state_url or f"sqlite:///{home() / 'state.db'}"

@@ -78,6 +78,9 @@ SCENARIOS: dict[str, Scenario] = {
 
 SCENARIOS.update({name: Scenario(name, text) for name, text in drill_rebuild.DESCRIPTIONS.items()})
 SCENARIOS[drill_upgrade.SCENARIO] = Scenario(drill_upgrade.SCENARIO, drill_upgrade.DESCRIPTION)
+SAME_VERSION = (drill_upgrade.SCENARIO, "server-lost")
+"""Scenarios whose recovered site must serve the release it ran before the fault (check ``verify-version``):
+a failed upgrade's rollback, and a rebuilt server (a reinstall of another release is no recovery)."""
 
 
 class DrillRefused(OperationRefused):
@@ -447,8 +450,8 @@ def run(request: DrillRequest) -> DrillResult:
             _wait_for(lambda: workload.acked() >= request.warmup_markers,
                       request.warmup_markers * request.marker_interval_s * 4 + 30,
                       f"{request.warmup_markers} markers acknowledged by the site")
-            version_before = ((_health(hostvars) or {}).get("version")  # what a failed upgrade must leave serving
-                              if request.scenario == drill_upgrade.SCENARIO else None)
+            version_before = ((_health(hostvars) or {}).get("version")  # what the recovered site must serve
+                              if request.scenario in SAME_VERSION else None)
             fault_at, values, upgraded = _inject(request, shell, prefix, timeline, run_id)
             rpo_cut = upgraded.returned_at if upgraded else fault_at  # writes acknowledged until then must survive
             workload.stop()
@@ -467,7 +470,7 @@ def run(request: DrillRequest) -> DrillResult:
             if book.result != "ok":
                 outcome["failed_step"] = book.failed_step
             verified, markers, problem = _verify(shell, hostvars, prefix, workload.acks, rpo_cut, timeline)
-            if problem is None and upgraded is not None:
+            if problem is None and request.scenario in SAME_VERSION:
                 problem = _verify_version(hostvars, version_before, timeline)
             measured["rpo_db_s"] = markers.get("rpo_db_s")
             measured["rpo_docs_s"] = markers.get("rpo_docs_s")
@@ -689,7 +692,8 @@ def _healthy(hostvars: dict[str, Any]) -> bool:
 
 
 def _verify_version(hostvars: dict[str, Any], before: str | None, timeline: _Timeline) -> str | None:
-    """After a failed upgrade: the site serves the version it ran before (None), else the failed check."""
+    """After a failed upgrade or a rebuild: the site serves the version it ran before (None), else the failed
+    check."""
     now = (_health(hostvars) or {}).get("version")
     if before is None or now != before:
         timeline.add("verify_failed", check="version", before=before, now=now)

@@ -11,17 +11,19 @@ restores from the offsite copy as it stood one second before the attack began (`
 *server-lost*, on a **lab** site only (a drill cannot replace a real server's hardware): the site's
 container is removed and a bare Debian host started with its name and ports (SSH only), and its new
 SSH host key replaces the old one in the lab's known_hosts (the runbook's Diagnosis). ``{bundle}``
-is the bundle of the last successful install that covered the site (the state store's runs, as the
-runbook says an operator finds it).
+is a signed bundle of the release the site ran (read from the site before it is destroyed, found where
+the state store says installs and upgrades took their bundles).
 
 Each ``inject`` returns (the fault's moment, the runbook's placeholder values, what was done).
 """
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from lpse_ops import config
@@ -81,7 +83,7 @@ def server_lost(site: str, shell: Shell, hostvars: dict[str, Any]) -> Injected:
         raise OperationRefused(f"{site}: a server-lost drill replaces the host itself, which only the lab can do "
                                "(lpse_environment: lab); on a real site, rehearse runbooks/server-lost.md on a "
                                "spare host")
-    bundle = last_installed_bundle(site)
+    bundle = bundle_of(site, running_version(shell, hostvars))
     from lpse_ops.lab import lab as lab_actions  # the lab only: gated above
 
     state = lab_actions.load_state() or {}
@@ -101,22 +103,59 @@ def server_lost(site: str, shell: Shell, hostvars: dict[str, Any]) -> Injected:
     return fault_at, {"bundle": bundle}, f"container {plan.container(host)} destroyed; a bare host started in its place"
 
 
-def last_installed_bundle(site: str) -> str:
-    """The bundle of the newest successful install run that covered *site* (limit unset or naming it)."""
+def running_version(shell: Shell, hostvars: dict[str, Any]) -> str:
+    """The SPSE version the site runs: the release its ``current`` symlink points at."""
+    base = str(hostvars.get("site_spse_base_dir") or "/opt/spse")
+    target = shell.run(f"readlink -f {shlex.quote(base + '/current')}", timeout=60).strip()
+    version = target.rstrip("/").rsplit("/", 1)[-1]
+    if not target or not version:
+        raise OperationRefused(f"cannot tell which SPSE release the site runs ({base}/current): the drill would "
+                               "not know which bundle to reinstall")
+    return version
+
+
+def bundle_of(site: str, version: str, trusted: Path | None = None) -> str:
+    """A signed bundle of SPSE *version* known to this control node, for reinstalling *site*.
+
+    Looked for where the state store says bundles were used: the bundles of successful installs, then the
+    release folders of upgrade plans (newest first), then ``<home>/bundles``; each candidate verified
+    against the trusted keys. The bundle of the last *install* is wrong for a site upgraded since: its
+    restored database carries the newer schema, and the older release refuses it (CI found it).
+    """
+    from lpse_ops import bundle
     from lpse_ops.state import StateStore
 
+    keys = trusted or config.trusted_keys()
+    files: list[Path] = []
+    folders: list[Path] = []
     store = StateStore.open(config.state_url())
     try:
-        for record in store.list_runs(limit=200, operation="install"):
+        for record in store.list_runs(limit=500, operation="install"):
             args = record.get("args") or {}
-            limit = args.get("limit")
-            if (record.get("result") == "ok" and args.get("bundle") and not args.get("check")
-                    and (not limit or site in limit.replace(",", " ").replace(":", " ").split())):
-                return str(args["bundle"])
+            if record.get("result") == "ok" and args.get("bundle"):
+                files.append(Path(str(args["bundle"])))
+        for record in store.list_runs(limit=500, operation="upgrade.plan"):
+            if (record.get("args") or {}).get("releases"):
+                folders.append(Path(str(record["args"]["releases"])))
     finally:
         store.close()
-    raise OperationRefused(f"no successful install of {site} in the state store: the drill cannot tell which "
-                           "bundle to reinstall")
+    folders.append(config.home() / "bundles")
+    for folder in folders:
+        if folder.is_dir():
+            files.extend(sorted(folder.glob(f"spse-{version}*.tar.gz")))
+    seen: set[Path] = set()
+    for path in files:
+        if path in seen or not path.is_file():
+            continue
+        seen.add(path)
+        try:
+            if bundle.verify(path, keys).version == version:
+                return str(path)
+        except bundle.BundleError:
+            continue
+    raise OperationRefused(f"{site} runs SPSE {version}, and no bundle of it signed by a key in {keys} is known "
+                           "here (installs, upgrade plans' release folders, <home>/bundles): the drill cannot "
+                           "reinstall the site")
 
 
 INJECT: dict[str, Callable[[str, Shell, dict[str, Any]], Injected]] = {

@@ -25,7 +25,7 @@ health_by_host = installing.health_by_host
 
 def trusted_keys_default() -> str:
     """Return ``LPSE_OPS_TRUSTED_KEYS``, else ``<home>/trusted-keys``."""
-    return str(app_settings().trusted_keys or config.home() / "trusted-keys")
+    return str(app_settings().trusted_keys or config.trusted_keys())
 
 
 def install_details(found: records.HostRecords) -> dict[str, str]:
