@@ -104,6 +104,22 @@ done
     return dict(line.split() for line in on_site(script, site=site).splitlines() if line.strip())
 
 
+DOCUMENTS_TIMERS = ("files", "delta")
+"""The documents' timers: the 5-minute full snapshot and the 30-second delta of new documents."""
+
+
+def stop_documents_timers(site: str = SITE) -> None:
+    """Stop both documents timers and wait (bounded) until no run of theirs is in progress: a test then
+    decides when the documents are snapshotted."""
+    for name in DOCUMENTS_TIMERS:
+        on_site(f"systemctl stop lpse-backup-{name}.timer && timeout 600 sh -c "
+                f"'while systemctl is-active --quiet lpse-backup-{name}.service; do sleep 1; done'", site=site)
+
+
+def start_documents_timers(site: str = SITE) -> None:
+    on_site(" && ".join(f"systemctl start lpse-backup-{name}.timer" for name in DOCUMENTS_TIMERS), site=site)
+
+
 def backup_cli(*args: str, timeout: float = 1800, site: str = SITE):
     """Run ``lpse-ops backup ARGS --limit SITE --json``; return (exit code, JSON, output)."""
     return run_cli("backup", *args, "--limit", site, "--json", timeout=timeout)

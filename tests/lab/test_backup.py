@@ -121,6 +121,9 @@ def test_documents_timer_runs_every_five_minutes_with_a_stable_offset(backed_up)
     assert "*-*-* *:00/5:00" in timer_calendar("files"), timer_calendar("files")
     unit = on_site("systemctl cat lpse-backup-files.timer")
     assert "FixedRandomDelay=true" in unit and "RandomizedDelaySec=60s" in unit, unit
+    # between them, every 30 s, the documents added since (run --type delta)
+    assert "*-*-* *:*:00/30" in timer_calendar("delta"), timer_calendar("delta")
+    assert on_site("systemctl is-active lpse-backup-delta.timer").strip() == "active"
 
 
 def test_corrupted_file_in_local_repo_is_named_by_verify(backed_up):

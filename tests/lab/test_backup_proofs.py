@@ -18,6 +18,8 @@ from tests.lab.labkit import (
     on_site,
     run_cli,
     sql,
+    start_documents_timers,
+    stop_documents_timers,
     upload_documents,
 )
 
@@ -26,12 +28,13 @@ pytestmark = pytest.mark.usefixtures("backed_up")
 
 @contextlib.contextmanager
 def files_timer_stopped():
-    """Hold the 5-minute documents timer still, so a test decides when snapshots happen."""
-    on_site("systemctl stop lpse-backup-files.timer")
+    """Hold the documents timers (5-minute snapshots, 30-second deltas) still, so a test decides when
+    snapshots happen."""
+    stop_documents_timers()
     try:
         yield
     finally:
-        on_site("systemctl start lpse-backup-files.timer")
+        start_documents_timers()
 
 
 def last_label(report: dict) -> str:
@@ -152,6 +155,31 @@ def test_restore_after_the_last_snapshot_brings_back_documents_from_the_set_asid
     assert recovered["missing"] == [] and recovered["from_set_aside"] >= 3, recovered
 
 
+def test_a_delta_snapshot_holds_just_the_new_documents_and_a_restore_takes_them_from_it():
+    """Documents added after the last full snapshot, then a delta (the 30-second timer's run), then the files
+    lost from the live folder too: only the delta holds them. The restore starts from the full snapshot,
+    never the delta, and brings them from it (without deltas it fails: documents_missing)."""
+    with files_timer_stopped():
+        code, _, output = backup_cli("run", "--type", "incr")
+        assert code == 0, output
+        new = upload_documents(f"DELTA{int(time.time())}", 2)
+        code, report, output = backup_cli("run", "--type", "delta")
+        assert code == 0, output
+        taken = report["outputs"][SITE]
+        assert taken["files"] == 2 and taken["restic"]["offsite"]["files_new"] == 2, taken
+        code, report, output = backup_cli("run", "--type", "delta")
+        assert report["outputs"][SITE]["skipped"] == "no document changed since the last snapshot", output
+        for name in new:
+            on_site(f"rm {document_path(name)}")
+        code, result, output = restore_to(target_now())
+    assert code == 0, output
+    assert sql(f"SELECT count(*) FROM documents WHERE name IN ({', '.join(repr(n) for n in new)})") == "2"
+    assert documents_not_matching() == [], "a document the recovered database references is missing"
+    recovered = result["documents"]
+    assert recovered["missing"] == [] and recovered["from_later_snapshots"] == 2, recovered
+    assert result["restic_snapshot"]["id"] != taken["restic"]["local"]["snapshot_id"][:8]
+
+
 def test_restore_after_an_emptied_folder_was_snapshotted_brings_documents_back_from_an_earlier_snapshot():
     """A document lost from the folder, then a snapshot without it (the 5-minute timer runs on after a loss):
     the chosen snapshot and the set-aside folder lack it; only the earlier snapshot holds it."""
@@ -247,8 +275,7 @@ def test_a_disk_that_fills_during_the_documents_backup_leaves_earlier_snapshots_
     repo = "/var/lib/lpse-backup/restic"
     # the site's own 5-minute documents run must not be the one that fills the disk: stop its timer and
     # wait (bounded) until no run of it is in progress
-    on_site("systemctl stop lpse-backup-files.timer && timeout 600 sh -c "
-            "'while systemctl is-active --quiet lpse-backup-files.service; do sleep 1; done'")
+    stop_documents_timers()
     size = int(on_site(f"du -sb {repo} | cut -f1").split()[0])
     on_site(f"cp -a {repo} /tmp/restic-copy && mount -t tmpfs -o size={size + 80 * 2**20} tmpfs {repo} && "
             f"cp -a /tmp/restic-copy/. {repo}/ && rm -rf /tmp/restic-copy")
@@ -262,5 +289,6 @@ def test_a_disk_that_fills_during_the_documents_backup_leaves_earlier_snapshots_
         assert result["step"] != "preflight", result  # it filled for real, during the backup
         restic_latest_restores(repo)
     finally:
-        on_site(f"umount {repo}; rm -rf /var/lib/spse/documents/zz-fill; systemctl start lpse-backup-files.timer")
+        on_site(f"umount {repo}; rm -rf /var/lib/spse/documents/zz-fill")
+        start_documents_timers()
     restic_latest_restores()

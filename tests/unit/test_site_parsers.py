@@ -211,6 +211,8 @@ def test_restic_find_names_the_snapshots_holding_each_path():
     from lpse_ops.site import restic
 
     assert restic.find_args(["/d/a/f1", "/d/a/f2"]) == ["find", "--json", "/d/a/f1", "/d/a/f2"]
+    assert restic.find_args(["/d/a/f1"], ["abc", "def"]) == ["find", "--json", "--snapshot", "abc", "--snapshot", "def",
+                                                              "/d/a/f1"]
     assert restic.parse_find(FIND_OUTPUT) == {"35e9f83a3a4b96a1": {"/d/a/f2"},
                                              "3818e1979dbe7e97": {"/d/a/f1", "/d/a/f2"}}
     assert restic.parse_find("") == {} and restic.parse_find("[]") == {}

@@ -75,7 +75,7 @@ def test_status_spool_counts_waiting_segments_only(site):
 def test_status_unreadable_restic_repo_carries_its_code(site):
     facts = status.main(site, None)["restic"]
     assert facts["local"] == {"snapshots": 1, "last_snapshot_time": "2026-11-24T09:32:56+00:00",
-                              "last_snapshot_id": "46244e4d"}
+                              "last_snapshot_id": "46244e4d", "last_delta_time": None}
     assert facts["offsite"] == {"error": "offsite S3 refused the credentials", "code": "s3_credentials_refused"}
 
 

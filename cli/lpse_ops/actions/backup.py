@@ -67,7 +67,7 @@ def execute(ctx: BackupContext, action: str, args: list[str], operation_name: st
     return result, host_outputs(result)
 
 
-SCHEDULES = ("full", "diff", "incr", "files", "verify")
+SCHEDULES = ("full", "diff", "incr", "files", "delta", "verify")
 
 
 def setup(ctx: BackupContext, schedule: dict[str, str] | None = None) -> operation.OperationResult:

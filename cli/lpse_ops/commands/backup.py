@@ -70,9 +70,12 @@ def setup_command(inventory_path: Path | None, limit: str | None, as_json: bool)
 @click.option("--incr", default=None, help="When to take incremental database backups (OnCalendar).")
 @click.option("--files", default=None,
               help="When to snapshot documents and configuration (OnCalendar; its interval is the documents' RPO).")
+@click.option("--delta", default=None,
+              help="When to snapshot just the documents added since the last snapshot (OnCalendar, default every "
+                   "30 s; its interval bounds what a lost server loses of its uploads).")
 @json_option
 def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: str | None, full: str | None,
-                     diff: str | None, incr: str | None, files: str | None, as_json: bool) -> None:
+                     diff: str | None, incr: str | None, files: str | None, delta: str | None, as_json: bool) -> None:
     """Set when backups and restore verifications run (systemd timers on each site).
 
     Example: lpse-ops backup schedule --limit site1 --verify "Sat *-*-* 04:00:00". The schedule is
@@ -80,9 +83,10 @@ def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: 
     runs, and never reaches a site outside --limit. Every calendar is checked by systemd first.
     """
     chosen = {name: value for name, value in (("verify", verify_at), ("full", full), ("diff", diff),
-                                               ("incr", incr), ("files", files)) if value}
+                                               ("incr", incr), ("files", files), ("delta", delta)) if value}
     if not chosen:
-        raise terminal.fail("nothing to schedule: give at least one of --verify, --full, --diff, --incr, --files")
+        raise terminal.fail("nothing to schedule: give at least one of --verify, --full, --diff, --incr, --files, "
+                            "--delta")
     with refusal_as_error():
         result = actions.setup(_ctx(inventory_path, limit, as_json), schedule=chosen)
     _finish(result, {}, as_json, "backup schedule", {h: ", ".join(f"{k}: {v}" for k, v in chosen.items())
@@ -92,9 +96,10 @@ def schedule_command(inventory_path: Path | None, limit: str | None, verify_at: 
 @backup.command(name="run")
 @inventory_option
 @limit_option
-@click.option("--type", "backup_type", type=click.Choice(["full", "diff", "incr", "files"]), default="incr",
+@click.option("--type", "backup_type", type=click.Choice(["full", "diff", "incr", "files", "delta"]), default="incr",
               show_default=True,
-              help="pgBackRest backup type, or `files` for a documents and configuration snapshot only.")
+              help="pgBackRest backup type, or `files` for a documents and configuration snapshot only, or `delta` "
+                   "for just the documents added since the last snapshot.")
 @json_option
 def run_command(inventory_path: Path | None, limit: str | None, backup_type: str, as_json: bool) -> None:
     """Back up database, documents and configuration to the local and the offsite repository now."""

@@ -42,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="lpse-backup", description=(__doc__ or "").split("\n\n")[0])
     sub = top.add_subparsers(dest="action", required=True)
     backup = sub.add_parser("run", help="back up the database (both repos), write the manifest, back up the files")
-    backup.add_argument("--type", required=True, choices=["full", "diff", "incr", "files"])
+    backup.add_argument("--type", required=True, choices=["full", "diff", "incr", "files", "delta"])
     sub.add_parser("list", help="every backup set and snapshot, raw JSON from the engines")
     sub.add_parser("status", help="facts: last backups, WAL archiving, spool queue, snapshots, last verify")
     check = sub.add_parser("verify", help="restore a backup set into a scratch instance and check it")

@@ -114,6 +114,20 @@ def backup_args(tags: list[str], paths: list[str]) -> list[str]:
     return ["backup", "--json", "--one-file-system", "--exclude-caches", *tagged, *paths]
 
 
+DELTA_TAG = "delta"
+"""The tag of a snapshot of just the documents added since the one before (``lpse-backup run --type delta``)."""
+
+
+def delta_args(site_code: str, files_from: str) -> list[str]:
+    """``restic backup`` of exactly the files listed (one path a line) in *files_from*, tagged delta."""
+    return ["backup", "--json", "--tag", site_code, "--tag", DELTA_TAG, "--files-from-verbatim", files_from]
+
+
+def full(snapshots: list[Snapshot]) -> list[Snapshot]:
+    """The snapshots that are not deltas: the ones a restore can start from."""
+    return [s for s in snapshots if DELTA_TAG not in s.tags]
+
+
 def forget_args(site_code: str, keep: Mapping[str, int]) -> list[str]:
     """Arguments of ``restic forget --prune`` keeping daily/weekly/monthly snapshots and always the last."""
     return ["forget", "--prune", "--tag", site_code, "--group-by", "host,tags",
@@ -131,9 +145,9 @@ def restore_args(snapshot_id: str, target: str, include: str | list[str] | None 
     return ["restore", snapshot_id, "--target", target, *[arg for path in paths for arg in ("--include", path)]]
 
 
-def find_args(paths: list[str]) -> list[str]:
-    """``restic find --json`` of these exact paths, in every snapshot of the repository."""
-    return ["find", "--json", *paths]
+def find_args(paths: list[str], snapshot_ids: list[str] | None = None) -> list[str]:
+    """``restic find --json`` of these exact paths, in the given snapshots (default: every snapshot)."""
+    return ["find", "--json", *[arg for sid in snapshot_ids or [] for arg in ("--snapshot", sid)], *paths]
 
 
 def parse_find(stdout: str) -> dict[str, set[str]]:

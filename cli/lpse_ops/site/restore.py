@@ -128,7 +128,7 @@ def select_snapshot(current: Restore) -> None:
     snapshots = restic.covering(engine.restic_snapshots(current.settings, current.restic_name, current.restic_url),
                                 docs)
     current.snapshots = snapshots
-    current.snapshot = restic.snapshot_at(snapshots, current.target)
+    current.snapshot = restic.snapshot_at(restic.full(snapshots), current.target)  # never a delta
     if not current.snapshot:
         raise Failure("no_snapshot", f"no restic snapshot of {docs} at or before {iso(current.target)} in the "
                       f"{current.restic_name} repository", step="select")
@@ -300,13 +300,12 @@ def find_documents(current: Restore) -> tuple[dict, list[documents.Document]]:
     still = documents.bring_back(wanted, aside, docs) if aside and wanted else wanted
     report["from_set_aside"] = len(wanted) - len(still)
     before = len(still)
-    for snapshot in [s for s in reversed(current.snapshots) if s.time > current.snapshot.time]:
-        if not still:
-            break
-        still = documents_from_snapshot(current, snapshot, still)
+    still = documents_from_snapshots(current, [s for s in reversed(current.snapshots)
+                                               if s.time > current.snapshot.time], still)
     report["from_later_snapshots"] = before - len(still)
     before = len(still)
-    still = documents_from_earlier_snapshots(current, still)
+    still = documents_from_snapshots(current, [s for s in reversed(current.snapshots)
+                                               if s.time < current.snapshot.time], still)
     report["from_earlier_snapshots"] = before - len(still)
     report["missing"] = [d.label for d in still]
     return report, still
@@ -342,24 +341,26 @@ def recover_before_lost_documents(current: Restore, lost: list[documents.Documen
                                             end_of_archive_replayed=first.get("last_replayed_transaction_time"))
 
 
-def documents_from_earlier_snapshots(current: Restore, wanted: list[documents.Document]) -> list[documents.Document]:
-    """Bring back *wanted* from snapshots older than the chosen one, newest first; return those still missing.
+def documents_from_snapshots(current: Restore, candidates: list[restic.Snapshot],
+                             wanted: list[documents.Document]) -> list[documents.Document]:
+    """Bring back *wanted* from *candidates*, in their order; return those still missing.
 
-    A snapshot taken after the folder was emptied (the 5-minute timer runs on after a loss) lacks files an
-    earlier one holds. One ``restic find`` names the snapshots that hold each file, so only those are read.
+    Later snapshots hold files uploaded after the chosen one (the 30-second deltas among them); earlier ones
+    files lost before it (a snapshot taken after the folder was emptied lacks what an earlier one holds). One
+    ``restic find`` names the snapshots holding each file, so only those are read.
     """
-    earlier = [s for s in reversed(current.snapshots) if s.time < current.snapshot.time]
-    if not wanted or not earlier:
+    if not wanted or not candidates:
         return wanted
     docs = current.settings.docs_dir
     done = engine.restic_call(current.settings, current.restic_name,
-                              restic.find_args([os.path.join(docs, d.stored_path) for d in wanted]),
+                              restic.find_args([os.path.join(docs, d.stored_path) for d in wanted],
+                                               [s.id for s in candidates]),
                               url=current.restic_url, check=False, step="restic find", timeout=engine.DAY_S)
     if done.returncode != 0:
         return wanted
     holding = restic.parse_find(done.stdout)
     still = list(wanted)
-    for snapshot in earlier:
+    for snapshot in candidates:
         inside = holding.get(snapshot.id, set())
         here = [d for d in still if os.path.join(docs, d.stored_path) in inside]
         if here:

@@ -1,7 +1,13 @@
-"""``lpse-backup run --type full|diff|incr|files``: back up the database and the files, both repositories.
+"""``lpse-backup run --type full|diff|incr|files|delta``: back up the database and the files, both repositories.
 
 A run is a sequence of named steps (``steps_for``); preflight steps come first, so nothing is touched
 when they fail.
+
+``delta`` (every 30 s) snapshots only the documents added or changed since the last documents snapshot
+(their inode change time), tagged ``delta``: a lost server then loses at most the last half minute of
+uploads, not the 5 minutes between the full documents snapshots, so its database need not be recovered
+to more than that before the loss (a recovered database never references a missing document). A restore
+never starts from a delta snapshot; it takes the files it lacks from them.
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ import contextlib
 import os
 import shutil
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +29,11 @@ from lpse_ops.site.settings import Settings
 
 REPOS = ("1", "2")
 RESTIC_REPOS = ("local", "offsite")
+DELTA_MAX_FILES = 2000
+"""More new files than this (a bulk import) and the delta run takes a full documents snapshot instead: a
+snapshot names every path it was given, and restic keeps that list in the snapshot itself."""
+STAMP_SLACK_S = 1.0
+"""Files changed this long before the last snapshot began are taken again (clock granularity)."""
 
 
 @dataclass
@@ -39,6 +51,8 @@ Step = Callable[[Run], None]
 
 def main(settings: Settings, args) -> dict:
     """Run a backup of *args.type*; return the run's JSON result."""
+    if args.type == "delta":
+        return delta(settings)
     started_at, started = now_utc(), time.monotonic()
     result = {"action": "run", "ok": False, "site_code": settings.site_code, "host": socket.gethostname(),
               "type": args.type, "started_at": iso(started_at), "pgbackrest": {}, "manifest": None, "restic": {}}
@@ -165,18 +179,116 @@ def back_up_files(current: Run) -> None:
     held = contextlib.nullcontext() if current.backup_type == "files" else \
         locking.exclusive(settings.files_lock_path, settings.lock_wait_s)
     with held:
+        walk_started = time.time()
         for name in RESTIC_REPOS:
             log(f"restic backup to {name}")
             began = time.monotonic()
             entry = snapshot_files(settings, name, tags, paths)
             entry["duration_s"] = seconds_since(began, time.monotonic())
             current.result["restic"][name] = entry
+        write_stamp(settings, walk_started)
 
 
 def snapshot_files(settings: Settings, name: str, tags: list[str], paths: list[str]) -> dict:
     """Take one restic snapshot in repository *name*; return its summary."""
     done = engine.restic_call(settings, name, restic.backup_args(tags, paths), step=f"restic backup {name}",
                               timeout=engine.DAY_S)
+    return restic.describe_summary(restic.parse_backup_summary(done.stdout))
+
+
+# --- the documents added since the last snapshot (every 30 s) -------------------------------------
+
+def stamp_path(settings: Settings) -> str:
+    return os.path.join(settings.state_dir, "documents-since")
+
+
+def read_stamp(settings: Settings) -> float | None:
+    """When the last documents snapshot (full or delta) began reading, epoch seconds; None before the first."""
+    try:
+        with open(stamp_path(settings)) as handle:
+            return float(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def write_stamp(settings: Settings, moment: float) -> None:
+    """Record *moment* as the start of a documents snapshot that reached both repositories."""
+    path = stamp_path(settings)
+    with open(f"{path}.tmp", "w") as handle:
+        handle.write(f"{moment:.3f}\n")
+    os.replace(f"{path}.tmp", path)
+
+
+def changed_since(root: str, since: float) -> list[str]:
+    """Every file under *root* whose inode changed at or after *since* (a new upload, a rename into place)."""
+    found = []
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with contextlib.suppress(OSError):
+                if os.lstat(path).st_ctime >= since:
+                    found.append(path)
+    return sorted(found)
+
+
+def delta(settings: Settings) -> dict:
+    """Snapshot the documents changed since the last documents snapshot, to both repositories.
+
+    Skipped (ok) while another run holds the files lock (that run is snapshotting them), before the first
+    full documents snapshot, and when nothing changed. The stamp moves only once both repositories hold
+    the new snapshot, so a failed run's files are taken by the next one.
+    """
+    started_at, started = now_utc(), time.monotonic()
+    result = {"action": "run", "ok": False, "site_code": settings.site_code, "host": socket.gethostname(),
+              "type": "delta", "started_at": iso(started_at), "restic": {}}
+    try:
+        with locking.exclusive(settings.files_lock_path, 0):
+            since = read_stamp(settings)
+            if since is None:
+                result.update(ok=True, skipped="no documents snapshot yet: the next documents run takes the first")
+            else:
+                walk_started = time.time()
+                changed = changed_since(settings.docs_dir, since - STAMP_SLACK_S)
+                result["files"] = len(changed)
+                if not changed:
+                    result.update(ok=True, skipped="no document changed since the last snapshot")
+                    write_stamp(settings, walk_started)
+                elif len(changed) > DELTA_MAX_FILES:
+                    log(f"{len(changed)} documents changed: a full documents snapshot instead of a delta")
+                    current = Run(settings, "files", result)
+                    preflight_files(current)
+                    back_up_files(current)
+                    result.update(ok=True, full_instead=True)
+                else:
+                    for name in RESTIC_REPOS:
+                        began = time.monotonic()
+                        result["restic"][name] = {**snapshot_delta(settings, name, changed),
+                                                  "duration_s": seconds_since(began, time.monotonic())}
+                    write_stamp(settings, walk_started)
+                    result["ok"] = True
+    except Failure as failure:
+        if failure.code == "lock_busy":
+            result.update(ok=True, skipped="another run holds the documents lock (it is snapshotting them)")
+        else:
+            result.update(failure.as_fields())
+    result["finished_at"], result["duration_s"] = iso(now_utc()), seconds_since(started, time.monotonic())
+    return result
+
+
+def snapshot_delta(settings: Settings, name: str, paths: list[str]) -> dict:
+    """One restic snapshot of just *paths* in repository *name*, tagged ``delta``; return its summary.
+
+    restic exits 3 when a listed file vanished before it was read (a document deleted meanwhile): the
+    snapshot holds the others, which is what a delta is for.
+    """
+    with tempfile.NamedTemporaryFile("w", prefix="delta-", suffix=".list", dir=settings.state_dir) as listing:
+        listing.write("\n".join(paths) + "\n")
+        listing.flush()
+        done = engine.restic_call(settings, name, restic.delta_args(settings.site_code, listing.name), check=False,
+                                  step=f"restic backup {name}", timeout=engine.DAY_S)
+    if done.returncode not in (0, 3):
+        raise Failure("restic_failed", f"restic backup of {len(paths)} new document(s) to {name} failed "
+                      f"(exit {done.returncode}): {(done.stderr or '').strip()[-400:]}", step=f"restic backup {name}")
     return restic.describe_summary(restic.parse_backup_summary(done.stdout))
 
 

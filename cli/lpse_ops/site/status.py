@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 
-from lpse_ops.site import engine, manifest, pgbackrest, postgres
+from lpse_ops.site import engine, manifest, pgbackrest, postgres, restic
 from lpse_ops.site.clock import iso, now_utc
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.settings import Settings
@@ -87,9 +87,12 @@ def restic_facts(settings: Settings, name: str) -> dict:
         snapshots = engine.restic_snapshots(settings, name)
     except Failure as failure:
         return {"error": failure.message, "code": failure.code}
-    last = snapshots[-1] if snapshots else None
+    full = restic.full(snapshots)
+    last = full[-1] if full else None  # the 5-minute snapshots: deltas only follow them, never replace them
+    deltas = [s for s in snapshots if s not in full]
     return {"snapshots": len(snapshots), "last_snapshot_time": iso(last.time) if last else None,
-            "last_snapshot_id": last.short_id if last else None}
+            "last_snapshot_id": last.short_id if last else None,
+            "last_delta_time": iso(deltas[-1].time) if deltas else None}
 
 
 def last_verify_facts(settings: Settings) -> dict | None:

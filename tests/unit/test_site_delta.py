@@ -1,0 +1,100 @@
+"""lpse-backup run --type delta: which documents it takes, and when it takes none (no engine runs here:
+every path that would call restic is either skipped by design or replaced by a recorder)."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lpse_ops.site import engine, restic, run
+from tests.unit.test_site_status import site_settings
+
+
+@pytest.fixture
+def site(tmp_path: Path):
+    config = site_settings(tmp_path)
+    docs = tmp_path / "documents"
+    docs.mkdir()
+    (tmp_path / "state").mkdir()
+    return config.__class__(**{**config.__dict__, "docs_dir": str(docs), "lock_path": str(tmp_path / "lock")})
+
+
+@pytest.fixture
+def restic_calls(monkeypatch):
+    calls = []
+
+    def fake(settings, name, args, **kwargs):
+        listing = args[args.index("--files-from-verbatim") + 1]
+        calls.append((name, args, Path(listing).read_text().split()))
+        return SimpleNamespace(returncode=0, stdout='{"message_type":"summary","snapshot_id":"abc","files_new":1}\n',
+                               stderr="")
+    monkeypatch.setattr(engine, "restic_call", fake)
+    return calls
+
+
+def delta(site):
+    return run.main(site, SimpleNamespace(type="delta"))
+
+
+def test_before_the_first_documents_snapshot_a_delta_takes_nothing(site, restic_calls):
+    (Path(site.docs_dir) / "a.pdf").write_bytes(b"a")
+    result = delta(site)
+    assert result["ok"] and result["skipped"].startswith("no documents snapshot yet") and restic_calls == []
+
+
+def test_a_delta_takes_exactly_the_documents_changed_since_the_last_snapshot_to_both_repositories(site,
+                                                                                                   restic_calls):
+    docs = Path(site.docs_dir)
+    (docs / "old").mkdir()
+    before = docs / "old" / "before.pdf"
+    before.write_bytes(b"x")
+    os.utime(before, (0, 0))  # an old mtime changes nothing: the inode change time counts
+    run.write_stamp(site, time.time() + 5)  # every file so far is older than the last snapshot
+    assert delta(site)["skipped"] == "no document changed since the last snapshot" and restic_calls == []
+    deadline = time.monotonic() + 5  # the clock past before.pdf's change and the 1 s slack (bounded)
+    while time.time() < os.lstat(before).st_ctime + run.STAMP_SLACK_S + 0.2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    run.write_stamp(site, time.time())
+    (docs / "new").mkdir()
+    (docs / "new" / "after.pdf").write_bytes(b"y")
+    result = delta(site)
+    assert result["ok"] and result["files"] == 1, result
+    assert [name for name, _, _ in restic_calls] == ["local", "offsite"]
+    _, args, listed = restic_calls[0]
+    assert args[:6] == ["backup", "--json", "--tag", "lab01", "--tag", restic.DELTA_TAG]
+    assert listed == [str(docs / "new" / "after.pdf")]
+    assert run.read_stamp(site) >= os.lstat(before).st_ctime  # moved on: the next delta starts from this one
+
+
+def test_a_delta_that_fails_on_one_repository_keeps_the_stamp_so_the_next_takes_the_files_again(site, monkeypatch):
+    run.write_stamp(site, time.time() - 1)
+    stamp = run.read_stamp(site)
+    (Path(site.docs_dir) / "a.pdf").write_bytes(b"a")
+    monkeypatch.setattr(engine, "restic_call", lambda settings, name, args, **k: SimpleNamespace(
+        returncode=0 if name == "local" else 1, stdout="", stderr="Fatal: unable to open repository"))
+    result = delta(site)
+    assert not result["ok"] and result["code"] == "restic_failed" and "offsite" in result["error"], result
+    assert run.read_stamp(site) == stamp
+
+
+def test_a_delta_is_skipped_while_another_run_snapshots_the_documents(site, restic_calls):
+    run.write_stamp(site, time.time() - 1)
+    (Path(site.docs_dir) / "a.pdf").write_bytes(b"a")
+    with open(site.files_lock_path, "a+") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        result = delta(site)
+    assert result["ok"] and "holds the documents lock" in result["skipped"] and restic_calls == []
+
+
+def test_a_restore_never_starts_from_a_delta():
+    from datetime import UTC, datetime
+
+    def snap(sid, minute, tags):
+        return restic.Snapshot(sid, sid, datetime(2026, 11, 28, 10, minute, tzinfo=UTC), "h", ("/d",), tags)
+    snaps = [snap("full1", 0, ("lab01",)), snap("delta1", 1, ("lab01", "delta")), snap("delta2", 2, ("lab01", "delta"))]
+    assert restic.snapshot_at(restic.full(snaps), datetime(2026, 11, 28, 10, 3, tzinfo=UTC)).id == "full1"
