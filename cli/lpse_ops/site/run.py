@@ -243,29 +243,7 @@ def delta(settings: Settings) -> dict:
               "type": "delta", "started_at": iso(started_at), "restic": {}}
     try:
         with locking.exclusive(settings.files_lock_path, 0):
-            since = read_stamp(settings)
-            if since is None:
-                result.update(ok=True, skipped="no documents snapshot yet: the next documents run takes the first")
-            else:
-                walk_started = time.time()
-                changed = changed_since(settings.docs_dir, since - STAMP_SLACK_S)
-                result["files"] = len(changed)
-                if not changed:
-                    result.update(ok=True, skipped="no document changed since the last snapshot")
-                    write_stamp(settings, walk_started)
-                elif len(changed) > DELTA_MAX_FILES:
-                    log(f"{len(changed)} documents changed: a full documents snapshot instead of a delta")
-                    current = Run(settings, "files", result)
-                    preflight_files(current)
-                    back_up_files(current)
-                    result.update(ok=True, full_instead=True)
-                else:
-                    for name in RESTIC_REPOS:
-                        began = time.monotonic()
-                        result["restic"][name] = {**snapshot_delta(settings, name, changed),
-                                                  "duration_s": seconds_since(began, time.monotonic())}
-                    write_stamp(settings, walk_started)
-                    result["ok"] = True
+            take_delta(settings, result)
     except Failure as failure:
         if failure.code == "lock_busy":
             result.update(ok=True, skipped="another run holds the documents lock (it is snapshotting them)")
@@ -273,6 +251,34 @@ def delta(settings: Settings) -> dict:
             result.update(failure.as_fields())
     result["finished_at"], result["duration_s"] = iso(now_utc()), seconds_since(started, time.monotonic())
     return result
+
+
+def take_delta(settings: Settings, result: dict) -> None:
+    """The delta itself, under the documents' lock: fill *result*."""
+    since = read_stamp(settings)
+    if since is None:
+        result.update(ok=True, skipped="no documents snapshot yet: the next documents run takes the first")
+        return
+    walk_started = time.time()
+    changed = changed_since(settings.docs_dir, since - STAMP_SLACK_S)
+    result["files"] = len(changed)
+    if not changed:
+        write_stamp(settings, walk_started)
+        result.update(ok=True, skipped="no document changed since the last snapshot")
+        return
+    if len(changed) > DELTA_MAX_FILES:
+        log(f"{len(changed)} documents changed: a full documents snapshot instead of a delta")
+        current = Run(settings, "files", result)
+        preflight_files(current)
+        back_up_files(current)
+        result.update(ok=True, full_instead=True)
+        return
+    for name in RESTIC_REPOS:
+        began = time.monotonic()
+        result["restic"][name] = {**snapshot_delta(settings, name, changed),
+                                  "duration_s": seconds_since(began, time.monotonic())}
+    write_stamp(settings, walk_started)
+    result["ok"] = True
 
 
 def snapshot_delta(settings: Settings, name: str, paths: list[str]) -> dict:
