@@ -98,3 +98,23 @@ def test_a_restore_never_starts_from_a_delta():
         return restic.Snapshot(sid, sid, datetime(2026, 11, 28, 10, minute, tzinfo=UTC), "h", ("/d",), tags)
     snaps = [snap("full1", 0, ("lab01",)), snap("delta1", 1, ("lab01", "delta")), snap("delta2", 2, ("lab01", "delta"))]
     assert restic.snapshot_at(restic.full(snaps), datetime(2026, 11, 28, 10, 3, tzinfo=UTC)).id == "full1"
+
+
+def test_a_database_run_pushes_the_live_timeline_s_history_file(site, monkeypatch):
+    """A rebuilt server promoted before its archiving was back never archived its timeline's history."""
+    wal = Path(site.pg_data) / "pg_wal"
+    wal.mkdir(parents=True)
+    (wal / "0000000A.history").write_text("9\t0/5D009CC0\tbefore 2026-11-28 23:14:37+07\n")
+    pushed = []
+    monkeypatch.setattr(run.postgres, "psql", lambda *a, **k: ["10"])
+    monkeypatch.setattr(engine, "pgbackrest_call", lambda settings, args, **k: pushed.append(args) or SimpleNamespace(
+        returncode=0, stdout="", stderr=""))
+    current = run.Run(site, "incr", {})
+    run.push_timeline_history(current)
+    assert pushed == [["archive-push", "--no-archive-async", str(wal / "0000000A.history")]]
+    assert current.result["timeline_history"] == {"timeline": 10, "pushed": True}
+    assert run.push_timeline_history in run.steps_for("incr") and run.push_timeline_history in run.steps_for("full")
+    monkeypatch.setattr(run.postgres, "psql", lambda *a, **k: ["1"])  # timeline 1 has no history file
+    current = run.Run(site, "incr", {})
+    run.push_timeline_history(current)
+    assert "timeline_history" not in current.result and len(pushed) == 1

@@ -122,6 +122,15 @@ def describe_backup(backup: dict) -> dict:
             "error": backup.get("error", False)}
 
 
+def timeline_of(backup: dict) -> int | None:
+    """Return the timeline a raw backup entry was taken on (its first WAL segment's name), or None."""
+    start = (backup.get("archive") or {}).get("start") or ""
+    try:
+        return int(start[:8], 16) if len(start) == 24 else None
+    except ValueError:
+        return None
+
+
 def stopped_at(backup: dict) -> datetime:
     """Return when a raw backup entry finished."""
     return _time((backup.get("timestamp") or {}).get("stop"))

@@ -67,6 +67,7 @@ class Restore:
     extra: tuple[str, ...] = field(default_factory=tuple)
     latest: bool = False
     stanza_system_id: int | None = None
+    set_timeline: int | None = None
 
     @property
     def restic_name(self) -> str:
@@ -119,6 +120,7 @@ def select_backup(current: Restore) -> None:
         raise Failure("no_backup", f"repo{current.repo} holds no backup that finished before {iso(current.target)}: "
                       "choose a later --target-time (see `lpse-backup list`)", step="select")
     current.result["backup_set"] = before[-1]["label"]
+    current.set_timeline = pgbackrest.timeline_of(before[-1])
     current.stanza_system_id = pgbackrest.system_id(found, current.repo)
 
 
@@ -143,6 +145,11 @@ def note_live_timeline(current: Restore) -> None:
     to start. Following the live timeline never does. Unknown when PostgreSQL is down, and meaningless
     when the live cluster is another database than the backups' (a server rebuilt after a loss: a fresh
     cluster on timeline 1): then pgBackRest's default (the latest timeline) applies.
+
+    When the chosen set was taken on the live timeline itself, that timeline is followed as ``current``
+    (the set's own), not by number: the same history, but PostgreSQL then needs no history file for it,
+    and a rebuilt server's first timeline has none in its repositories (promoted before archiving was
+    set up again; a drill found it: "recovery target timeline 6 does not exist").
     """
     lines = postgres.psql(current.settings, "SELECT timeline_id, (SELECT system_identifier FROM pg_control_system()) "
                           "FROM pg_control_checkpoint();", database="postgres", check=False, step="timeline",
@@ -150,8 +157,11 @@ def note_live_timeline(current: Restore) -> None:
     cols = (lines[0].split("\t") + [""])[:2] if lines else ["", ""]
     live_id = int(cols[1]) if cols[1].strip().isdigit() else None
     same = live_id is not None and current.stanza_system_id in (None, live_id)
-    current.timeline = cols[0].strip() if same and cols[0].strip().isdigit() else None
-    current.result["timeline_followed"] = int(current.timeline) if current.timeline else "default"
+    live = int(cols[0]) if same and cols[0].strip().isdigit() else None
+    current.timeline = "current" if live is not None and live == current.set_timeline else \
+        (str(live) if live is not None else None)
+    current.result["timeline_followed"] = (f"current ({live})" if current.timeline == "current"
+                                           else int(current.timeline) if current.timeline else "default")
     if live_id is not None and not same:
         current.result["live_cluster"] = (f"another database (system id {live_id}; the backups' is "
                                           f"{current.stanza_system_id}): a rebuilt server")

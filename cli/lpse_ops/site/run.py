@@ -85,7 +85,8 @@ def steps_for(backup_type: str) -> tuple[Step, ...]:
     """
     if backup_type == "files":
         return (preflight_files, back_up_files)
-    steps = (preflight_database, preflight_files, back_up_database, write_manifest, back_up_files)
+    steps = (preflight_database, preflight_files, push_timeline_history, back_up_database, write_manifest,
+             back_up_files)
     return (*steps, forget_snapshots) if backup_type in ("full", "diff") else steps
 
 
@@ -133,6 +134,30 @@ def tree_size(path: str) -> int:
 
 
 # --- the database -------------------------------------------------------------------------------
+
+def push_timeline_history(current: Run) -> None:
+    """The live timeline's history file in both repositories; best effort, recorded in ``timeline_history``.
+
+    PostgreSQL archives a timeline's history once, at promotion, and only if archiving is on then: a rebuilt
+    server promoted before its archiving was set up again never archived it, and a later restore across that
+    timeline failed ("recovery target timeline 6 does not exist", a drill found it). pgBackRest takes an
+    identical copy already there as done; a different one (another branch's) is reported, never fatal.
+    """
+    settings = current.settings
+    lines = postgres.psql(settings, "SELECT timeline_id FROM pg_control_checkpoint();", database="postgres",
+                          check=False, step="timeline", timeout=60)
+    timeline = int(lines[0]) if lines and lines[0].strip().isdigit() else 0
+    if timeline <= 1:
+        return
+    path = os.path.join(settings.pg_data, "pg_wal", f"{timeline:08X}.history")
+    if not os.path.exists(path):
+        current.result["timeline_history"] = {"timeline": timeline, "pushed": False, "reason": f"no {path}"}
+        return
+    done = engine.pgbackrest_call(settings, ["archive-push", "--no-archive-async", path], check=False,
+                                  step="archive-push history", timeout=600)
+    current.result["timeline_history"] = {"timeline": timeline, "pushed": done.returncode == 0,
+                                          **({} if done.returncode == 0 else
+                                             {"reason": (done.stderr or done.stdout or "").strip()[-400:]})}
 
 def back_up_database(current: Run) -> None:
     """``pgbackrest backup`` to repo1, then repo2; record each new set."""
