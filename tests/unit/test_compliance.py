@@ -84,7 +84,7 @@ def test_catalogue_unknown_check_is_refused_naming_the_control(tmp_path):
 
 
 def test_hardened_facts_pass_every_control_and_score_100():
-    site = compliance.evaluate("site1", facts(), compliance.load_catalogue())
+    site = compliance.evaluate("site1", facts(), compliance.load_catalogue(), now=NOW)
     failing = {control["id"]: control["evidence"] for control in site.controls if control["status"] != "pass"}
     assert failing == {}
     assert site.score == 100.0 and site.failed == [] and site.lynis_index == 81
@@ -133,7 +133,7 @@ def test_container_without_capabilities_is_unsupported_not_failed_and_left_out_o
                       auditd__service={"active": "failed"}, auditd__loaded_rules=None,
                       sysctl__values={"kernel.kptr_restrict": "1", "net.ipv4.tcp_syncookies": "1"},
                       baseline__support={"firewall": False, "sysctl": False, "auditd": False})
-    site = compliance.evaluate("site1", container, compliance.load_catalogue())
+    site = compliance.evaluate("site1", container, compliance.load_catalogue(), now=NOW)
     states = {control["id"]: control["status"] for control in site.controls}
     assert states["firewall-active"] == states["auditd-rules"] == states["kernel-settings"] == "unsupported"
     assert site.score == 100.0
@@ -156,7 +156,7 @@ def test_unhardened_site_scores_below_50():
             "suid": {"ok": True, "files": []}, "release": HARDENED["release"], "aide": {"ran": False, "error": "x"},
             "firewall": {"loaded": False, "not_permitted": True}, "updates": {"installed": False},
             "clamav": {"installed": False}, "auditd": {}, "sysctl": {"values": {}}, "login": {}, "services": {}}
-    site = compliance.evaluate("site1", bare, compliance.load_catalogue())
+    site = compliance.evaluate("site1", bare, compliance.load_catalogue(), now=NOW)
     assert site.score < 50
     assert "firewall-active" in site.failed  # no baseline: the host never said it cannot
 

@@ -280,6 +280,8 @@ CHECKS: dict[str, Callable[[dict], Outcome]] = {
     "updates_security": updates_security, "antivirus_scheduled": antivirus_scheduled,
     "antivirus_clean": antivirus_clean, "antivirus_signatures": antivirus_signatures, "auditd_rules": auditd_rules,
     "kernel_settings": kernel_settings, "password_policy": password_policy, "services_off": services_off}
+TIMED_CHECKS = frozenset({"antivirus_scheduled"})
+"""Checks that judge an age: :func:`evaluate` gives them its *now*."""
 
 
 @dataclass
@@ -308,12 +310,17 @@ def score(controls: list[dict], weights: dict[str, int]) -> float:
     return round(100.0 * passed / total, 1) if total else 0.0
 
 
-def evaluate(site: str, facts: dict, catalogue: dict) -> SiteAudit:
-    """Evaluate every control of *catalogue* on one site's *facts*; return its SiteAudit."""
+def evaluate(site: str, facts: dict, catalogue: dict, now: datetime | None = None) -> SiteAudit:
+    """Evaluate every control of *catalogue* on one site's *facts* at *now* (default: the clock); return its SiteAudit.
+
+    Checks that judge an age (``TIMED_CHECKS``) are given *now*; the others read the facts alone.
+    """
+    now = now or datetime.now(UTC)
     controls = []
     for control in catalogue["controls"]:
         try:
-            status, evidence = CHECKS[control["check"]](facts)
+            check = CHECKS[control["check"]]
+            status, evidence = check(facts, now=now) if control["check"] in TIMED_CHECKS else check(facts)
         except Exception as error:  # noqa: BLE001 (a fact of an unexpected shape fails that control, says why)
             status, evidence = FAIL, f"could not evaluate: {type(error).__name__}: {error}"
         controls.append({"id": control["id"], "clause": str(control["clause"]), "severity": control["severity"],
