@@ -72,7 +72,7 @@ def test_assess_growing_queue_and_failing_archive_warn():
 def test_assess_failed_verification_warns():
     verdict = assess("site1", status(timedelta(hours=1), timedelta(minutes=1)),
                      {"ok": False, "verified_at": iso(timedelta(hours=1))}, Thresholds(), NOW)
-    assert verdict["warnings"] == ["the last restore verification FAILED"]
+    assert verdict["warnings"] == [f"the last restore verification ({iso(timedelta(hours=1))}) FAILED"]
 
 
 def test_assess_unreadable_restic_repo_warns_once_with_its_code():
@@ -100,12 +100,66 @@ def test_assess_fresh_site_warns_once_per_missing_thing():
                                    "no verified restore yet"]
 
 
-def test_assess_site_verification_newer_than_the_store_counts():
+def site_result(ok: bool, finished: timedelta, ident: str | None = "a1", **extra) -> dict:
+    """One verification as the site tool reports it (``lpse_ops.site.status.verification_summary``)."""
+    checks = [{"check": "pgbackrest verify", "ok": True, "detail": "every file matches"},
+              {"check": "table public.documents", "ok": ok, "detail": "12 rows" if ok else "expected 12 rows, got 11"}]
+    return {"id": ident, "ok": ok, "repo": 1, "set": "20261124-090000F", "started_at": iso(finished + timedelta(minutes=2)),
+            "finished_at": iso(finished), "duration_s": 120.0, "restore_duration_s": 40.0,
+            "restore_point": {"name": "lpse-20261124-090000F", "time": iso(finished + timedelta(hours=1))},
+            "trigger": "systemd", "invocation_id": "f00d", "error": None if ok else "verify failed: table", "code":
+            None if ok else "verify_failed", "checks": checks, **extra}
+
+
+def test_assess_uses_the_verification_it_is_given_not_the_sites_last_verify():
+    """One truth: the verdict follows the stored verification; the site's own reaches the store by ingestion."""
     output = status(timedelta(hours=1), timedelta(minutes=1))
     output["last_verify"] = {"ok": False, "finished_at": iso(timedelta(hours=2)), "error": "verify failed: table x"}
     verdict = assess("site1", output, {"ok": True, "verified_at": iso(timedelta(days=3))}, Thresholds(), NOW)
-    assert verdict["warnings"] == ["the last restore verification FAILED: verify failed: table x"]
-    assert round(verdict["ages"]["verified_s"]) == 7200
+    assert verdict["codes"] == [] and round(verdict["ages"]["verified_s"]) == 3 * 86400
+
+
+def test_site_verifications_reads_the_recent_list_and_a_legacy_last_verify_once():
+    output = status(timedelta(hours=1), timedelta(minutes=1))
+    output["verifications"] = [site_result(True, timedelta(days=8), "old"), site_result(True, timedelta(hours=3), "new")]
+    output["last_verify"] = {"id": "new", "ok": True, "finished_at": iso(timedelta(hours=3)), "set": "20261124-090000F"}
+    assert [v["id"] for v in actions.site_verifications(output)] == ["old", "new"]
+    legacy = status(timedelta(hours=1), timedelta(minutes=1))  # a site tool from before the ids
+    legacy["last_verify"] = {"ok": False, "repo": 1, "set": "S", "finished_at": iso(timedelta(hours=2)),
+                             "failed_checks": ["table t"]}
+    (found,) = actions.site_verifications(legacy)
+    assert found["id"].startswith("legacy-") and found["checks"] == [{"check": "table t", "ok": False,
+                                                                       "detail": "failed"}]
+    assert actions.site_verifications(legacy)[0]["id"] == found["id"]  # the same id on every reading
+
+
+def test_ingest_records_a_site_verification_once_and_the_current_one_is_the_newest(tmp_path: Path):
+    from lpse_ops.state import StateStore
+
+    output = status(timedelta(hours=1), timedelta(minutes=1))
+    output["verifications"] = [site_result(True, timedelta(hours=30), "v1"), site_result(False, timedelta(hours=2), "v2")]
+    with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
+        run = store.start_run("fleet.status", {}, ["site1"])
+        assert len(actions.ingest_site_verifications(store, "site1", output, run)) == 2
+        assert actions.ingest_site_verifications(store, "site1", output, run) == []  # read again: nothing new
+        entries = store.audit_count()
+        # a second process that read the same site without knowing: the store still holds each once
+        actions.record_site_verification(store, "site1", output["verifications"][1], run, "site")
+        assert len(store.list_verifications("site1")) == 2 and store.audit_count() == entries
+        current = actions.current_verification(store, "site1")
+        assert current["site_verification_id"] == "v2" and current["ok"] is False and current["source"] == "site"
+        assert current["verified_at"] == iso(timedelta(hours=2)) and current["run_id"] == run
+        assert current["detail"]["trigger"] == "systemd" and current["detail"]["code"] == "verify_failed"
+        assert [c["check"] for c in current["checks"]] == ["pgbackrest verify", "table public.documents"]
+        # an older verification read later does not become current: newest by when it finished
+        output["verifications"] = [site_result(True, timedelta(hours=5), "v0")]
+        actions.ingest_site_verifications(store, "site1", output, run)
+        assert actions.current_verification(store, "site1")["site_verification_id"] == "v2"
+        verdict = assess("site1", status(timedelta(hours=1), timedelta(minutes=1)), current, Thresholds(), NOW)
+        assert verdict["codes"] == ["verification_failed"]
+        assert "expected 12 rows, got 11" not in verdict["warnings"][0]  # the error, not every check
+        assert "verify failed: table" in verdict["warnings"][0]
+        assert "by the site's timer" in actions.describe_verification(current)
 
 
 def test_assess_failed_status_gives_one_warning():

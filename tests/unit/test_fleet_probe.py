@@ -196,7 +196,8 @@ def site1_backup(now_offset: timedelta) -> tuple[ssh_probe.SiteProbe, datetime]:
 @pytest.mark.parametrize(("hours", "old"), [(25.9, False), (26.1, True)])
 def test_backup_faults_backup_older_than_26_hours(hours: float, old: bool) -> None:
     probe, now = site1_backup(timedelta(hours=hours))
-    found = codes(fleet_status.backup_faults(probe, None, backup.Thresholds(), now))
+    verified = {"ok": True, "verified_at": probe.backup["last_verify"]["finished_at"]}
+    found = codes(fleet_status.backup_faults(probe, verified, backup.Thresholds(), now))
     assert ("backup_too_old" in found) is old
     assert found <= {"backup_too_old", "snapshot_too_old"}
     assert probe.backup_ages["backup_local_s"] == pytest.approx(hours * 3600, abs=5)

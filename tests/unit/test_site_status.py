@@ -115,3 +115,43 @@ def test_status_facts_feed_the_control_side_verdict(site):
     facts = status.main(site, None)
     verdict = assess("site1", facts, None, Thresholds(), datetime(2026, 11, 24, 9, 35, tzinfo=UTC))
     assert verdict["codes"] == ["restic_unreadable", "no_verification"], verdict["warnings"]
+
+
+def test_status_reports_the_newest_verifications_each_with_its_own_id_and_the_history_is_bounded(site, monkeypatch):
+    from lpse_ops.site import verify
+
+    monkeypatch.setattr(verify, "HISTORY_KEPT", 3)
+    kept = []
+    for day in range(1, 6):
+        result = {"action": "verify", "ok": day != 4, "id": f"id{day}", "repo": 1, "set": f"S{day}",
+                  "started_at": f"2026-11-0{day}T04:00:00+00:00", "finished_at": f"2026-11-0{day}T04:05:00+00:00",
+                  "trigger": "systemd", "invocation_id": f"inv{day}", "duration_s": 300.0,
+                  "checks": [{"check": "table t", "ok": day != 4, "detail": "x" * 500}]}
+        verify.keep(site, result)
+        kept.append(result)
+    assert len(verify.history_names(site)) == 3  # the oldest two pruned
+    facts = status.main(site, None)
+    assert [v["id"] for v in facts["verifications"]] == ["id3", "id4", "id5"]  # oldest first
+    failed = facts["verifications"][1]
+    assert failed["ok"] is False and failed["invocation_id"] == "inv4" and failed["trigger"] == "systemd"
+    assert failed["checks"] == [{"check": "table t", "ok": False, "detail": "x" * 200}]  # short, never the whole
+    assert facts["last_verify"]["id"] == "id5"
+
+
+def test_verify_gives_every_result_a_new_id_and_says_whether_systemd_started_it(site, monkeypatch):
+    """The id makes the control side record it once; INVOCATION_ID is set by systemd for the timer's service."""
+    from types import SimpleNamespace
+
+    from lpse_ops.site import verify
+
+    monkeypatch.setattr(verify, "STEPS", ())
+    monkeypatch.setattr(verify.scratch, "remove", lambda *a, **k: None)
+    monkeypatch.setenv("INVOCATION_ID", "0123abcd")
+    args = SimpleNamespace(repo=1, set=None, random=False)
+    first = verify.main(site, args)
+    monkeypatch.delenv("INVOCATION_ID")
+    second = verify.main(site, args)
+    assert first["id"] != second["id"] and len(first["id"]) == 32
+    assert (first["trigger"], first["invocation_id"]) == ("systemd", "0123abcd")
+    assert (second["trigger"], second["invocation_id"]) == ("command", None)
+    assert [v["id"] for v in status.main(site, None)["verifications"]] == [first["id"], second["id"]]

@@ -8,6 +8,7 @@ JSON into the fleet view.
 
 from __future__ import annotations
 
+import hashlib
 import shlex
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -128,20 +129,20 @@ DATABASE_REPOS = {"1": "local database backup", "2": "offsite database backup"}
 FILE_REPOS = {"local": "local documents snapshot", "offsite": "offsite documents snapshot"}
 
 
-def assess(host: str, output: dict, last_verification: dict | None, limits: Thresholds,
+def assess(host: str, output: dict, verification: dict | None, limits: Thresholds,
            now: datetime | None = None) -> dict:
     """Return a host's backup ages and the warnings they raise (pure: ``lpse-backup status`` JSON in).
 
-    The site reports facts only; every verdict is made here, once. *last_verification* is the newest
-    row of the state store's restore verifications for the host; the site's own ``last_verify`` (a
-    verification its timer ran) counts when it is newer. Each warning has a code in ``codes``.
+    The site reports facts only; every verdict is made here, once. *verification* is the host's
+    current verification (:func:`current_verification`: the newest the state store holds, the site's
+    own scheduled ones included once :func:`ingest_site_verifications` has read them). Each warning has a
+    code in ``codes``.
     """
     now = now or datetime.now(UTC)
     if output.get("error") or not output.get("ok", True):
         found = [("status_unavailable", f"status unavailable: {output.get('error') or 'no result'}"
                   + (f" ({output['code']})" if output.get("code") else ""))]
         return _verdict(host, dict.fromkeys(AGE_KEYS), found)
-    verification = newest_verification(last_verification, output.get("last_verify"))
     ages = backup_ages(output, verification, now)
     found = (_database_warnings(output.get("pgbackrest") or {}, ages, limits)
              + _files_warnings(output.get("restic") or {}, ages, limits)
@@ -170,17 +171,6 @@ def backup_ages(output: dict, verification: dict | None, now: datetime) -> dict[
         "wal_archived_s": _age((output.get("wal_archiving") or {}).get("last_archived_time"), now),
         "verified_s": _age((verification or {}).get("verified_at"), now),
     }
-
-
-def newest_verification(stored: dict | None, site: dict | None) -> dict | None:
-    """Return the newer of the state store's verification and the site's ``last_verify`` (ok, verified_at)."""
-    candidates = []
-    if stored:
-        candidates.append({"ok": bool(stored.get("ok")), "verified_at": stored.get("verified_at"), "error": None})
-    if site and site.get("finished_at"):
-        candidates.append({"ok": bool(site.get("ok")), "verified_at": site["finished_at"], "error": site.get("error")})
-    epoch = datetime.min.replace(tzinfo=UTC)
-    return max(candidates, key=lambda c: _when(c["verified_at"]) or epoch, default=None)
 
 
 def _age_warning(code: str, label: str, age: float | None, limit: timedelta) -> list[Warning]:
@@ -240,25 +230,139 @@ def _verify_warnings(verification: dict | None, ages: dict, limits: Thresholds) 
     if verification is None:
         return [("no_verification", "no verified restore yet")]
     if not verification["ok"]:
-        return [("verification_failed", "the last restore verification FAILED"
-                 + (f": {verification['error'][:300]}" if verification.get("error") else ""))]
+        error = verification_error(verification)
+        return [("verification_failed", f"the last restore verification ({verification.get('verified_at')}) FAILED"
+                 + (f": {error[:300]}" if error else ""))]
     if ages["verified_s"] is not None and ages["verified_s"] > limits.verify.total_seconds():
         return [("verification_too_old",
                  f"last verified restore is {ages['verified_s'] / 86400:.1f} days old (limit {limits.verify})")]
     return []
 
 
+# -- verifications: one record per verification, whoever started it -------------------------------
+
+def verification_error(verification: dict) -> str | None:
+    """The error of a stored verification: its own, else the failed checks."""
+    detail = verification.get("detail") or {}
+    if detail.get("error"):
+        return str(detail["error"])
+    failed = [c for c in verification.get("checks") or [] if isinstance(c, dict) and not c.get("ok")]
+    return "; ".join(f"{c.get('check')}: {c.get('detail')}" for c in failed) or None
+
+
+def describe_verification(verification: dict | None) -> str:
+    """One line naming a stored verification: when it finished, who started it, the set, the outcome."""
+    if not verification:
+        return "never verified"
+    detail = verification.get("detail") or {}
+    who = ("the site's timer" if detail.get("trigger") == "systemd" else "the site") \
+        if verification.get("source") == "site" else "lpse-ops backup verify"
+    outcome = "ok" if verification.get("ok") else "FAILED"
+    return (f"{verification.get('verified_at')} by {who}, repo{verification.get('repo') or '?'} set "
+            f"{verification.get('backup_label') or '?'}: {outcome}")
+
+
+def current_verification(store, host: str) -> dict | None:
+    """Return *host*'s current verification: the newest (by when it finished) the state store holds, or None.
+
+    The one answer to "are this site's backups proven?" that ``backup status``, ``fleet status``, the
+    upgrade plan and the reports share. A verification the site ran by itself counts once it has been
+    read into the store (:func:`ingest_site_verifications`, done by every command that reads a site).
+    """
+    newest = store.list_verifications(host, limit=1)
+    return newest[0] if newest else None
+
+
+def _legacy_id(verification: dict) -> str:
+    """An id for a verification a site tool older than the ids reported (its time, repository and set)."""
+    key = f"{verification.get('finished_at')}|{verification.get('repo')}|{verification.get('set')}"
+    return "legacy-" + hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def site_verifications(output: dict) -> list[dict]:
+    """Return the verifications a site's ``lpse-backup status`` (or ``verify``) JSON reports, each with an id (pure).
+
+    ``verifications`` (the site's newest, with checks) and ``last_verify`` (also from older site tools);
+    a ``verify`` result is itself one verification.
+    """
+    if output.get("action") == "verify":
+        found = [output] if output.get("finished_at") else []
+    else:
+        found = [v for v in output.get("verifications") or [] if isinstance(v, dict) and v.get("finished_at")]
+        last = output.get("last_verify")
+        if isinstance(last, dict) and last.get("finished_at") and not any(
+                v.get("id") == last.get("id") or (v.get("finished_at"), v.get("set")) ==
+                (last.get("finished_at"), last.get("set")) for v in found):
+            found.append({**last, "checks": [{"check": name, "ok": False, "detail": "failed"}
+                                             for name in last.get("failed_checks") or []]})
+    return [{**v, "id": str(v.get("id") or _legacy_id(v))} for v in found]
+
+
+def record_site_verification(store, host: str, verification: dict, run_id: int | None, source: str) -> int:
+    """Record one verification a site reported (idempotent by its id); return the store's id for it."""
+    point = verification.get("restore_point") or {}
+    checks = verification.get("checks") or []
+    ok = bool(verification.get("ok")) and not verification.get("error")
+    if not checks and not ok:
+        checks = [{"check": "verify", "ok": False, "detail": verification.get("error") or "no result"}]
+    return store.record_verification(
+        host, ok, run_id=run_id, repo=str(verification["repo"]) if verification.get("repo") is not None else None,
+        backup_label=verification.get("set"), recovery_point=point.get("name"), recovery_time=point.get("time"),
+        restore_duration_s=verification.get("restore_duration_s"), checks=checks,
+        verified_at=_when(verification.get("finished_at")), site_verification_id=verification["id"], source=source,
+        detail={key: verification.get(key) for key in ("trigger", "invocation_id", "started_at", "duration_s",
+                                                       "error", "code", "step", "backup_type")})
+
+
+def ingest_site_verifications(store, host: str, output: dict, run_id: int | None) -> list[int]:
+    """Record every verification *host*'s status reports that the store does not hold yet; return the new ids.
+
+    Called by every command that reads a site (``fleet status``, ``backup status``, ``upgrade plan``), so
+    a verification the site's timer ran reaches the store the next time the site is read, once.
+    """
+    reported = site_verifications(output)
+    if not reported:
+        return []
+    known = {v["site_verification_id"] for v in store.list_verifications(host, limit=200)}
+    return [record_site_verification(store, host, v, run_id, "site") for v in reported if v["id"] not in known]
+
+
+def status(ctx: BackupContext, limits: Thresholds) -> tuple[operation.OperationResult, dict[str, dict], list[dict]]:
+    """Read every site's backup facts (``lpse-backup status``), record the verifications the sites ran by
+    themselves, and judge each site; return the run, each host's JSON and each host's verdict.
+
+    Each verdict carries ``verification``: the site's current verification (:func:`current_verification`).
+    """
+    from lpse_ops.state import StateStore
+
+    result, outputs = execute(ctx, "status", [])
+    verdicts = []
+    with StateStore.open(ctx.state_url or config.state_url()) as store:
+        for host, output in sorted(outputs.items()):
+            if output.get("ok") and not output.get("error"):
+                ingest_site_verifications(store, host, output, result.run_id)
+            verification = current_verification(store, host)
+            verdicts.append({**assess(host, output, verification, limits), "verification": verification})
+    return result, outputs, verdicts
+
+
 def record_verifications(outputs: dict[str, dict], run_id: int | None, state_url: str | None) -> None:
-    """Store each host's verification result, recovery point and restore duration."""
+    """Store each host's verification (``lpse-ops backup verify``): result, recovery point, restore duration.
+
+    A host whose verify printed no result is recorded as a failed verification with the reason.
+    """
     from lpse_ops.state import StateStore
 
     store = StateStore.open(state_url or config.state_url())
-    for host, output in outputs.items():
-        checks = output.get("checks") or []
-        store.record_verification(
-            host, bool(output.get("ok")) and not output.get("error"), run_id=run_id,
-            repo=str(output.get("repo")) if output.get("repo") is not None else None,
-            backup_label=output.get("set"), recovery_point=(output.get("restore_point") or {}).get("name"),
-            recovery_time=(output.get("restore_point") or {}).get("time"),
-            restore_duration_s=output.get("restore_duration_s"),
-            checks=checks or [{"check": "verify", "ok": False, "detail": output.get("error", "no result")}])
+    try:
+        for host, output in outputs.items():
+            found = site_verifications(output)
+            if found:
+                record_site_verification(store, host, found[0], run_id, "control")
+            else:
+                store.record_verification(
+                    host, False, run_id=run_id, source="control",
+                    checks=[{"check": "verify", "ok": False, "detail": output.get("error", "no result")}],
+                    detail={"error": output.get("error", "no result"), "code": output.get("code")})
+    finally:
+        store.close()

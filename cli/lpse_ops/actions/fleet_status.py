@@ -118,8 +118,6 @@ class _Round:
                                                   "timeout": request.timeout, "concurrency": request.concurrency,
                                                   **(extra or {})}, [target.host for target in targets],
                                       parent_id=parent_run())
-        self.verifications = {target.host: next(iter(store.list_verifications(target.host, limit=1)), None)
-                              for target in targets}
         self.probes: list[ssh_probe.SiteProbe] = []
         self.started, self.cpu_before = time.monotonic(), _cpu()
 
@@ -127,7 +125,10 @@ class _Round:
         now = datetime.now(UTC)
         site = ssh_probe.to_probe(raw, now, self.request.limits)
         if site.reachable and site.error_detail is None:
-            site.faults += backup_faults(site, self.verifications.get(site.host), self.request.backup_limits, now)
+            if site.backup:  # the site's own verifications (its timer's) reach the store once, now
+                backup.ingest_site_verifications(self.store, site.host, site.backup, self.run_id)
+            site.verification = backup.current_verification(self.store, site.host)
+            site.faults += backup_faults(site, site.verification, self.request.backup_limits, now)
         self.probes.append(site)
         if self.request.on_host:
             self.request.on_host(site)

@@ -5,9 +5,11 @@ The plan is computed in four steps, the first three read-only:
 1. the **release catalogue**: every ``spse-*.tar.gz`` of a release folder, each verified with
    :func:`lpse_ops.bundle.verify` against the trusted keys (a bundle that fails is kept aside with its
    own error, and refuses the whole plan if the target or any needed step is that bundle);
-2. each site's **real state**, read by ``playbooks/site_state.yml`` (run ``version``, database
-   ``schema_version``, ``health``, ``free_bytes`` of the SPSE folder, ``frozen``), recorded as run
-   ``upgrade.plan``; plus the newest restore verification and any lock of each site in the state store;
+2. each site's **real state**, read over SSH with the fleet probe (one connection and one command per
+   site: ``version``, database ``schema_version``, ``health``, ``free_bytes`` of the SPSE folder,
+   ``frozen``, the backup facts), recorded as run ``upgrade.plan``; the verifications the site ran by
+   itself are recorded once, and its current verification (the one every view shares) and any lock
+   are read from the state store. ``playbooks/site_state.yml`` reads the same facts for AWX;
 3. :func:`compute_plan`, pure and fast (600 sites well under a second): each site's **path** through
    the catalogue (shortest chain respecting every bundle's ``min_upgrade_from``), the sites **left out**
    with machine-readable codes (:data:`CODES`), and the **waves** (a canary first, then inventory groups
@@ -27,7 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import bundle
-from lpse_ops.actions import operation, records
+from lpse_ops.actions import backup, fleet, operation, records
+from lpse_ops.backends import ssh_probe
 from lpse_ops.state.store import lock_holder
 
 OPERATION = "upgrade.plan"
@@ -644,13 +647,65 @@ class PlanContext:
     allow_downgrade: bool = False
     state_url: str | None = None
     progress: operation.ProgressFactory | None = None
+    """Not drawn: the sites are read over SSH in a few seconds, not by a playbook."""
+    timeout: float = 20.0
+    """Seconds each site has to answer the reading (connection and command)."""
+
+
+def state_from_probe(probe: ssh_probe.SiteProbe) -> SiteState:
+    """Turn one site's probe (the fleet view's read-only SSH reading) into the SiteState a plan judges; pure.
+
+    The same facts ``playbooks/site_state.yml`` gathers for AWX: the version (``current/VERSION``, else
+    the release folder ``current`` points at), SPSE's own health and schema version, the free space of
+    the SPSE folder and the freeze flag.
+    """
+    if not probe.reachable:
+        return SiteState(probe.host, reachable=False, error=f"{probe.error}: {probe.error_detail or ''}".strip(": "))
+    if probe.error_detail is not None:
+        return SiteState(probe.host, error=probe.error_detail)
+    health = probe.spse_health
+    return SiteState(probe.host, version=probe.spse_version or probe.release_link,
+                     schema_version=probe.schema_version,
+                     health=str(health.get("status") or "") or None if health else "unanswered",
+                     health_reason=str(health.get("reason")) if health and health.get("reason") else (
+                         None if health else "SPSE's /health did not answer"),
+                     free_bytes=probe.spse_free_bytes, frozen=bool(probe.frozen))
+
+
+def read_states(ctx: PlanContext, read: fleet.Fleet, store: Any) -> tuple[dict[str, SiteState], int]:
+    """Read every target site over SSH (one connection and one command each), record the reading as run
+    ``upgrade.plan``, and the verifications the sites ran by themselves; return the states and the run id."""
+    run_id = store.start_run(OPERATION, {"inventory": str(ctx.inventory), "limit": ctx.limit, "target": ctx.target,
+                                         "releases": str(ctx.releases_dir)}, read.hosts,
+                             parent_id=operation.parent_run())
+    states: dict[str, SiteState] = {}
+    try:
+        for raw in fleet.probe_sites(read, timeout=ctx.timeout):
+            probe = ssh_probe.to_probe(raw)
+            state = state_from_probe(probe)
+            if probe.backup and probe.error_detail is None:
+                backup.ingest_site_verifications(store, probe.host, probe.backup, run_id)
+            state.verification = backup.current_verification(store, probe.host)
+            states[probe.host] = state
+    except BaseException:
+        store.finish_run(run_id, "aborted", summary={"error": "interrupted while reading the sites"})
+        raise
+    failed = [host for host, state in states.items() if not state.reachable or state.error]
+    store.finish_run(run_id, "failed" if failed else "ok", host_results={
+        host: {"status": "unreachable" if not state.reachable else "failed" if state.error else "ok",
+               "unreachable": int(not state.reachable), "failed": int(bool(state.error)),
+               "state": state.as_dict()} for host, state in states.items()},
+        summary={"sites": len(states), "unreadable": failed})
+    return states, run_id
 
 
 def plan(ctx: PlanContext) -> UpgradePlan:
     """Verify the bundles, read every target site's state, and return the plan. Changes nothing on a site.
 
     Bad input (option, bundle, missing target bundle, inventory) raises PlanRefused before any host is
-    touched. The state reading is recorded as run ``upgrade.plan``.
+    touched. Each site is read over SSH with the fleet probe (one connection, one command), recorded as
+    run ``upgrade.plan``; its current verification is the one every view shares
+    (:func:`lpse_ops.actions.backup.current_verification`), the site's own scheduled ones included.
     """
     from lpse_ops import config
     from lpse_ops.state import StateStore
@@ -666,23 +721,16 @@ def plan(ctx: PlanContext) -> UpgradePlan:
     catalogue = load_catalogue(ctx.releases_dir, ctx.trusted_keys)
     compute_plan(catalogue, {}, {}, options)  # refuses a missing or bad target bundle before any host is touched
     refuse_bad_steps(catalogue, ctx.target)
-    op = operation.OperationContext(
-        operation=OPERATION, playbook=PLAYBOOK, inventory=ctx.inventory, limit=ctx.limit,
-        state_url=ctx.state_url, progress=ctx.progress, validate_for="validate",
-        record_args={"target": ctx.target, "releases": str(ctx.releases_dir)})
-    report = operation.preflight_input(op)
-    result = operation.run(op)
-    states = states_from_run(result)
+    read = fleet.read(ctx.inventory, limit=ctx.limit)
     with StateStore.open(ctx.state_url or config.state_url()) as store:
+        states, run_id = read_states(ctx, read, store)
         locks = {lock["site"]: lock for lock in operation.others_locks(store)}  # a drill's upgrade works under its lock
         for host, state in states.items():
-            newest = store.list_verifications(host, limit=1)
-            state.verification = newest[0] if newest else None
             state.lock = locks.get(host)
-            if _flag(report.sites.get(host, {}).get("spse_frozen")):
+            if _flag(read.hostvars(host).get("spse_frozen")):
                 state.frozen = True
-    upgrade_plan = compute_plan(catalogue, states, report.groups, options)
-    upgrade_plan.run_id = result.run_id
+    upgrade_plan = compute_plan(catalogue, states, read.groups, options)
+    upgrade_plan.run_id = run_id
     return upgrade_plan
 
 

@@ -133,6 +133,8 @@ if command -v pg_isready >/dev/null 2>&1; then pg_isready -q -t 3 -h 127.0.0.1 -
   echo "pg_ready=$?"; fi
 echo "nginx_active=$(systemctl is-active nginx 2>/dev/null | head -n1)"
 if [ -r "$SPSE_BASE/current/VERSION" ]; then echo "version=$(head -c 64 "$SPSE_BASE/current/VERSION" | head -n1)"; fi
+if [ -L "$SPSE_BASE/current" ]; then echo "release_link=$(basename "$(readlink "$SPSE_BASE/current")" | head -c 64)"; fi
+if [ -d "$SPSE_BASE" ]; then df -Pk "$SPSE_BASE" 2>/dev/null | awk 'NR==2 {print "spse_free_kb=" $4}'; fi
 if command -v curl >/dev/null 2>&1; then H=$(curl -s -m 3 "$HEALTH_URL" 2>/dev/null); echo "health_rc=$?"
 else H=$(python3 -c 'import sys,urllib.request as u;print(u.urlopen(sys.argv[1],timeout=3).read().decode())' \
   "$HEALTH_URL" 2>/dev/null); echo "health_rc=$?"; fi
@@ -213,6 +215,10 @@ class SiteProbe:
     spse_active: str | None = None
     spse_health: dict[str, Any] | None = None
     spse_version: str | None = None
+    release_link: str | None = None
+    """The name of the release folder ``current`` points at (the version when VERSION is unreadable)."""
+    spse_free_bytes: int | None = None
+    """Bytes available to the SPSE folder (``df``), what an upgrade unpacks into."""
     schema_version: int | None = None
     postgresql_active: str | None = None
     postgresql_ready: bool | None = None
@@ -231,6 +237,8 @@ class SiteProbe:
     backup_error: str | None = None
     backup_ages: dict[str, float | None] | None = None
     """Seconds since each backup, snapshot, archived WAL and verified restore (set by the fleet action)."""
+    verification: dict[str, Any] | None = None
+    """The site's current restore verification as the state store holds it (set by the fleet action)."""
     clock_skew_s: float | None = None
     faults: list[Fault] = field(default_factory=list)
 
@@ -324,6 +332,9 @@ def parse_output(host: str, address: str, text: str, now: datetime | None = None
     probe.postgresql_ready = None if one("pg_ready") is None else one("pg_ready") == "0"
     probe.nginx_active = one("nginx_active") or None
     probe.spse_version = (one("version") or "").strip() or None
+    probe.release_link = (one("release_link") or "").strip() or None
+    free_kb = _int(one("spse_free_kb"))
+    probe.spse_free_bytes = free_kb * 1024 if free_kb is not None else None
     health_text = (one("health") or "").strip()
     if health_text:
         try:

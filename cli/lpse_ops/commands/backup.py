@@ -9,7 +9,7 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from lpse_ops import config, inventory, progress, terminal
+from lpse_ops import inventory, progress, terminal
 from lpse_ops.actions import backup as actions
 from lpse_ops.actions import offsite, operation
 from lpse_ops.commands._options import (
@@ -295,21 +295,21 @@ def _show_restore_plan(host: str, target: str, source: str, view: offsite.Offsit
 @json_option
 def status_command(inventory_path: Path | None, limit: str | None, max_backup_age: float, max_wal_age: float,
                    max_verify_age: float, as_json: bool) -> None:
-    """For every site: age of the last backup (local, offsite), last archived WAL and last verified restore."""
-    from lpse_ops.state import StateStore
+    """For every site: age of the last backup (local, offsite), last archived WAL and last verified restore.
 
+    The verified restore is the newest the state store holds for the site, whoever ran it: a verification
+    the site's own timer ran is recorded (once) as this command reads the site.
+    """
     limits = actions.Thresholds(timedelta(hours=max_backup_age), timedelta(minutes=max_wal_age),
                                 timedelta(days=max_verify_age))
     with refusal_as_error():
-        result, outputs = actions.execute(_ctx(inventory_path, limit, True), "status", [])
-    store = StateStore.open(config.state_url())
-    verdicts = [actions.assess(host, output, next(iter(store.list_verifications(host, limit=1)), None), limits)
-                for host, output in sorted(outputs.items())]
+        result, outputs, verdicts = actions.status(_ctx(inventory_path, limit, True), limits)
     if as_json:
         terminal.emit_json({"run_id": result.run_id, "sites": verdicts, "raw": outputs})
     else:
         table = Table(title="backup status")
-        for column in ("host", "local backup", "offsite backup", "WAL archived", "verified restore", "warnings"):
+        for column in ("host", "local backup", "offsite backup", "WAL archived", "verified restore", "warnings",
+                       "verification"):
             table.add_column(column, overflow="fold", no_wrap=column != "warnings")
 
         def age(seconds: float | None) -> str:
@@ -321,6 +321,7 @@ def status_command(inventory_path: Path | None, limit: str | None, max_backup_ag
             table.add_row(verdict["host"], age(ages["backup_local_s"]), age(ages["backup_offsite_s"]),
                           age(ages["wal_archived_s"]), age(ages["verified_s"]),
                           "[green]none[/green]" if verdict["ok"]
-                          else "[yellow]" + "; ".join(verdict["warnings"]) + "[/]")
+                          else "[yellow]" + escape("; ".join(verdict["warnings"])) + "[/]",
+                          escape(actions.describe_verification(verdict["verification"])))
         terminal.print_table(table)
     raise SystemExit(result.exit_code or (0 if all(v["ok"] for v in verdicts) else 5))

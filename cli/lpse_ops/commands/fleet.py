@@ -49,7 +49,8 @@ def _cells(probe: SiteProbe, now: datetime) -> list[str]:
         f"{(datetime.fromisoformat(probe.cert_not_after) - now).total_seconds() / 86400:.0f} d"
     ages = probe.backup_ages or {}
     backups = "not set up" if probe.backup is None and probe.backup_error is None else (
-        f"db {_hours(ages.get('backup_local_s'))}, verified {_hours(ages.get('verified_s'))}")
+        f"db {_hours(ages.get('backup_local_s'))}, verified {_hours(ages.get('verified_s'))}"
+        + ("" if probe.verification is None or probe.verification.get("ok") else " [red]FAILED[/red]"))
     return [escape(probe.address), spse, postgresql, _up(probe.nginx_active),
             f"{max(disks):.0f}%" if disks else "?",
             f"{probe.memory_available_percent:.0f}% free" if probe.memory_available_percent is not None else "?",

@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 
-from lpse_ops.site import engine, manifest, pgbackrest, postgres, restic
+from lpse_ops.site import engine, manifest, pgbackrest, postgres, restic, verify
 from lpse_ops.site.clock import iso, now_utc
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.settings import Settings
@@ -26,7 +26,13 @@ def main(settings: Settings, _args) -> dict:
             "wal_archiving": wal_facts(settings, stanza),
             "spool_queue": spool_facts(settings),
             "restic": {name: restic_facts(settings, name) for name in ("local", "offsite")},
-            "last_verify": last_verify_facts(settings)}
+            "last_verify": last_verify_facts(settings),
+            "verifications": [verification_summary(result) for result in verify.history(settings, RECENT)]}
+
+
+RECENT = 5
+"""How many of the site's newest verifications ``status`` reports: the control machine records each once, and
+reads a site far more often than a site verifies (weekly by default); the site keeps more (verify.HISTORY_KEPT)."""
 
 
 def _read_stanza(settings: Settings) -> tuple[dict | None, Failure | None]:
@@ -95,11 +101,23 @@ def restic_facts(settings: Settings, name: str) -> dict:
             "last_delta_time": iso(deltas[-1].time) if deltas else None}
 
 
+SUMMARY_KEYS = ("id", "ok", "repo", "set", "backup_type", "started_at", "finished_at", "duration_s",
+                "restore_duration_s", "restore_point", "trigger", "invocation_id", "error", "code", "step")
+
+
+def verification_summary(result: dict) -> dict:
+    """One verification as ``status`` reports it: its id, outcome, set, timing, run, and every check (short)."""
+    summary = {key: result.get(key) for key in SUMMARY_KEYS}
+    summary["checks"] = [{"check": c.get("check"), "ok": bool(c.get("ok")), "detail": str(c.get("detail", ""))[:200]}
+                         for c in result.get("checks", []) if isinstance(c, dict)]
+    return summary
+
+
 def last_verify_facts(settings: Settings) -> dict | None:
     """The last verification's outcome (``<state_dir>/verify/last.json``), or None when none has run."""
-    verify = manifest.read_json(os.path.join(settings.state_dir, "verify", "last.json"))
-    if not verify:
+    last = manifest.read_json(os.path.join(settings.state_dir, "verify", "last.json"))
+    if not last:
         return None
-    facts = {k: verify.get(k) for k in ("ok", "repo", "set", "finished_at", "restore_point", "error", "code")}
-    facts["failed_checks"] = [c["check"] for c in verify.get("checks", []) if not c.get("ok")]
+    facts = {k: last.get(k) for k in ("id", "ok", "repo", "set", "finished_at", "restore_point", "error", "code")}
+    facts["failed_checks"] = [c["check"] for c in last.get("checks", []) if not c.get("ok")]
     return facts

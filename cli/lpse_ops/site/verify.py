@@ -1,8 +1,10 @@
 """``lpse-backup verify [--repo 1|2] [--set LABEL | --random]``: prove a backup set by restoring it.
 
 The set is restored into a scratch instance and folder and checked; the steps (``STEPS``) run in
-order, each adding named checks. The scratch instance and folder are always removed; the result is
-kept in ``<state_dir>/verify/last.json`` for ``status``.
+order, each adding named checks. The scratch instance and folder are always removed; the result, with
+the verification's own ``id``, is kept in ``<state_dir>/verify/last.json`` and in
+``<state_dir>/verify/history/`` (the newest ``HISTORY_KEPT``), for ``status``: the control machine
+records every verification the site ran (its timer's too) once, by that id.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import contextlib
 import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +25,8 @@ from lpse_ops.site.proc import log
 from lpse_ops.site.settings import Settings
 
 NEW_FULL = "Take a new full backup (`lpse-backup run --type full`) and find the cause"
+HISTORY_KEPT = 20
+"""How many verification results ``<state_dir>/verify/history`` keeps (weekly: five months; daily: three weeks)."""
 
 
 @dataclass
@@ -55,9 +60,11 @@ def main(settings: Settings, args) -> dict:
     """Verify one backup set of repo *args.repo*; return the verification's JSON result."""
     started_at, started = now_utc(), time.monotonic()
     repo = str(args.repo)
-    result = {"action": "verify", "ok": False, "site_code": settings.site_code, "repo": int(repo),
-              "restic_repo": "local" if repo == "1" else "offsite", "set": None, "started_at": iso(started_at),
-              "checks": []}
+    invocation = os.environ.get("INVOCATION_ID") or None  # set by systemd for the timer's service
+    result = {"action": "verify", "ok": False, "id": uuid.uuid4().hex, "site_code": settings.site_code,
+              "repo": int(repo), "restic_repo": "local" if repo == "1" else "offsite", "set": None,
+              "started_at": iso(started_at), "trigger": "systemd" if invocation else "command",
+              "invocation_id": invocation, "checks": []}
     current = Verify(settings, repo, result, scratch.Scratch.of(settings), args.set, args.random)
     try:
         with locking.exclusive(settings.lock_path, settings.lock_wait_s):
@@ -71,8 +78,35 @@ def main(settings: Settings, args) -> dict:
             scratch.remove(settings, current.scratch)
     result["scratch_removed"] = not os.path.exists(current.scratch.root)
     result["finished_at"], result["duration_s"] = iso(now_utc()), seconds_since(started, time.monotonic())
-    manifest.write_json(os.path.join(settings.state_dir, "verify", "last.json"), result)
+    keep(settings, result)
     return result
+
+
+def history_dir(settings: Settings) -> str:
+    return os.path.join(settings.state_dir, "verify", "history")
+
+
+def keep(settings: Settings, result: dict) -> None:
+    """Write *result* as the last verification and into the history; drop all but the newest HISTORY_KEPT."""
+    manifest.write_json(os.path.join(settings.state_dir, "verify", "last.json"), result)
+    manifest.write_json(os.path.join(history_dir(settings), f"{time.time_ns():020d}-{result['id']}.json"), result)
+    for old in history_names(settings)[:-HISTORY_KEPT]:
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(history_dir(settings), old))
+
+
+def history_names(settings: Settings) -> list[str]:
+    """The history's file names, oldest first (they start with when they were kept, in nanoseconds)."""
+    try:
+        return sorted(name for name in os.listdir(history_dir(settings)) if name.endswith(".json"))
+    except OSError:
+        return []
+
+
+def history(settings: Settings, limit: int = HISTORY_KEPT) -> list[dict]:
+    """The newest *limit* verification results the site kept, oldest first."""
+    found = (manifest.read_json(os.path.join(history_dir(settings), name)) for name in history_names(settings))
+    return [result for result in found if result][-limit:]
 
 
 def failed_checks_text(result: dict) -> str:

@@ -99,8 +99,15 @@ class RestoreVerification(Base):
     recovery_time: Mapped[str | None] = mapped_column(String(64))
     restore_duration_s: Mapped[float | None] = mapped_column(Float)
     checks: Mapped[list[str] | None] = mapped_column(JSON)
+    site_verification_id: Mapped[str | None] = mapped_column(String(64))
+    """The site's own id of this verification (``lpse-backup verify``): recorded once, however often it is read."""
+    source: Mapped[str | None] = mapped_column(String(16))
+    """``control``: started by ``lpse-ops backup verify``; ``site``: the site ran it itself (its timer)."""
+    detail: Mapped[dict | None] = mapped_column(JSON)
+    """The site's run (trigger, systemd invocation id), start and duration, and the error and code of a failure."""
 
-    __table_args__ = (Index("ix_restore_verifications_host_time", "host", "verified_at"),)
+    __table_args__ = (Index("ix_restore_verifications_host_time", "host", "verified_at"),
+                      UniqueConstraint("host", "site_verification_id", name="uq_restore_verifications_site_id"))
 
 
 class SiteLock(Base):

@@ -367,32 +367,54 @@ class StateStore:
     def record_verification(self, host: str, ok: bool, *, run_id: int | None = None, repo: str | None = None,
                             backup_label: str | None = None, recovery_point: str | None = None,
                             recovery_time: str | None = None, restore_duration_s: float | None = None,
-                            checks: list | None = None) -> int:
-        """Record one restore verification of *host*'s backup (and audit it); return its id."""
+                            checks: list | None = None, verified_at: datetime | None = None,
+                            site_verification_id: str | None = None, source: str = "control",
+                            detail: dict | None = None) -> int:
+        """Record one restore verification of *host*'s backup (and audit it); return its id.
+
+        *verified_at* is when the verification finished (the site's clock; default now). A verification
+        carrying the site's own *site_verification_id* is recorded once: when the store already holds it
+        for *host*, nothing is written (no audit entry either) and the id it has is returned.
+        """
         with self._write() as session:
-            row = RestoreVerification(run_id=run_id, host=host, verified_at=datetime.now(UTC), ok=ok, repo=repo,
-                                      backup_label=backup_label, recovery_point=recovery_point,
+            if site_verification_id:
+                known = session.scalars(select(RestoreVerification.id).where(
+                    RestoreVerification.host == host,
+                    RestoreVerification.site_verification_id == site_verification_id)).first()
+                if known is not None:
+                    return known
+            row = RestoreVerification(run_id=run_id, host=host, verified_at=verified_at or datetime.now(UTC), ok=ok,
+                                      repo=repo, backup_label=backup_label, recovery_point=recovery_point,
                                       recovery_time=recovery_time, restore_duration_s=restore_duration_s,
-                                      checks=audit.normalize_detail({"checks": checks or []})["checks"])
+                                      checks=audit.normalize_detail({"checks": checks or []})["checks"],
+                                      site_verification_id=site_verification_id, source=source,
+                                      detail=audit.normalize_detail(detail or {}))
             session.add(row)
             session.flush()
             entry = self._append(session, "backup.verified", {
                 "verification_id": row.id, "host": host, "ok": ok, "backup_label": backup_label,
-                "recovery_point": recovery_point, "restore_duration_s": restore_duration_s}, None)
+                "recovery_point": recovery_point, "restore_duration_s": restore_duration_s,
+                "site_verification_id": site_verification_id, "source": source, "run_id": run_id}, None)
         self._anchor(entry)
         return row.id
 
     def list_verifications(self, host: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """Return the newest restore verifications (of one *host*, or all), newest first."""
-        query = select(RestoreVerification).order_by(RestoreVerification.id.desc()).limit(limit)
+        """Return the newest restore verifications (of one *host*, or all), newest first (by when they finished)."""
+        query = select(RestoreVerification).order_by(RestoreVerification.verified_at.desc(),
+                                                     RestoreVerification.id.desc()).limit(limit)
         if host:
             query = query.where(RestoreVerification.host == host)
         with self._read() as session:
-            return [{"id": row.id, "run_id": row.run_id, "host": row.host, "verified_at": _iso(row.verified_at),
-                     "ok": row.ok, "repo": row.repo, "backup_label": row.backup_label,
-                     "recovery_point": row.recovery_point, "recovery_time": row.recovery_time,
-                     "restore_duration_s": row.restore_duration_s, "checks": row.checks}
-                    for row in session.scalars(query)]
+            return [self._verification_dict(row) for row in session.scalars(query)]
+
+    @staticmethod
+    def _verification_dict(row: RestoreVerification) -> dict[str, Any]:
+        return {"id": row.id, "run_id": row.run_id, "host": row.host, "verified_at": _iso(row.verified_at),
+                "ok": row.ok, "repo": row.repo, "backup_label": row.backup_label,
+                "recovery_point": row.recovery_point, "recovery_time": row.recovery_time,
+                "restore_duration_s": row.restore_duration_s, "checks": row.checks,
+                "site_verification_id": row.site_verification_id, "source": row.source or "control",
+                "detail": row.detail or {}}
 
     # -- site probes (fleet status) -----------------------------------------------------------
 

@@ -1,0 +1,72 @@
+"""The fleet a command targets, read once: the inventory (hosts, groups, host variables) and the hosts matched.
+
+One ``ansible-inventory --list`` (validation and every host's variables) and one host match per command
+(Ansible's own ``--limit`` semantics); the result is passed down, so nothing below reads the inventory
+again. Reading a site's state is one SSH connection and one command per site (the probe's path,
+:func:`probe_sites`), never a playbook.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from lpse_ops import inventory
+from lpse_ops.actions.operation import OperationRefused, target_hosts
+from lpse_ops.backends import ssh_probe
+
+GROUP = "sites"
+
+
+@dataclass
+class Fleet:
+    """The inventory as read once for one command: its validation report and the hosts the command targets."""
+
+    inventory: Path
+    report: inventory.InventoryReport
+    hosts: list[str]
+    limit: str | None = None
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return self.report.groups
+
+    def hostvars(self, host: str) -> dict:
+        """The Ansible variables of *host* (every source merged, as the playbooks see them)."""
+        return self.report.sites.get(host, {})
+
+    def targets(self) -> list[ssh_probe.Target]:
+        """The probe's target of each host (connection and site facts); refuses unreadable site facts."""
+        try:
+            return [ssh_probe.target_from_hostvars(host, self.hostvars(host)) for host in self.hosts]
+        except (OSError, ValueError) as error:
+            raise OperationRefused(f"cannot read the site facts (roles/site): {error}") from error
+
+
+def read(inventory_path: Path, *, limit: str | None = None, validate_for: str = "validate",
+         group: str = GROUP) -> Fleet:
+    """Read and validate the inventory once and match *limit* in *group*; return the Fleet.
+
+    Raises OperationRefused listing every problem of the inventory, or when no host matches (no host
+    touched).
+    """
+    try:
+        report = inventory.validate(inventory_path, validate_for)
+    except inventory.InventoryError as error:
+        raise OperationRefused(str(error)) from error
+    if not report.ok:
+        listing = "\n  - ".join(report.problems)
+        raise OperationRefused(f"inventory {inventory_path} has {len(report.problems)} problem(s); "
+                               f"no host was touched:\n  - {listing}")
+    hosts = target_hosts(inventory_path, group, limit)
+    if not hosts:
+        raise OperationRefused(f"no host matches group '{group}'{f' with --limit {limit}' if limit else ''}: "
+                               "check the names")
+    return Fleet(inventory_path, report, hosts, limit)
+
+
+def probe_sites(fleet: Fleet, *, timeout: float = 10.0, concurrency: int = 20,
+                on_done: Callable[[ssh_probe.RawResult], None] | None = None) -> list[ssh_probe.RawResult]:
+    """Read every targeted site over SSH, read-only: one connection and one command each (the probe)."""
+    return ssh_probe.run_probes(fleet.targets(), timeout=timeout, concurrency=concurrency, on_done=on_done)
