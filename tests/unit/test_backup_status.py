@@ -104,7 +104,8 @@ def site_result(ok: bool, finished: timedelta, ident: str | None = "a1", **extra
     """One verification as the site tool reports it (``lpse_ops.site.status.verification_summary``)."""
     checks = [{"check": "pgbackrest verify", "ok": True, "detail": "every file matches"},
               {"check": "table public.documents", "ok": ok, "detail": "12 rows" if ok else "expected 12 rows, got 11"}]
-    return {"id": ident, "ok": ok, "repo": 1, "set": "20261124-090000F", "started_at": iso(finished + timedelta(minutes=2)),
+    return {"id": ident, "ok": ok, "repo": 1, "set": "20261124-090000F",
+            "started_at": iso(finished + timedelta(minutes=2)),
             "finished_at": iso(finished), "duration_s": 120.0, "restore_duration_s": 40.0,
             "restore_point": {"name": "lpse-20261124-090000F", "time": iso(finished + timedelta(hours=1))},
             "trigger": "systemd", "invocation_id": "f00d", "error": None if ok else "verify failed: table", "code":
@@ -121,7 +122,8 @@ def test_assess_uses_the_verification_it_is_given_not_the_sites_last_verify():
 
 def test_site_verifications_reads_the_recent_list_and_a_legacy_last_verify_once():
     output = status(timedelta(hours=1), timedelta(minutes=1))
-    output["verifications"] = [site_result(True, timedelta(days=8), "old"), site_result(True, timedelta(hours=3), "new")]
+    output["verifications"] = [site_result(True, timedelta(days=8), "old"),
+                               site_result(True, timedelta(hours=3), "new")]
     output["last_verify"] = {"id": "new", "ok": True, "finished_at": iso(timedelta(hours=3)), "set": "20261124-090000F"}
     assert [v["id"] for v in actions.site_verifications(output)] == ["old", "new"]
     legacy = status(timedelta(hours=1), timedelta(minutes=1))  # a site tool from before the ids
@@ -137,7 +139,8 @@ def test_ingest_records_a_site_verification_once_and_the_current_one_is_the_newe
     from lpse_ops.state import StateStore
 
     output = status(timedelta(hours=1), timedelta(minutes=1))
-    output["verifications"] = [site_result(True, timedelta(hours=30), "v1"), site_result(False, timedelta(hours=2), "v2")]
+    output["verifications"] = [site_result(True, timedelta(hours=30), "v1"),
+                               site_result(False, timedelta(hours=2), "v2")]
     with StateStore.open(f"sqlite:///{tmp_path / 'state.db'}") as store:
         run = store.start_run("fleet.status", {}, ["site1"])
         assert len(actions.ingest_site_verifications(store, "site1", output, run)) == 2

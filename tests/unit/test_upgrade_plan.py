@@ -259,8 +259,8 @@ def test_plan_downgrade_allowed_direct_step_with_warning(catalogue: up.Catalogue
                       "acquired_at": NOW.isoformat()}), "locked", "locked by ana@ctl"),
     (state("s", verification=None), "no_verified_backup", "no restore verification recorded"),
     (state("s", verification={"ok": False, "verified_at": NOW.isoformat()}), "no_verified_backup", "failed"),
-    (state("s", verification={"ok": True, "verified_at": (NOW - timedelta(hours=30)).isoformat()}),
-     "no_verified_backup", "30.0 h old, older than 26 h"),
+    (state("s", verification={"ok": True, "verified_at": (NOW - timedelta(hours=200)).isoformat()}),
+     "no_verified_backup", "200.0 h old, older than 192 h"),
     (state("s", free_bytes=1000), "preflight_failed", "1000 bytes free"),
     (state("s", health="degraded", health_reason="database unreachable"), "preflight_failed",
      "health is degraded: database unreachable"),
@@ -283,6 +283,18 @@ def test_plan_backup_age_limit_is_an_option(catalogue: up.Catalogue) -> None:
     site = state("s", verification={"ok": True, "verified_at": (NOW - timedelta(hours=30)).isoformat()})
     plan = up.compute_plan(catalogue, states(site), {}, options(max_backup_age_hours=48))
     assert plan.steps == {"s": ["1.1", "1.2"]}
+    assert codes(up.compute_plan(catalogue, states(site), {}, options(max_backup_age_hours=24))) == {
+        "s": ["no_verified_backup"]}
+
+
+def test_plan_default_gate_is_met_by_the_default_weekly_verification_schedule(catalogue: up.Catalogue) -> None:
+    """The backup role verifies weekly (Sat 04:00); a site verified on its timer 7 days and 20 h ago is planned."""
+    schedule = yaml.safe_load((Path(up.__file__).resolve().parents[3] / "roles/backup/defaults/main.yml")
+                              .read_text())["backup_schedule_verify"]
+    assert schedule.startswith("Sat ")  # weekly: if this changes, the default gate must be looked at again
+    site = state("s", verification={"ok": True, "verified_at": (NOW - timedelta(days=7, hours=20)).isoformat()})
+    assert up.compute_plan(catalogue, states(site), {}, options()).steps == {"s": ["1.1", "1.2"]}
+    assert up.DEFAULT_MAX_BACKUP_AGE_HOURS == 192.0
 
 
 def site_state_record(**fields: object) -> dict:
@@ -433,3 +445,37 @@ def test_upgrade_plan_command_nothing_possible_exits_3(catalogue: up.Catalogue, 
     result = CliRunner().invoke(upgrade_cli.upgrade, ["plan", "--to", "1.2", "-i", str(inventory)])
     assert result.exit_code == 3, result.output
     assert "No site can be upgraded now." in result.output
+
+
+PROBE_FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "probe" / "site1-healthy-backups.txt"
+
+
+def probed(text: str):
+    from lpse_ops.backends import ssh_probe
+
+    return ssh_probe.parse_output("site1", "127.0.0.1:2421", text, NOW)
+
+
+def test_state_from_probe_reads_what_site_state_yml_reads() -> None:
+    """The plan reads sites over the probe's SSH path: version, schema, health, free space, freeze flag."""
+    text = PROBE_FIXTURE.read_text().replace("end=1", "release_link=1.2\nspse_free_kb=1000\nend=1")
+    state = up.state_from_probe(probed(text))
+    assert (state.version, state.schema_version, state.health) == ("1.2", 3, "ok")
+    assert state.free_bytes == 1024000 and state.frozen is False and state.error is None and state.reachable
+    # no VERSION file: the release folder current points at names it, as site_state.yml does
+    bare = "\n".join(line for line in text.splitlines() if not line.startswith("version="))
+    assert up.state_from_probe(probed(bare.replace("release_link=1.2", "release_link=1.1"))).version == "1.1"
+    # SPSE not answering its health: unanswered (the plan leaves such a site out: preflight_failed)
+    silent = "\n".join(line for line in text.splitlines() if not line.startswith("health="))
+    assert up.state_from_probe(probed(silent)).health == "unanswered"
+
+
+def test_state_from_probe_unreachable_and_unreadable_sites_keep_their_reason() -> None:
+    from lpse_ops.backends import ssh_probe
+
+    gone = ssh_probe.SiteProbe("site2", "127.0.0.1:2422", reachable=False, error="connection_refused",
+                               error_detail="port 2422 refused")
+    assert up.state_from_probe(gone).as_dict()["error"] == "connection_refused: port 2422 refused"
+    broken = ssh_probe.SiteProbe("site3", "127.0.0.1:2423", reachable=True, error_detail="not a probe output")
+    state = up.state_from_probe(broken)
+    assert state.reachable and state.error == "not a probe output"

@@ -260,6 +260,11 @@ class VerificationSummary:
     last_ok_at: datetime | None
     last_failed_at: datetime | None
     median_restore_s: float | None
+    by_site: int = 0
+    """How many of them the site ran by itself (its timer), read into the store when the site was read."""
+    newest_id: str | None = None
+    """The newest verification of the period (the site's own id, else the store's): the one every view names."""
+    newest_at: datetime | None = None
 
 
 @dataclass
@@ -581,7 +586,10 @@ def _verifications(rows: list[dict], hosts: list[str]) -> list[VerificationSumma
         summaries.append(VerificationSummary(
             host, len(good), len(bad), _when(good[-1]["verified_at"]) if good else None,
             _when(bad[-1]["verified_at"]) if bad else None,
-            _median([row["restore_duration_s"] for row in good if row["restore_duration_s"] is not None])))
+            _median([row["restore_duration_s"] for row in good if row["restore_duration_s"] is not None]),
+            sum(row.get("source") == "site" for row in chosen),
+            str(chosen[-1].get("site_verification_id") or chosen[-1]["id"]) if chosen else None,
+            _when(chosen[-1]["verified_at"]) if chosen else None))
     return summaries
 
 

@@ -55,7 +55,10 @@ CODES: dict[str, str] = {
 """Every exclusion code, with what it means (docs/upgrade.md)."""
 
 DEFAULT_WAVE_SIZE = "25%"
-DEFAULT_MAX_BACKUP_AGE_HOURS = 26.0
+DEFAULT_MAX_BACKUP_AGE_HOURS = backup.Thresholds().verify.total_seconds() / 3600
+"""192 h: the default verification schedule (``backup_schedule_verify``, weekly) and a day's slack, the same limit
+``backup status`` and ``fleet status`` warn at; the upgrade's own checkpoint is taken right before any change
+(docs/backups.md, "How old a verification may be for an upgrade")."""
 
 
 class PlanRefused(operation.OperationRefused):
@@ -264,7 +267,10 @@ class SiteState:
     def as_dict(self) -> dict:
         return {"host": self.host, "reachable": self.reachable, "version": self.version,
                 "schema_version": self.schema_version, "health": self.health, "health_reason": self.health_reason,
-                "free_bytes": self.free_bytes, "frozen": self.frozen, "error": self.error}
+                "free_bytes": self.free_bytes, "frozen": self.frozen, "error": self.error,
+                "verification": {key: self.verification.get(key) for key in (
+                    "id", "site_verification_id", "verified_at", "ok", "source", "backup_label")}
+                if self.verification else None}
 
 
 def _int_or_none(value: Any) -> int | None:
@@ -470,8 +476,9 @@ def _backup_reason(verification: Mapping[str, Any] | None, now: datetime, max_ag
     if isinstance(when, datetime) and when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     if not verification.get("ok"):
-        return Reason("no_verified_backup", f"the newest restore verification ({at}) failed: fix the backup "
-                      "and run `lpse-ops backup verify`")
+        error = backup.verification_error(dict(verification))
+        return Reason("no_verified_backup", f"the newest restore verification ({at}) failed"
+                      + (f" ({error[:300]})" if error else "") + ": fix the backup and run `lpse-ops backup verify`")
     if not isinstance(when, datetime) or now - when > max_age:
         age = f"{(now - when).total_seconds() / 3600:.1f} h old" if isinstance(when, datetime) else "of unknown age"
         return Reason("no_verified_backup", f"the newest verified backup ({at}) is {age}, older than {hours} h: "

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
 from lpse_ops import config, progress, terminal
+from lpse_ops.actions import backup, upgrade_plan
 from lpse_ops.actions import upgrade as rollout
-from lpse_ops.actions import upgrade_plan
 from lpse_ops.commands._options import (
     inventory_option,
     json_option,
@@ -53,12 +54,14 @@ def render_plan(plan: upgrade_plan.UpgradePlan) -> None:
     releases = ", ".join(f"{release.version} (from {release.min_upgrade_from})" for release in plan.releases)
     terminal.out.print(f"Upgrade plan to SPSE {plan.target} (run {plan.run_id}); bundles used: {releases}",
                        highlight=False)
-    paths = _table("Path per site", ("wave", "host", "now", "path"))
+    paths = _table("Path per site", ("wave", "host", "now", "path", "verified backup"))
     for index, wave in enumerate(plan.waves):
         for site in wave:
             arrow = " -> ".join([site.current, *site.steps])
+            state = plan.states.get(site.host)
             paths.add_row(f"{index} {site.wave}", site.host, site.current,
-                          f"[red]{arrow} (DOWNGRADE)[/red]" if site.downgrade else arrow)
+                          f"[red]{arrow} (DOWNGRADE)[/red]" if site.downgrade else arrow,
+                          escape(backup.describe_verification(state.verification if state else None)))
     if plan.waves:
         print_table(paths)
     # one row per wave; its hosts wrap between names (each name kept whole), not across the screen

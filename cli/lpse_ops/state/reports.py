@@ -74,5 +74,6 @@ def verifications_between(store: StateStore, since: datetime | None,
     with store._read() as session:
         return [{"id": row.id, "run_id": row.run_id, "host": row.host, "verified_at": _iso(row.verified_at),
                  "ok": row.ok, "repo": row.repo, "backup_label": row.backup_label,
-                 "recovery_time": row.recovery_time, "restore_duration_s": row.restore_duration_s}
+                 "recovery_time": row.recovery_time, "restore_duration_s": row.restore_duration_s,
+                 "source": row.source or "control", "site_verification_id": row.site_verification_id}
                 for row in session.scalars(query)]
