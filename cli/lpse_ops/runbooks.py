@@ -387,6 +387,15 @@ def _check_steps(runbook: Runbook, root: click.Group) -> list[Problem]:
     return found
 
 
+def subcommands(command: click.Command) -> dict[str, click.Command]:
+    """A group's subcommands by name through click's own API (a lazy group imports them here); {} for a command."""
+    if not isinstance(command, click.Group):
+        return {}
+    ctx = click.Context(command)
+    found = {name: command.get_command(ctx, name) for name in command.list_commands(ctx)}
+    return {name: child for name, child in found.items() if child is not None}
+
+
 def _resolve_action(action: str, root: click.Group, problem: Any) -> tuple[list[str], list[click.Command]] | None:
     parts = action.split(".")
     if parts[0] in FORBIDDEN_GROUPS:
@@ -395,7 +404,7 @@ def _resolve_action(action: str, root: click.Group, problem: Any) -> tuple[list[
     command: click.Command = root
     chain: list[click.Command] = [root]
     for depth, part in enumerate(parts):
-        children = command.commands if isinstance(command, click.Group) else {}
+        children = subcommands(command)
         if part not in children:
             where = "lpse-ops " + " ".join(parts[:depth]) if depth else "lpse-ops"
             known = ", ".join(sorted(children)) or "none: it is a command, not a group"
@@ -405,7 +414,7 @@ def _resolve_action(action: str, root: click.Group, problem: Any) -> tuple[list[
         chain.append(command)
     if isinstance(command, click.Group):
         problem("action-unknown", f"action {action} is a group, not a command: "
-                                  f"name one of {', '.join(sorted(command.commands))}")
+                                  f"name one of {', '.join(sorted(subcommands(command)))}")
         return None
     return parts, chain
 
@@ -475,7 +484,8 @@ def takes_option(action: str, option: str, root: click.Group | None = None) -> b
         from lpse_ops.main import main as root
     command: click.Command = root
     for part in action.split("."):
-        if not isinstance(command, click.Group) or part not in command.commands:
+        children = subcommands(command)
+        if part not in children:
             return False
-        command = command.commands[part]
+        command = children[part]
     return any(option in getattr(param, "opts", ()) for param in command.params)

@@ -329,3 +329,10 @@ def test_fleet_status_watch_options_refused_before_any_host(args: list[str], mes
                          "          ansible_host: 192.0.2.1\n")  # TEST-NET: never reached, the options are refused
     result = CliRunner().invoke(main, ["fleet", "status", "-i", str(inventory), *args])
     assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_probe_script_asks_the_site_tool_what_the_caller_needs() -> None:
+    """The fleet view asks for every backup fact; the upgrade plan only for the verifications (no engine run)."""
+    facts = ssh_probe.site_facts({})
+    assert "BACKUP_ARGS=status\n" in ssh_probe.probe_script(facts)
+    assert "BACKUP_ARGS='status --verifications-only'\n" in ssh_probe.probe_script(facts, ssh_probe.VERIFICATIONS_ONLY)

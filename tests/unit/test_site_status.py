@@ -155,3 +155,22 @@ def test_verify_gives_every_result_a_new_id_and_says_whether_systemd_started_it(
     assert (first["trigger"], first["invocation_id"]) == ("systemd", "0123abcd")
     assert (second["trigger"], second["invocation_id"]) == ("command", None)
     assert [v["id"] for v in status.main(site, None)["verifications"]] == [first["id"], second["id"]]
+
+
+def test_status_verifications_only_runs_no_engine(site, monkeypatch):
+    """What the upgrade plan asks: the site's own verification files, never pgBackRest or restic."""
+    from types import SimpleNamespace
+
+    from lpse_ops.site import verify
+
+    def engine_run(*_args, **_kwargs):
+        raise AssertionError("an engine was run for --verifications-only")
+
+    monkeypatch.setattr(engine, "stanza", engine_run)
+    monkeypatch.setattr(engine, "restic_snapshots", engine_run)
+    monkeypatch.setattr(status.postgres, "psql", engine_run)
+    verify.keep(site, {"action": "verify", "ok": True, "id": "v9", "repo": 1, "set": "S",
+                       "finished_at": "2026-11-28T04:05:00+00:00", "checks": []})
+    facts = status.main(site, SimpleNamespace(verifications_only=True))
+    assert facts["ok"] and [v["id"] for v in facts["verifications"]] == ["v9"] and facts["last_verify"]["id"] == "v9"
+    assert "pgbackrest" not in facts and "restic" not in facts

@@ -67,6 +67,12 @@ def read(inventory_path: Path, *, limit: str | None = None, validate_for: str = 
 
 
 def probe_sites(fleet: Fleet, *, timeout: float = 10.0, concurrency: int = 20,
-                on_done: Callable[[ssh_probe.RawResult], None] | None = None) -> list[ssh_probe.RawResult]:
-    """Read every targeted site over SSH, read-only: one connection and one command each (the probe)."""
-    return ssh_probe.run_probes(fleet.targets(), timeout=timeout, concurrency=concurrency, on_done=on_done)
+                on_done: Callable[[ssh_probe.RawResult], None] | None = None,
+                backup_args: str = ssh_probe.BACKUP_STATUS) -> list[ssh_probe.RawResult]:
+    """Read every targeted site over SSH, read-only: one connection and one command each (the probe).
+
+    *backup_args*: what the site tool is asked (``ssh_probe.VERIFICATIONS_ONLY`` when the backup ages are
+    not needed: the site then runs no backup engine).
+    """
+    return ssh_probe.run_probes(fleet.targets(), timeout=timeout, concurrency=concurrency, on_done=on_done,
+                                backup_args=backup_args)

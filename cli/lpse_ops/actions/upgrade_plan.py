@@ -687,7 +687,7 @@ def read_states(ctx: PlanContext, read: fleet.Fleet, store: Any) -> tuple[dict[s
                              parent_id=operation.parent_run())
     states: dict[str, SiteState] = {}
     try:
-        for raw in fleet.probe_sites(read, timeout=ctx.timeout):
+        for raw in fleet.probe_sites(read, timeout=ctx.timeout, backup_args=ssh_probe.VERIFICATIONS_ONLY):
             probe = ssh_probe.to_probe(raw)
             state = state_from_probe(probe)
             if probe.backup and probe.error_detail is None:

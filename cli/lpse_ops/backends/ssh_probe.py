@@ -150,15 +150,24 @@ E=$($S openssl x509 -noout -enddate -in "$CERT" 2>&1 </dev/null); echo "cert_rc=
 echo "cert=$(printf '%s' "$E" | head -n1)"
 echo "security_updates=$(apt list --upgradable 2>/dev/null | grep -c security)"
 if [ -e "$SPSE_CONF/frozen" ]; then echo "frozen=yes"; else echo "frozen=no"; fi
-if [ -x "$BACKUP_TOOL" ]; then B=$($S "$BACKUP_TOOL" status 2>/dev/null); echo "backup_rc=$?"
+if [ -x "$BACKUP_TOOL" ]; then B=$($S "$BACKUP_TOOL" $BACKUP_ARGS 2>/dev/null); echo "backup_rc=$?"
   echo "backup=$(printf '%s' "$B" | tr '\n' ' ')"
 else echo "backup_rc=absent"; fi
 echo "end=1"
 """
 
 
-def probe_script(facts: SiteFacts) -> str:
+BACKUP_STATUS = "status"
+"""What the fleet view asks the site tool: every backup fact (``pgbackrest info``, both restic repositories)."""
+VERIFICATIONS_ONLY = "status --verifications-only"
+"""What the upgrade plan asks: the site's verifications alone (read from its own files, no engine run)."""
+
+
+def probe_script(facts: SiteFacts, backup_args: str = BACKUP_STATUS) -> str:
     """Return the one remote command: the facts' paths as shell variables, then the read-only script.
+
+    *backup_args*: the site tool's arguments (:data:`BACKUP_STATUS` or :data:`VERIFICATIONS_ONLY`), fixed
+    words of this module, never operator text.
 
     The script's lines are collected and printed with one write at the end: sshd forwards each write
     of the command as its own SSH packet, and every packet costs the client a receive, a decryption and
@@ -167,7 +176,7 @@ def probe_script(facts: SiteFacts) -> str:
     values = {"SPSE_UNIT": facts.spse_unit, "PG_UNIT": facts.pg_unit, "PG_PORT": str(facts.pg_port),
               "SPSE_BASE": facts.spse_base_dir, "HEALTH_URL": facts.health_url, "PG_DATA": facts.pg_data_dir,
               "SPSE_DATA": facts.spse_data_dir, "CERT": facts.nginx_cert_path, "SPSE_CONF": facts.spse_conf_dir,
-              "BACKUP_TOOL": BACKUP_TOOL}
+              "BACKUP_TOOL": BACKUP_TOOL, "BACKUP_ARGS": backup_args}
     header = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
     return f"lpse_probe_out=$(\n{header}{_SCRIPT.strip()}\n)\nprintf '%s\\n' \"$lpse_probe_out\"\n"
 
@@ -669,19 +678,20 @@ async def _run_one(target: Target, command: str, timeout: float) -> RawResult:
 class _Scripts:
     """The probe command of each distinct set of site facts, built once (hosts sharing facts share it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, backup_args: str = BACKUP_STATUS) -> None:
         self.made: dict[SiteFacts | None, str] = {}
+        self.backup_args = backup_args
 
     def of(self, target: Target) -> str:
         if target.facts not in self.made:
-            self.made[target.facts] = probe_script(target.facts or site_facts({}))
+            self.made[target.facts] = probe_script(target.facts or site_facts({}), self.backup_args)
         return self.made[target.facts]
 
 
 async def _run_all(targets: list[Target], timeout: float, concurrency: int,
-                   on_done: Callable[[RawResult], None] | None) -> list[RawResult]:
+                   on_done: Callable[[RawResult], None] | None, backup_args: str = BACKUP_STATUS) -> list[RawResult]:
     gate = asyncio.Semaphore(max(1, concurrency))
-    scripts = _Scripts()
+    scripts = _Scripts(backup_args)
 
     async def bounded(target: Target) -> RawResult:
         async with gate:
@@ -698,12 +708,14 @@ async def _run_all(targets: list[Target], timeout: float, concurrency: int,
 
 
 def run_probes(targets: list[Target], *, timeout: float = 10.0, concurrency: int = 20,
-               on_done: Callable[[RawResult], None] | None = None) -> list[RawResult]:
+               on_done: Callable[[RawResult], None] | None = None,
+               backup_args: str = BACKUP_STATUS) -> list[RawResult]:
     """Run the probe command on every target, at most *concurrency* at a time, each within *timeout* s.
 
+    *backup_args*: what the site tool is asked (:data:`BACKUP_STATUS`, or :data:`VERIFICATIONS_ONLY`).
     Returns one RawResult per target, in the targets' order; a failure is classified, never raised.
     """
-    return asyncio.run(_run_all(targets, timeout, concurrency, on_done))
+    return asyncio.run(_run_all(targets, timeout, concurrency, on_done, backup_args))
 
 
 KEPT_FUNCTION = "lpse_probe"

@@ -44,7 +44,10 @@ def parser() -> argparse.ArgumentParser:
     backup = sub.add_parser("run", help="back up the database (both repos), write the manifest, back up the files")
     backup.add_argument("--type", required=True, choices=["full", "diff", "incr", "files", "delta"])
     sub.add_parser("list", help="every backup set and snapshot, raw JSON from the engines")
-    sub.add_parser("status", help="facts: last backups, WAL archiving, spool queue, snapshots, last verify")
+    status_parser = sub.add_parser("status", help="facts: last backups, WAL archiving, spool queue, snapshots, "
+                                                  "last verify")
+    status_parser.add_argument("--verifications-only", action="store_true",
+                               help="only the verifications this site ran (its own files: no engine is run)")
     check = sub.add_parser("verify", help="restore a backup set into a scratch instance and check it")
     check.add_argument("--repo", type=int, choices=[1, 2], default=1)
     choice = check.add_mutually_exclusive_group()

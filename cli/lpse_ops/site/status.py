@@ -18,8 +18,16 @@ from lpse_ops.site.settings import Settings
 _SEGMENT = re.compile(r"^[0-9A-F]{24}")
 
 
-def main(settings: Settings, _args) -> dict:
-    """Return the site's backup facts; ``ok`` says the tool ran, each part says whether it could be read."""
+def main(settings: Settings, args) -> dict:
+    """Return the site's backup facts; ``ok`` says the tool ran, each part says whether it could be read.
+
+    With ``--verifications-only``: the last and newest verifications alone, read from the site's own
+    files in milliseconds (what the upgrade plan needs), no backup engine run.
+    """
+    if getattr(args, "verifications_only", False):
+        return {"action": "status", "ok": True, "site_code": settings.site_code, "time": iso(now_utc()),
+                "verifications_only": True, "last_verify": last_verify_facts(settings),
+                "verifications": [verification_summary(result) for result in verify.history(settings, RECENT)]}
     stanza, info_failure = _read_stanza(settings)
     return {"action": "status", "ok": True, "site_code": settings.site_code, "time": iso(now_utc()),
             "pgbackrest": pgbackrest_facts(settings, stanza, info_failure),
