@@ -9,6 +9,7 @@ lookup would ``touch`` a marker file, and the tests assert it does not exist.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import sys
 import uuid
@@ -194,3 +195,14 @@ def test_notice_text_with_jinja_is_rendered_verbatim(payload):
                                   reference="PML-1", helpdesk=payload))
     assert payload in notice.text and "audit 49" not in notice.text and payload in notice.subject
 
+
+
+def test_run_playbook_is_the_only_way_to_ansible_runner_or_ansible_playbook():
+    """Every action reaches a playbook through backends/ansible.py run_playbook (whose extra vars are data):
+    no other control-side module imports ansible-runner or starts ansible-playbook itself."""
+    package = Path(ansible.__file__).parents[1]
+    offenders = [str(path.relative_to(package)) for path in package.rglob("*.py")
+                 if path != Path(ansible.__file__) and not path.is_relative_to(package / "lab")
+                 and re.search(r"^\s*(from|import) ansible_runner|[\"']ansible-playbook[\"']", path.read_text(),
+                               re.MULTILINE)]
+    assert offenders == []
