@@ -9,13 +9,16 @@ lookup would ``touch`` a marker file, and the tests assert it does not exist.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
+import subprocess
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import markupsafe
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
@@ -29,6 +32,7 @@ from lpse_ops.state import access as sanction_state
 
 PROBE = Path("..") / "tests" / "fixtures" / "ansible" / "extravars_probe.yml"
 """The probe playbook, relative to playbooks/ (run_playbook's folder): writes what Ansible makes of each var."""
+NOTICE_PLAYBOOK = Path(ansible.config.PROJECT_DIR) / "tests" / "fixtures" / "ansible" / "nginx_freeze_notice.yml"
 
 
 @pytest.fixture
@@ -103,6 +107,40 @@ def test_freeze_warn_reason_with_jinja_and_lookup_reaches_the_site_verbatim_and_
     assert any(arg.startswith("@") and arg.endswith(".yml") for arg in argv), argv
     assert list((ansible.runner_dir() / "extravars").iterdir()) == [], "the extra-vars file is left behind"
 
+
+
+def _freeze_notice(tmp_path: Path, extra_vars_argument: str) -> str:
+    """Run the nginx role's freeze entry point on localhost with *extra_vars_argument* after ``-e``; return
+    the notice page it wrote."""
+    (tmp_path / "spse.conf").write_text(f"if (-f {tmp_path}/flags/frozen) {{ return 423; }}\n")
+    env = {**os.environ, **ansible.environment(), "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local")}
+    done = subprocess.run([str(Path(sys.executable).with_name("ansible-playbook")), "-i", "localhost,", "-c", "local",
+                           "-e", f"ansible_python_interpreter={sys.executable}", "-e", extra_vars_argument,
+                           str(NOTICE_PLAYBOOK)], capture_output=True, text=True, check=False, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return (tmp_path / "www" / "frozen.html").read_text()
+
+
+def test_freeze_notice_page_shows_the_reason_as_typed_from_the_extravars_file(tmp_path, marker, payload):
+    """The page of the report ("audit 49 root" on the notice page): the nginx role's template, fed the reason
+    from the file run_playbook writes (-e @FILE), escapes it and shows it as typed."""
+    extravars = ansible.write_extravars({"freeze_reason": payload, "probe_dir": str(tmp_path)},
+                                        tmp_path / "extravars" / "run.yml")
+
+    page = _freeze_notice(tmp_path, f"@{extravars}")
+
+    assert f"<td>{markupsafe.escape(payload)}</td>" in page
+    assert not marker.exists(), "the lookup in the reason ran a command on the control node"
+
+
+def test_freeze_notice_page_reason_on_the_command_line_is_templated_which_is_why_the_file_is_needed(
+        tmp_path, marker, payload):
+    """The same run with the reason as ansible-runner used to pass it (JSON after -e): Ansible renders it and
+    the lookup runs, so the test above does detect the hole."""
+    page = _freeze_notice(tmp_path, json.dumps({"freeze_reason": payload, "probe_dir": str(tmp_path)}))
+
+    assert "audit 49" in page and markupsafe.escape(payload) not in page
+    assert marker.exists()
 
 @pytest.fixture
 def probe(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
