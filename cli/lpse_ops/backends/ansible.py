@@ -5,10 +5,10 @@ A failure carries Ansible's own reason (:class:`AnsibleError`): an unparsable in
 vault password, ... never an empty host list that reads "no host matches".
 
 Extra variables are data, never code (:func:`unsafe_extravars_yaml`): every string lpse-ops hands a playbook
-(a freeze reason, a notice, a runbook ``--set`` value, a path) reaches Ansible tagged ``!unsafe`` in a
-private file, so Ansible never templates it: ``{{ lookup('pipe', ...) }}`` in a reason is shown as typed and
-runs nothing. (ansible-runner would pass a dict as JSON on the command line, which ansible-core 2.19 trusts
-as a template, and which ``ps`` shows.)
+(a freeze reason, a role input, a value a runbook step got from ``--set``, a path) reaches Ansible under
+``!unsafe`` in a private file, so Ansible never templates it: ``{{ lookup('pipe', ...) }}`` in a reason is
+shown as typed and runs nothing. (ansible-runner would pass a dict as JSON on the command line, which
+ansible-core 2.19 trusts as a template, and which ``ps`` shows.)
 """
 
 from __future__ import annotations
