@@ -24,7 +24,8 @@ import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import is_trusted_as_template, trust_as_template
 
-from lpse_ops.actions import access, backup, freeze, harden, runbook_run
+from lpse_ops.actions import access, backup, freeze, harden, runbook_run, upgrade
+from lpse_ops.actions.upgrade_plan import Release, SitePlan, UpgradePlan
 from lpse_ops.backends import ansible
 from lpse_ops.reports.notice import Contact, NoticeContent, render
 from lpse_ops.state import StateStore
@@ -204,6 +205,26 @@ def test_action_extravars_with_jinja_and_lookup_reach_the_playbook_verbatim_and_
     assert read() == expected
     assert not marker.exists(), "a lookup in an operator's value ran a command on the control node"
 
+
+
+def test_upgrade_extravars_with_a_version_a_site_reported_reach_the_playbook_verbatim(tmp_path, marker, payload):
+    """upgrade.extravars() carries what a site said about itself (its current version, from /health, into
+    the path and the maintenance page's reason): a compromised site must not run code on the control node."""
+    group = [SitePlan("site1", payload, ["1.1"], "wave 1")]
+    plan = UpgradePlan(target="1.1", waves=[group], excluded=[],
+                       releases=[Release("1.1", payload, tmp_path / "spse-1.1.tar.gz", 2)])
+    extravars = upgrade.extravars(plan, group, "upgrade-7", upgrade.RolloutOptions(tmp_path / "hosts.yml"),
+                                  datetime(2026, 11, 28, 15, 0, tzinfo=UTC))
+    names = ["upgrade_from_version", "upgrade_path", "upgrade_maintenance_reason"]
+    output = tmp_path / "probe.json"
+    inventory = localhost_inventory(tmp_path, probe_output=str(output), probe_names=names)
+
+    ran = ansible.run_playbook(str(PROBE), inventory, lambda event: None, extravars=extravars)
+
+    assert ran.rc == 0, ran
+    assert json.loads(output.read_text()) == {name: extravars[name] for name in names}
+    assert payload in extravars["upgrade_maintenance_reason"]
+    assert not marker.exists()
 
 def test_runbook_set_value_with_jinja_is_one_verbatim_argument_and_refused_by_the_step(tmp_path, marker, payload):
     """runbook run --set target_time='... {{ lookup(...) }}': the value is one argv item of the step (never a
