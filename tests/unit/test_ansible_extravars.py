@@ -28,6 +28,8 @@ from lpse_ops.actions import access, backup, freeze, harden, runbook_run, upgrad
 from lpse_ops.actions.upgrade_plan import Release, SitePlan, UpgradePlan
 from lpse_ops.backends import ansible
 from lpse_ops.reports.notice import Contact, NoticeContent, render
+from lpse_ops.reports.statement import StatementContent
+from lpse_ops.reports.statement import render as render_statement
 from lpse_ops.state import StateStore
 from lpse_ops.state import access as sanction_state
 
@@ -253,6 +255,16 @@ def test_notice_text_with_jinja_is_rendered_verbatim(payload):
                                   duration=timedelta(hours=1), from_version="1.0", to_version="1.1",
                                   reference="PML-1", helpdesk=payload))
     assert payload in notice.text and "audit 49" not in notice.text and payload in notice.subject
+
+
+def test_incident_statement_title_and_actions_with_jinja_are_rendered_verbatim(payload):
+    """Incident statements too: a title, a description and the actions taken are values, never templates."""
+    at = datetime(2026, 12, 1, 2, 0, tzinfo=UTC)
+    statement = render_statement(StatementContent(
+        incident_id=7, site_name="LPSE Uji", timezone="Asia/Jakarta", title=payload, description=payload,
+        impact=payload, status="open", priority="P2", priority_name="Tinggi", opened_at=at, issued_at=at,
+        next_update=at + timedelta(hours=4), actions=[payload]))
+    assert statement.text.count(payload) >= 3 and "audit 49" not in statement.text + statement.html
 
 
 
