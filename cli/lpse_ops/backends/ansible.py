@@ -3,6 +3,12 @@ AWX's engine), every one of them with the same environment (:func:`environment`)
 
 A failure carries Ansible's own reason (:class:`AnsibleError`): an unparsable inventory, a missing
 vault password, ... never an empty host list that reads "no host matches".
+
+Extra variables are data, never code (:func:`unsafe_extravars_yaml`): every string lpse-ops hands a playbook
+(a freeze reason, a role input, a value a runbook step got from ``--set``, a path) reaches Ansible under
+``!unsafe`` in a private file, so Ansible never templates it: ``{{ lookup('pipe', ...) }}`` in a reason is
+shown as typed and runs nothing. (ansible-runner would pass a dict as JSON on the command line, which
+ansible-core 2.19 trusts as a template, and which ``ps`` shows.)
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+import yaml
 
 from lpse_ops import config
 from lpse_ops import settings as settings_schema
@@ -188,14 +196,52 @@ def runner_dir() -> Path:
     return path
 
 
+class _UnsafeMapping(dict):
+    """The extra-vars mapping, which :class:`_UnsafeDumper` writes with Ansible's ``!unsafe`` tag."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    """YAML for ``ansible-playbook -e @FILE``: the whole mapping tagged ``!unsafe``, its values plain YAML."""
+
+
+_UnsafeDumper.add_representer(_UnsafeMapping, lambda dumper, data: dumper.represent_mapping("!unsafe", dict(data)))
+
+
+def unsafe_extravars_yaml(extravars: Mapping) -> str:
+    """Return *extravars* as the YAML of an extra-vars file that Ansible reads as data only: every string,
+    at any depth, is never templated (pure).
+
+    The document is one mapping tagged ``!unsafe``; ansible-core 2.19 marks everything under such a node
+    untrusted. (Tagging each string instead is wrong: 2.19 re-resolves an ``!unsafe`` scalar as if it were
+    plain, so ``!unsafe "007"`` loads as 7 and ``!unsafe ""`` as null.) Numbers, booleans and null keep
+    their types; quoted strings stay strings. Raises yaml.representer.RepresenterError for a value that is
+    not plain data (a Path, a datetime: pass text).
+    """
+    return yaml.dump(_UnsafeMapping({str(key): value for key, value in extravars.items()}), Dumper=_UnsafeDumper,
+                     allow_unicode=True, sort_keys=True, default_flow_style=False, width=2**20)
+
+
+def write_extravars(extravars: Mapping, path: Path) -> Path:
+    """Write *extravars* (:func:`unsafe_extravars_yaml`) to *path*, readable by its owner only (0600, in a
+    0700 folder); return *path* (what ``-e @PATH`` reads)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        handle.write(unsafe_extravars_yaml(extravars))
+    return path
+
+
 def run_playbook(playbook: str, inventory: Path, on_event: Callable[[dict], None], *, limit: str | None = None,
                  extravars: dict | None = None, check: bool = False, forks: int = 10,
                  app_settings: settings_schema.Settings | None = None) -> PlaybookRun:
     """Run ``playbooks/<playbook>`` against *inventory*, calling *on_event* for every runner event.
 
-    The run has :func:`environment` (the same as inventory parsing and host listing). Secrets never
-    travel in *extravars* (on the command line and in the artifacts): they come from the inventory's
-    vault files; lpse-ops' own secret settings are removed from the environment the runner records.
+    The run has :func:`environment` (the same as inventory parsing and host listing). *extravars* reach
+    the playbook as data only (:func:`write_extravars`: every string ``!unsafe``, in a 0600 file given as
+    ``-e @FILE`` and removed after the run, never on the command line). Secrets never travel in
+    *extravars* (they are recorded with the run): they come from the inventory's vault files; lpse-ops'
+    own secret settings are removed from the environment the runner records.
     """
     from ansible_runner.interface import init_runner
 
@@ -208,13 +254,19 @@ def run_playbook(playbook: str, inventory: Path, on_event: Callable[[dict], None
         on_event(event)
         return True
 
-    runner = init_runner(
-        private_data_dir=str(runner_dir()), project_dir=str(config.PROJECT_DIR), ident=ident,
-        playbook=str(config.PROJECT_DIR / "playbooks" / playbook), inventory=str(inventory.resolve()),
-        limit=limit, extravars=extravars or {}, envvars=environment(app_settings), cmdline=" ".join(cmdline),
-        rotate_artifacts=ARTIFACTS_KEPT, quiet=True, suppress_env_files=True, event_handler=handler,
-    )
-    for name in secret_names():
-        runner.config.env.pop(name, None)
-    runner.run()
+    private_dir = runner_dir()
+    extravars_file = write_extravars(extravars or {}, private_dir / "extravars" / f"{ident}.yml")
+    try:
+        runner = init_runner(
+            private_data_dir=str(private_dir), project_dir=str(config.PROJECT_DIR), ident=ident,
+            playbook=str(config.PROJECT_DIR / "playbooks" / playbook), inventory=str(inventory.resolve()),
+            limit=limit, extravars=str(extravars_file), envvars=environment(app_settings),
+            cmdline=" ".join(cmdline), rotate_artifacts=ARTIFACTS_KEPT, quiet=True, suppress_env_files=True,
+            event_handler=handler,
+        )
+        for name in secret_names():
+            runner.config.env.pop(name, None)
+        runner.run()
+    finally:
+        extravars_file.unlink(missing_ok=True)
     return PlaybookRun(ident=ident, status=runner.status, rc=runner.rc, artifact_dir=str(runner.config.artifact_dir))
