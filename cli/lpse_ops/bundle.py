@@ -129,13 +129,29 @@ def parse_version(value: str) -> tuple[int, ...]:
     return tuple(int(part) for part in value.split("."))
 
 
+def version_key(value: str) -> tuple[int, ...]:
+    """The one ordering of SPSE versions: a sortable key, trailing zeros dropped ("1.0" and "1.0.0" are equal).
+
+    Raises ValueError for anything but dotted integers (:func:`parse_version`).
+    """
+    parts = list(parse_version(value))
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)
+
+
 def compare_versions(a: str, b: str) -> int:
     """Return -1, 0 or 1 as version *a* is older than, equal to or newer than *b* ("1.0" == "1.0.0")."""
-    left, right = parse_version(a), parse_version(b)
-    width = max(len(left), len(right))
-    left += (0,) * (width - len(left))
-    right += (0,) * (width - len(right))
+    left, right = version_key(a), version_key(b)
     return (left > right) - (left < right)
+
+
+def display_order(value: str | None) -> tuple:
+    """Sort key for any version text a site reports: versions by :func:`version_key`, then other text by text."""
+    try:
+        return (0, version_key(str(value)), "")
+    except ValueError:
+        return (1, (), str(value or ""))
 
 
 # --------------------------------------------------------------------------------------------- manifest
@@ -910,6 +926,8 @@ __all__ = [
     "RunSpec",
     "build",
     "compare_versions",
+    "display_order",
+    "version_key",
     "key_id",
     "keygen",
     "load_private_key",

@@ -32,7 +32,7 @@ from typing import Any
 
 import yaml
 
-from lpse_ops import config
+from lpse_ops import bundle, config
 from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.reports import dates
 
@@ -395,10 +395,8 @@ def _seconds(start: datetime | None, end: datetime | None) -> float | None:
     return (end - start).total_seconds() if start and end else None
 
 
-def version_key(version: str | None) -> tuple:
-    """Order release versions numerically ("1.10" after "1.9"); text parts after numbers."""
-    parts = re.split(r"[.\-+]", version or "")
-    return tuple((0, int(part), "") if part.isdigit() else (1, 0, part) for part in parts)
+version_key = bundle.display_order
+"""Order the versions sites report: numerically ("1.10" after "1.9"), text that is no version after them."""
 
 
 def _area(module_name: str, function: str) -> Callable[..., list[dict]] | None:

@@ -68,15 +68,8 @@ class PlanRefused(operation.OperationRefused):
 # ------------------------------------------------------------------------------------------ versions
 
 
-def version_key(version: str) -> tuple[int, ...]:
-    """Return a sortable key for a dotted version, trailing zeros dropped ("1.0" and "1.0.0" are equal).
-
-    Raises ValueError for anything but dotted integers.
-    """
-    parts = list(bundle.parse_version(version))
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)
+version_key = bundle.version_key
+"""The one ordering of versions (``lpse_ops.bundle.version_key``); ValueError for anything but dotted integers."""
 
 
 def natural_key(name: str) -> tuple:
