@@ -1,0 +1,232 @@
+"""Root on a site never trusts what spse (the documents) or postgres (the data dirs) control.
+
+Each test plants the real thing an attacker with that account could plant (a symlink, a FIFO, a folder
+whose name holds a newline), as that account where it matters (a forked child that drops to uid 65534),
+then runs the site tool's operation as root and asserts that a root-owned file elsewhere kept its
+content, owner and mode, that nothing outside the documents reached restic, and that what was skipped
+is reported with its reason. Anything that could block is bounded by ``signal.alarm``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import stat
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from lpse_ops.site import checkpoint, documents, engine, restore, run, safefs, scratch
+from tests.unit.test_site_status import site_settings
+
+ATTACKER = 65534  # nobody: stands for spse or postgres, an account less privileged than root
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the site tool runs as root; these attacks need root")
+
+
+@contextlib.contextmanager
+def deadline(seconds: int) -> Iterator[None]:
+    """Fail (instead of hanging the suite) when the block has not finished in *seconds*."""
+    def expired(_signum, _frame):
+        raise TimeoutError(f"hung: still blocked after {seconds} s (a FIFO or a device was opened)")
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.alarm(seconds)
+    try:
+        yield
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def as_attacker(folder: Path, plant: Callable[[int], None]) -> None:
+    """Run *plant(dir_fd)* in a child that has dropped to uid/gid 65534, relative to *folder*'s descriptor
+    (opened while still root: the attacker owns the folder, not the test's private tmp parents)."""
+    dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover (the child)
+        code = 1
+        try:
+            os.setgroups([])
+            os.setgid(ATTACKER)
+            os.setuid(ATTACKER)
+            plant(dir_fd)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(dir_fd)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the attacker could not plant its trap"
+
+
+def owned_by_attacker(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    os.chown(path, ATTACKER, ATTACKER)
+    path.chmod(0o750)
+    return path
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A root-owned file the attacker must never get rewritten, chowned or read: its content, owner, mode."""
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    path = folder / "shadow"
+    path.write_bytes(b"root:$6$secret:19000:0:99999:7:::\n")
+    path.chmod(0o600)
+    return path
+
+
+def untouched(path: Path) -> tuple[bytes, int, int, int]:
+    info = os.lstat(path)
+    return path.read_bytes(), info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+ROOT_0600 = (b"root:$6$secret:19000:0:99999:7:::\n", 0, 0, 0o600)
+
+
+# --- 1. a restore brings documents back without following what spse planted --------------------------
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_bring_back_never_writes_through_a_link_spse_planted_at_the_staging_name(tmp_path: Path, victim: Path):
+    """The copy used to land at the predictable ``<document>.lpse-restore`` (copy2 and chown follow links)."""
+    docs, aside = owned_by_attacker(tmp_path / "documents"), tmp_path / "aside"
+    (aside / "ab").mkdir(parents=True)
+    (aside / "ab" / "doc").write_bytes(b"tender document")
+    owned_by_attacker(docs / "ab")
+    as_attacker(docs / "ab", lambda fd: os.symlink(str(victim), "doc.lpse-restore", dir_fd=fd))
+    wanted = documents.Document("1", _sha(b"tender document"), "ab/doc")
+    skipped: list[dict] = []
+    still = documents.bring_back([wanted], str(aside), str(docs), skipped)
+    assert untouched(victim) == ROOT_0600, "root rewrote or chowned a file through spse's symlink"
+    assert still == [] and (docs / "ab" / "doc").read_bytes() == b"tender document"
+    placed = os.lstat(docs / "ab" / "doc")
+    assert (placed.st_uid, placed.st_gid) == (ATTACKER, ATTACKER) and stat.S_ISREG(placed.st_mode)
+    assert [p for p in os.listdir(docs / "ab") if p.startswith(".lpse-restore")] == []  # no staging left behind
+
+
+def test_bring_back_never_follows_a_folder_spse_replaced_with_a_link(tmp_path: Path, victim: Path):
+    """A document's folder turned into a link to /etc: chown and copy used to follow it."""
+    docs, aside = owned_by_attacker(tmp_path / "documents"), tmp_path / "aside"
+    (aside / "ab").mkdir(parents=True)
+    (aside / "ab" / "doc").write_bytes(b"tender document")
+    as_attacker(docs, lambda fd: os.symlink(str(victim.parent), "ab", dir_fd=fd))
+    wanted = documents.Document("1", _sha(b"tender document"), "ab/doc")
+    skipped: list[dict] = []
+    still = documents.bring_back([wanted], str(aside), str(docs), skipped)
+    assert untouched(victim) == ROOT_0600
+    assert os.listdir(victim.parent) == ["shadow"], "root created a file inside the folder the link points at"
+    assert os.lstat(victim.parent).st_uid == 0, "root chowned the folder the link points at"
+    assert still == [wanted]
+    assert skipped == [{"document": "1:ab/doc", "reason": "ab is a symlink, not a directory"}], skipped
+
+
+def test_bring_back_copies_only_regular_files_and_reports_links_and_fifos(tmp_path: Path, victim: Path):
+    """The set-aside folder is spse's: a link there to a root-only file must not be copied (and chowned to
+    spse, so readable); a FIFO must not block the restore."""
+    docs, aside = owned_by_attacker(tmp_path / "documents"), owned_by_attacker(tmp_path / "aside")
+    owned_by_attacker(aside / "ab")
+
+    def plant(fd: int) -> None:
+        os.symlink(str(victim), "link", dir_fd=fd)
+        os.mkfifo("pipe", dir_fd=fd)
+    as_attacker(aside / "ab", plant)
+    link = documents.Document("1", _sha(victim.read_bytes()), "ab/link")  # spse knows /etc/passwd's hash
+    pipe = documents.Document("2", _sha(b""), "ab/pipe")
+    skipped: list[dict] = []
+    with deadline(10):
+        still = documents.bring_back([link, pipe], str(aside), str(docs), skipped)
+    assert still == [link, pipe] and not (docs / "ab" / "link").exists() and not (docs / "ab" / "pipe").exists()
+    assert untouched(victim) == ROOT_0600
+    assert skipped == [{"document": "1:ab/link", "reason": "ab/link is a symlink, not a regular file"},
+                       {"document": "2:ab/pipe", "reason": "ab/pipe is a fifo, not a regular file"}], skipped
+
+
+@pytest.mark.parametrize("stored", ["../etc/shadow", "ab/../../etc/shadow", "/ETC/shadow", "ab//doc", "./ab/doc",
+                                    "ab/doc/", ""])
+def test_a_documents_row_naming_a_path_outside_the_documents_is_refused(tmp_path: Path, victim: Path, stored: str):
+    """stored_path comes from the database spse writes: ``../etc/shadow`` joined to the documents dir is
+    /etc/shadow, and a matching copy used to be chowned to spse."""
+    docs = owned_by_attacker(tmp_path / "documents")
+    stored = stored.replace("/ETC/shadow", str(victim))
+    source = tmp_path / "sources"
+    (source / "ab").mkdir(parents=True)
+    row = documents.Document("7", _sha(victim.read_bytes()), stored)
+    skipped: list[dict] = []
+    assert documents.bring_back([row], str(source), str(docs), skipped) == [row]
+    assert untouched(victim) == ROOT_0600
+    assert skipped and skipped[0]["document"] == f"7:{stored}" and "unsafe document path" in skipped[0]["reason"]
+    missing, mismatched = documents.check([row], str(docs))
+    assert missing == [f"7:{stored} (unsafe document path)"] or missing[0].startswith(f"7:{stored} (unsafe")
+    assert not documents.matches(row, str(docs))
+
+
+def test_documents_check_reports_a_link_or_fifo_as_not_a_document_and_never_blocks(tmp_path: Path, victim: Path):
+    root = owned_by_attacker(tmp_path / "restored")
+
+    def plant(fd: int) -> None:
+        os.symlink(str(victim), "link", dir_fd=fd)
+        os.symlink("/dev/zero", "zero", dir_fd=fd)
+        os.mkfifo("pipe", dir_fd=fd)
+    as_attacker(root, plant)
+    rows = [documents.Document("1", _sha(victim.read_bytes()), "link"), documents.Document("2", "00" * 32, "zero"),
+            documents.Document("3", "00" * 32, "pipe")]
+    with deadline(10):
+        missing, mismatched = documents.check(rows, str(root))
+    assert missing == ["1:link (a symlink, not a regular file)", "2:zero (a symlink, not a regular file)",
+                       "3:pipe (a fifo, not a regular file)"] and mismatched == []
+
+
+def test_a_restore_stages_documents_in_a_root_owned_folder_not_at_a_predictable_name_in_spse_s(
+        tmp_path: Path, victim: Path, monkeypatch: pytest.MonkeyPatch):
+    """spse owns the documents' parent: a link planted there at ``.lpse-restore-<stamp>`` (the restore's start,
+    to the second) used to receive restic's whole restore, as root."""
+    parent = owned_by_attacker(tmp_path / "spse")
+    docs = owned_by_attacker(parent / "documents")
+    config = site_settings(tmp_path)
+    config = config.__class__(**{**config.__dict__, "docs_dir": str(docs)})
+    Path(config.state_dir).mkdir()
+    stamp = "20261203T101010Z"
+    as_attacker(parent, lambda fd: os.symlink(str(victim.parent), f".lpse-restore-{stamp}", dir_fd=fd))
+    targets = []
+
+    def fake_restic(settings, name, args, **kwargs):  # what restic does with --target: write below it
+        target = args[args.index("--target") + 1]
+        targets.append(target)
+        os.makedirs(target + str(docs), exist_ok=True)
+        Path(target + str(docs), "restored.pdf").write_bytes(b"from the snapshot")
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+    monkeypatch.setattr(engine, "restic_call", fake_restic)
+    current = restore.Restore(config, "1", None, "latest", {"steps": [], "moved_aside": {}}, stamp,
+                              snapshot=SimpleNamespace(short_id="abc", id="abc"))
+    restore.stage_documents(current)
+    current.staging_thread.join(10)
+    assert not current.staging_failure, current.staging_failure
+    assert os.listdir(victim.parent) == ["shadow"], "restic restored into the folder spse's link points at"
+    staging = os.lstat(current.staging)
+    assert stat.S_ISDIR(staging.st_mode) and staging.st_uid == 0 and stat.S_IMODE(staging.st_mode) == 0o700
+    assert not current.staging.startswith(str(parent) + "/"), "staged inside the folder spse owns"
+    assert os.lstat(current.staging).st_dev == os.lstat(docs).st_dev  # renamed into place, never copied
+    restore.put_documents_in_place(current)
+    assert (docs / "restored.pdf").read_bytes() == b"from the snapshot"
+
+
+def test_a_new_data_dir_is_chowned_by_descriptor_never_through_a_link(tmp_path: Path):
+    """Between mkdir and chown, postgres (owner of the data dir's parent) can swap in a link; chown must
+    not follow it (shutil.chown did)."""
+    victim_dir = tmp_path / "etc"
+    victim_dir.mkdir(mode=0o755)
+    parent = owned_by_attacker(tmp_path / "postgresql")
+    as_attacker(parent, lambda fd: os.symlink(str(victim_dir), "main", dir_fd=fd))
+    with pytest.raises(OSError, match="(?i)not a directory|symbolic link|too many levels"):
+        safefs.chown_new_dir(str(parent / "main"), ATTACKER, ATTACKER, 0o700)
+    assert os.lstat(victim_dir).st_uid == 0 and stat.S_IMODE(os.lstat(victim_dir).st_mode) == 0o755
+    made = tmp_path / "made"
+    safefs.make_owned_dir(str(made), ATTACKER, ATTACKER, 0o700)
+    info = os.lstat(made)
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (ATTACKER, 0o700)
