@@ -230,3 +230,77 @@ def test_a_new_data_dir_is_chowned_by_descriptor_never_through_a_link(tmp_path: 
     safefs.make_owned_dir(str(made), ATTACKER, ATTACKER, 0o700)
     info = os.lstat(made)
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (ATTACKER, 0o700)
+
+
+# --- 2. the scratch instance's configuration is never written through postgres's data dir ------------
+
+@pytest.fixture
+def scratch_site(tmp_path: Path):
+    config = site_settings(tmp_path)
+    where = scratch.Scratch(str(tmp_path / "scratch"), 55499)
+    os.makedirs(where.root, mode=0o755)
+    return config, where
+
+
+@pytest.mark.parametrize("name", ["pg_hba.conf", "postgresql.conf", "pg_ident.conf"])
+def test_scratch_configuration_never_follows_a_link_postgres_planted_in_the_data_dir(scratch_site, victim: Path,
+                                                                                     name: str):
+    """The restored data dir is postgres's: a link there at pg_hba.conf used to get root's rewrite and a chown
+    to postgres, every week, from the verify timer."""
+    config, where = scratch_site
+    owned_by_attacker(Path(where.pgdata))
+    as_attacker(Path(where.pgdata), lambda fd: os.symlink(str(victim), name, dir_fd=fd))
+    with deadline(60):
+        scratch.configure(config, where)
+    assert untouched(victim) == ROOT_0600, "root wrote the scratch configuration through postgres's link"
+    assert os.readlink(Path(where.pgdata) / name) == str(victim)  # left alone: never read, never written
+    for conf in ("postgresql.conf", "pg_hba.conf", "pg_ident.conf"):
+        info = os.lstat(Path(where.conf_dir) / conf)
+        assert stat.S_ISREG(info.st_mode) and info.st_uid == 0 and not info.st_mode & 0o022
+    assert os.lstat(where.conf_dir).st_uid == 0
+    text = (Path(where.conf_dir) / "postgresql.conf").read_text()
+    assert f"hba_file = '{where.conf_dir}/pg_hba.conf'" in text and f"ident_file = '{where.conf_dir}/pg_ident.conf'" \
+        in text
+    assert f"config_file={where.conf_dir}/postgresql.conf" in " ".join(scratch.server_options(where))
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/lib/postgresql/15/bin/initdb"), reason="needs PostgreSQL 15's binaries")
+def test_the_scratch_instance_starts_on_root_s_configuration_and_ignores_postgres_s_links(tmp_path: Path,
+                                                                                          victim: Path):
+    """The real thing: a data dir whose pg_hba.conf is postgres's link to a root-only file and whose
+    postgresql.auto.conf asks for another port; the scratch instance still starts, on its own port and
+    socket, reading root's configuration, and the linked file is untouched."""
+    import pwd
+    import shutil
+    import tempfile
+
+    config = site_settings(tmp_path)
+    base = tempfile.mkdtemp(prefix="lpse-scratch-test-", dir="/tmp")  # postgres must reach it: not under tmp_path
+    os.chmod(base, 0o755)
+    where = scratch.Scratch(os.path.join(base, "scratch"), 55498)
+    account = pwd.getpwnam("postgres")
+    try:
+        os.makedirs(where.root, mode=0o755)
+        scratch.make_dirs(where)
+        from lpse_ops.site.proc import run as run_command
+        run_command(["/usr/lib/postgresql/15/bin/initdb", "--pgdata", where.pgdata, "--auth=peer", "--no-sync"],
+                    user="postgres", timeout=120)
+        pgdata = Path(where.pgdata)
+        (pgdata / "pg_hba.conf").unlink()
+        os.symlink(str(victim), pgdata / "pg_hba.conf")
+        os.lchown(pgdata / "pg_hba.conf", account.pw_uid, account.pw_gid)
+        (pgdata / "postgresql.auto.conf").write_text("port = 5999\narchive_mode = on\n")
+        with deadline(120):
+            scratch.configure(config, where)
+            started, detail = scratch.start(config, where)
+            assert started, detail
+            assert scratch.wait_promoted(config, where, timeout=60)
+            lines = scratch.postgres.psql(config, "SELECT current_setting('hba_file'), current_setting('config_file'), "
+                                          "current_setting('port'), current_setting('archive_mode');",
+                                          database="postgres", port=where.port, host=where.socket_dir)
+        assert lines == [f"{where.conf_dir}/pg_hba.conf\t{where.conf_dir}/postgresql.conf\t{where.port}\toff"], lines
+        assert untouched(victim) == ROOT_0600
+    finally:
+        with deadline(120):
+            scratch.remove(config, where)
+        shutil.rmtree(base, ignore_errors=True)
