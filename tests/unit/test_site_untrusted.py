@@ -264,6 +264,83 @@ def test_scratch_configuration_never_follows_a_link_postgres_planted_in_the_data
     assert f"config_file={where.conf_dir}/postgresql.conf" in " ".join(scratch.server_options(where))
 
 
+# --- 3. the 30-second delta hands restic nothing outside the documents --------------------------------
+
+@pytest.fixture
+def delta_site(tmp_path: Path):
+    config = site_settings(tmp_path)
+    docs = owned_by_attacker(tmp_path / "documents")
+    (tmp_path / "state").mkdir()
+    return config.__class__(**{**config.__dict__, "docs_dir": str(docs), "lock_path": str(tmp_path / "lock")})
+
+
+def listed_paths(args: list[str]) -> list[bytes]:
+    """The paths a ``restic backup`` argv names, read the way restic reads its list file."""
+    if "--files-from-raw" in args:
+        data = Path(args[args.index("--files-from-raw") + 1]).read_bytes()
+        assert data.endswith(b"\0"), "restic refuses a raw list without its trailing NUL"
+        return data[:-1].split(b"\0")
+    data = Path(args[args.index("--files-from-verbatim") + 1]).read_bytes()
+    return [line for line in data.split(b"\n") if line]
+
+
+def test_a_folder_named_with_a_newline_never_puts_a_path_outside_the_documents_in_the_delta(
+        delta_site, monkeypatch: pytest.MonkeyPatch):
+    """spse makes ``documents/a\\n/etc/shadow``; one path a line, restic used to read ``/etc/shadow``."""
+    docs = Path(delta_site.docs_dir)
+    run.write_stamp(delta_site, 0.0)
+
+    def plant(fd: int) -> None:
+        os.mkdir("a\n", dir_fd=fd)
+        os.mkdir("a\n/etc", dir_fd=fd)
+        with open(os.open("a\n/etc/shadow", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "wb") as handle:
+            handle.write(b"a document")
+    as_attacker(docs, plant)
+    calls = []
+
+    def fake(settings, name, args, **kwargs):
+        calls.append((name, args, listed_paths(args)))
+        return SimpleNamespace(returncode=0, stdout='{"message_type":"summary","snapshot_id":"abc"}\n', stderr="")
+    monkeypatch.setattr(engine, "restic_call", fake)
+    result = run.main(delta_site, SimpleNamespace(type="delta"))
+    assert result["ok"], result
+    assert [name for name, _, _ in calls] == ["local", "offsite"]
+    for _, args, paths in calls:
+        assert b"/etc/shadow" not in paths, f"restic was told to back up /etc/shadow: {paths}"
+        assert paths == [os.fsencode(str(docs / "a\n" / "etc" / "shadow"))]
+        assert "--files-from-raw" in args and "--files-from-verbatim" not in args
+
+
+def test_the_delta_list_refuses_any_path_outside_the_documents():
+    from lpse_ops.site import restic
+
+    assert restic.delta_listing("/var/lib/spse/documents", ["/var/lib/spse/documents/a\n/b"]) == \
+        b"/var/lib/spse/documents/a\n/b\0"
+    for bad in ("/etc/shadow", "/var/lib/spse/documents/../../../etc/shadow", "/var/lib/spse/documents-x/a",
+                "/var/lib/spse/documents", "relative/a", "/var/lib/spse/documents/a\0/etc/shadow"):
+        with pytest.raises(ValueError, match="outside the documents"):
+            restic.delta_listing("/var/lib/spse/documents", [bad])
+
+
+def test_the_delta_takes_only_regular_files_and_reports_the_rest(delta_site, monkeypatch: pytest.MonkeyPatch):
+    docs = Path(delta_site.docs_dir)
+    run.write_stamp(delta_site, 0.0)
+    (docs / "real.pdf").write_bytes(b"x")
+
+    def plant(fd: int) -> None:
+        os.mkfifo("pipe", dir_fd=fd)
+        os.symlink("/etc/shadow", "link", dir_fd=fd)
+    as_attacker(docs, plant)
+    calls = []
+    monkeypatch.setattr(engine, "restic_call", lambda settings, name, args, **k: calls.append(listed_paths(args))
+                        or SimpleNamespace(returncode=0, stdout="", stderr=""))
+    with deadline(10):
+        result = run.main(delta_site, SimpleNamespace(type="delta"))
+    assert result["ok"] and calls == [[os.fsencode(str(docs / "real.pdf"))]] * 2, (result, calls)
+    assert result["skipped"] == [{"path": "link", "reason": "a symlink, not a regular file"},
+                                 {"path": "pipe", "reason": "a fifo, not a regular file"}], result
+
+
 @pytest.mark.skipif(not os.path.exists("/usr/lib/postgresql/15/bin/initdb"), reason="needs PostgreSQL 15's binaries")
 def test_the_scratch_instance_starts_on_root_s_configuration_and_ignores_postgres_s_links(tmp_path: Path,
                                                                                           victim: Path):
