@@ -341,6 +341,31 @@ def test_the_delta_takes_only_regular_files_and_reports_the_rest(delta_site, mon
                                  {"path": "pipe", "reason": "a fifo, not a regular file"}], result
 
 
+# --- 4. the upgrade checkpoint hashes regular files only ---------------------------------------------
+
+def test_the_checkpoint_fingerprint_skips_fifos_and_device_links_and_never_hangs(tmp_path: Path, victim: Path):
+    """A FIFO, or a link to /dev/zero, used to hang the upgrade while the site showed the maintenance page."""
+    docs = owned_by_attacker(tmp_path / "documents")
+    (docs / "ab").mkdir()
+    (docs / "ab" / "one").write_bytes(b"first document")
+    owned_by_attacker(docs / "cd")
+
+    def plant(fd: int) -> None:
+        os.mkfifo("pipe", dir_fd=fd)
+        os.symlink("/dev/zero", "zero", dir_fd=fd)
+        os.symlink(str(victim), "shadow", dir_fd=fd)
+        os.symlink(str(victim.parent), "etc", dir_fd=fd)
+    as_attacker(docs / "cd", plant)
+    with deadline(10):
+        found = checkpoint.documents_fingerprint(str(docs))
+    assert found["files"] == 1 and found["entries"] == [f"ab/one {_sha(b'first document')}"], found
+    assert found["skipped"] == [{"path": "cd/etc", "reason": "a symlink, not a regular file"},
+                                {"path": "cd/pipe", "reason": "a fifo, not a regular file"},
+                                {"path": "cd/shadow", "reason": "a symlink, not a regular file"},
+                                {"path": "cd/zero", "reason": "a symlink, not a regular file"}], found
+    assert untouched(victim) == ROOT_0600
+
+
 @pytest.mark.skipif(not os.path.exists("/usr/lib/postgresql/15/bin/initdb"), reason="needs PostgreSQL 15's binaries")
 def test_the_scratch_instance_starts_on_root_s_configuration_and_ignores_postgres_s_links(tmp_path: Path,
                                                                                           victim: Path):
