@@ -406,3 +406,30 @@ def test_the_scratch_instance_starts_on_root_s_configuration_and_ignores_postgre
         with deadline(120):
             scratch.remove(config, where)
         shutil.rmtree(base, ignore_errors=True)
+
+
+# --- 5. the documents folder itself swapped for a link (spse owns its parent) ------------------------
+
+def test_a_documents_folder_replaced_with_a_link_is_refused_by_every_operation(tmp_path: Path, victim: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch):
+    from lpse_ops.site.errors import Failure
+
+    parent = owned_by_attacker(tmp_path / "spse")
+    as_attacker(parent, lambda fd: os.symlink(str(victim.parent), "documents", dir_fd=fd))
+    docs = parent / "documents"
+    with deadline(10), pytest.raises(Failure) as raised:
+        checkpoint.documents_fingerprint(str(docs))
+    assert raised.value.code == "documents_unsafe" and "a symlink, not a directory" in raised.value.message
+    config = site_settings(tmp_path)
+    config = config.__class__(**{**config.__dict__, "docs_dir": str(docs), "lock_path": str(tmp_path / "lock")})
+    Path(config.state_dir).mkdir()
+    run.write_stamp(config, 0.0)
+    calls = []
+    monkeypatch.setattr(engine, "restic_call", lambda *a, **k: calls.append(a))
+    result = run.main(config, SimpleNamespace(type="delta"))
+    assert not result["ok"] and result["code"] == "documents_unsafe" and calls == [], result
+    skipped: list[dict] = []
+    row = documents.Document("1", _sha(victim.read_bytes()), "shadow")
+    assert documents.bring_back([row], str(tmp_path), str(docs), skipped) == [row]
+    assert skipped == [{"document": "1:shadow", "reason": "documents folder: documents is a symlink, not a directory"}]
+    assert untouched(victim) == ROOT_0600 and os.lstat(victim.parent).st_uid == 0

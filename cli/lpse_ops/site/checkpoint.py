@@ -52,6 +52,22 @@ def documents_fingerprint(root: str) -> dict:
     lines: list[str] = []
     skipped: list[dict] = []
     size = 0
+    try:
+        found = list(_regular_files(root, skipped))
+    except safefs.Unsafe as refused:
+        raise Failure("documents_unsafe", f"{root}: {refused.reason}; the documents cannot be fingerprinted",
+                      step="documents") from None
+    for path, digest, length in found:
+        size += length
+        lines.append(f"{path} {digest}")
+    lines.sort()
+    skipped.sort(key=lambda item: item["path"])
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"files": len(lines), "bytes": size, "sha256": digest, "entries": lines, "skipped": skipped}
+
+
+def _regular_files(root: str, skipped: list[dict]):
+    """Yield (path, sha256, size) of every regular file under *root*; add the rest to *skipped*."""
     for entry in safefs.walk(root, skipped):
         if not stat.S_ISREG(entry.info.st_mode):
             skipped.append({"path": entry.path, "reason": safefs.not_regular(entry.info.st_mode)})
@@ -64,14 +80,9 @@ def documents_fingerprint(root: str) -> dict:
         except FileNotFoundError:
             continue
         try:
-            size += os.fstat(fd).st_size
-            lines.append(f"{entry.path} {safefs.sha256_fd(fd)}")
+            yield entry.path, safefs.sha256_fd(fd), os.fstat(fd).st_size
         finally:
             os.close(fd)
-    lines.sort()
-    skipped.sort(key=lambda item: item["path"])
-    digest = hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
-    return {"files": len(lines), "bytes": size, "sha256": digest, "entries": lines, "skipped": skipped}
 
 
 def take(settings: Settings, args) -> dict:
