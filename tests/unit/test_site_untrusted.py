@@ -192,7 +192,11 @@ def test_a_restore_stages_documents_in_a_root_owned_folder_not_at_a_predictable_
     config = config.__class__(**{**config.__dict__, "docs_dir": str(docs)})
     Path(config.state_dir).mkdir()
     stamp = "20261203T101010Z"
-    as_attacker(parent, lambda fd: os.symlink(str(victim.parent), f".lpse-restore-{stamp}", dir_fd=fd))
+    def plant(fd: int) -> None:
+        os.symlink(str(victim.parent), f".lpse-restore-{stamp}", dir_fd=fd)
+        os.mkdir(f"documents.before-restore-{stamp}", dir_fd=fd)  # the old aside name, filled: rename failed
+        os.mkdir(f"documents.before-restore-{stamp}/full", dir_fd=fd)
+    as_attacker(parent, plant)
     targets = []
 
     def fake_restic(settings, name, args, **kwargs):  # what restic does with --target: write below it
@@ -212,8 +216,13 @@ def test_a_restore_stages_documents_in_a_root_owned_folder_not_at_a_predictable_
     assert stat.S_ISDIR(staging.st_mode) and staging.st_uid == 0 and stat.S_IMODE(staging.st_mode) == 0o700
     assert not current.staging.startswith(str(parent) + "/"), "staged inside the folder spse owns"
     assert os.lstat(current.staging).st_dev == os.lstat(docs).st_dev  # renamed into place, never copied
+    (docs / "live.pdf").write_bytes(b"the live one")
     restore.put_documents_in_place(current)
     assert (docs / "restored.pdf").read_bytes() == b"from the snapshot"
+    aside = current.result["moved_aside"]["documents"]["to"]
+    assert aside != f"{docs}.before-restore-{stamp}" and aside.startswith(f"{docs}.before-restore-{stamp}-")
+    assert (Path(aside) / "live.pdf").read_bytes() == b"the live one"
+    assert os.listdir(parent / f"documents.before-restore-{stamp}") == ["full"]
 
 
 def test_a_new_data_dir_is_chowned_by_descriptor_never_through_a_link(tmp_path: Path):

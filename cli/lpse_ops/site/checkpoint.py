@@ -138,7 +138,7 @@ def rollback_database(settings: Settings, args) -> dict:
     result = {"action": "rollback-db", "ok": False, "name": record["name"], "label": record["label"],
               "restore_point": record["restore_point"], "steps": []}
     pgdata = settings.pg_data
-    aside = f"{pgdata}.before-rollback-{stamp}"
+    aside = safefs.aside_name(pgdata, "before-rollback", stamp)  # postgres owns the parent
     log(f"rolling the database back to {record['restore_point']} (set {record['label']})")
     run_command(["systemctl", "stop", settings.spse_unit], step="stop spse")
     run_command(["systemctl", "stop", settings.pg_unit], step="stop postgresql")

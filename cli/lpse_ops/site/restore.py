@@ -229,7 +229,7 @@ def stop_services(current: Restore) -> None:
 def move_database_aside(current: Restore) -> None:
     """Move the data dir aside (kept, never deleted) and create an empty one."""
     pgdata = current.settings.pg_data
-    aside = f"{pgdata}.before-restore-{current.stamp}"
+    aside = safefs.aside_name(pgdata, "before-restore", current.stamp)  # postgres owns the parent
     os.rename(pgdata, aside)
     current.result["moved_aside"]["pgdata"] = {"from": pgdata, "to": aside}
     current.step(f"moved {pgdata} aside to {aside}")
@@ -302,11 +302,15 @@ def put_documents_in_place(current: Restore) -> None:
     if current.staging_failure:
         raise current.staging_failure[0]
     docs = current.settings.docs_dir
-    docs_aside = f"{docs}.before-restore-{current.stamp}"
-    if os.path.exists(docs):
-        os.rename(docs, docs_aside)
-        current.result["moved_aside"]["documents"] = {"from": docs, "to": docs_aside}
-    os.rename(current.staging + docs, docs)
+    docs_aside = safefs.aside_name(docs, "before-restore", current.stamp)  # spse owns the parent
+    try:
+        if os.path.lexists(docs):
+            os.rename(docs, docs_aside)
+            current.result["moved_aside"]["documents"] = {"from": docs, "to": docs_aside}
+        os.rename(current.staging + docs, docs)
+    except OSError as error:
+        raise Failure("documents_move_failed", f"could not put the restored documents in place ({error})",
+                      step="documents") from None
     shutil.rmtree(current.staging)
     current.step(f"documents restored (previous ones at {docs_aside})")
 
@@ -475,8 +479,8 @@ def roll_back(current: Restore) -> None:
 def swap_back(live: str, aside: str, stamp: str) -> str | None:
     """Rename *live* to ``*.failed-restore-<stamp>`` (if present) and *aside* back to *live*; return the kept path."""
     failed = None
-    if os.path.exists(live):
-        failed = f"{live}.failed-restore-{stamp}"
+    if os.path.lexists(live):
+        failed = safefs.aside_name(live, "failed-restore", stamp)
         os.rename(live, failed)
     os.rename(aside, live)
     return failed

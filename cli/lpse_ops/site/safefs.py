@@ -178,6 +178,12 @@ def sha256_under(root: str, relative: str) -> str:
         os.close(fd)
 
 
+def aside_name(path: str, label: str, stamp: str) -> str:
+    """``<path>.<label>-<stamp>-<8 random hex>``: where a folder is moved aside in a parent another account
+    owns (a name it could foresee, it could fill beforehand, and the rename would fail half-way)."""
+    return f"{path}.{label}-{stamp}-{secrets.token_hex(4)}"
+
+
 def temporary_name(prefix: str = ".lpse-restore-") -> str:
     """A name nobody can predict (128 random bits), for a file root creates in someone else's folder."""
     return prefix + secrets.token_hex(16)
