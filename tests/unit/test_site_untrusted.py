@@ -346,7 +346,7 @@ def test_the_delta_takes_only_regular_files_and_reports_the_rest(delta_site, mon
     with deadline(10):
         result = run.main(delta_site, SimpleNamespace(type="delta"))
     assert result["ok"] and calls == [[os.fsencode(str(docs / "real.pdf"))]] * 2, (result, calls)
-    assert result["skipped"] == [{"path": "link", "reason": "a symlink, not a regular file"},
+    assert result["skipped_files"] == [{"path": "link", "reason": "a symlink, not a regular file"},
                                  {"path": "pipe", "reason": "a fifo, not a regular file"}], result
 
 

@@ -296,9 +296,9 @@ def take_delta(settings: Settings, result: dict) -> None:
         raise Failure("documents_unsafe", f"{settings.docs_dir}: {refused.reason}; nothing was backed up",
                       step="delta") from None
     result["files"] = len(changed)
-    if skipped:
-        result["skipped"] = skipped[:50]
-        result["skipped_count"] = len(skipped)
+    if skipped:  # "skipped" (a text) says the whole run was skipped: these are files left out of it
+        result["skipped_files"] = skipped[:50]
+        result["skipped_files_count"] = len(skipped)
     if not changed:
         write_stamp(settings, walk_started)
         result.update(ok=True, skipped="no document changed since the last snapshot")
