@@ -442,3 +442,20 @@ def test_a_documents_folder_replaced_with_a_link_is_refused_by_every_operation(t
     assert documents.bring_back([row], str(tmp_path), str(docs), skipped) == [row]
     assert skipped == [{"document": "1:shadow", "reason": "documents folder: documents is a symlink, not a directory"}]
     assert untouched(victim) == ROOT_0600 and os.lstat(victim.parent).st_uid == 0
+
+
+def test_bring_back_gives_every_folder_it_makes_to_the_documents_owner(tmp_path: Path):
+    """Every folder made on the way belongs to spse with the documents dir's mode (makedirs left the
+    intermediate ones root's, so spse could not write its own documents folder afterwards)."""
+    docs, source = owned_by_attacker(tmp_path / "documents"), tmp_path / "source"
+    (source / "x" / "y").mkdir(parents=True)
+    (source / "x" / "y" / "doc").write_bytes(b"deep document")
+    (source / "x" / "y" / "doc").chmod(0o640)
+    row = documents.Document("1", _sha(b"deep document"), "x/y/doc")
+    assert documents.bring_back([row], str(source), str(docs)) == []
+    for made in (docs / "x", docs / "x" / "y"):
+        info = os.lstat(made)
+        assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (ATTACKER, ATTACKER, 0o750), made
+    info = os.lstat(docs / "x" / "y" / "doc")
+    assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (ATTACKER, 0o640)
+    assert info.st_mtime_ns == os.lstat(source / "x" / "y" / "doc").st_mtime_ns

@@ -113,6 +113,8 @@ def open_dirs(dir_fd: int, names: list[str], create: tuple[int, int, int] | None
             os.close(current)
             current = opened
             if made and create:
+                if os.fstat(current).st_uid != 0 or os.listdir(current):  # swapped after the mkdir: not ours
+                    raise Unsafe(f"{walked} was replaced while it was being made")
                 uid, gid, mode = create
                 os.fchown(current, uid, gid)
                 os.fchmod(current, mode)
