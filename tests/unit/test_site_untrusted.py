@@ -459,3 +459,26 @@ def test_bring_back_gives_every_folder_it_makes_to_the_documents_owner(tmp_path:
     info = os.lstat(docs / "x" / "y" / "doc")
     assert (info.st_uid, stat.S_IMODE(info.st_mode)) == (ATTACKER, 0o640)
     assert info.st_mtime_ns == os.lstat(source / "x" / "y" / "doc").st_mtime_ns
+
+
+def test_a_tree_nested_a_thousand_folders_deep_is_reported_not_a_crash(tmp_path: Path):
+    """os.walk recursed once per folder: spse's 1,100-deep tree raised RecursionError out of the checkpoint."""
+    docs = owned_by_attacker(tmp_path / "documents")
+    (docs / "top.pdf").write_bytes(b"top")
+
+    def plant(fd: int) -> None:
+        os.fchdir(fd)
+        for _ in range(1100):
+            os.mkdir("d")
+            os.chdir("d")
+        with open("bottom.pdf", "wb") as handle:
+            handle.write(b"bottom")
+    as_attacker(docs, plant)
+    with deadline(60):
+        found = checkpoint.documents_fingerprint(str(docs))
+        changed = run.changed_since(str(docs), 0.0, skipped := [])
+    deep = "/".join(["d"] * safefs.MAX_WALK_DEPTH)
+    assert found["entries"] == [f"top.pdf {_sha(b'top')}"], found
+    assert found["skipped"] == [{"path": deep, "reason": f"nested deeper than {safefs.MAX_WALK_DEPTH} folders: "
+                                                         "not entered"}]
+    assert changed == [str(docs / "top.pdf")] and skipped == found["skipped"]

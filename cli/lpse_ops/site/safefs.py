@@ -201,44 +201,65 @@ class Entry:
     info: os.stat_result
 
 
-def walk(root: str, skipped: list[dict] | None = None) -> Iterator[Entry]:
-    """Every non-directory below the folder *root*, sorted by path; directories entered only by descriptor.
+MAX_WALK_DEPTH = 64
+"""Folders nested deeper than this are not entered by ``walk`` (and are reported): a documents store is a few
+levels deep, and each level holds a descriptor open."""
 
-    A directory that cannot be entered (replaced by a link meanwhile, gone) is added to *skipped* with its
-    reason. A missing *root* yields nothing; a *root* that is a link raises Unsafe. The Entry's ``dir_fd``
-    is only valid until the next item is asked for.
+
+def walk(root: str, skipped: list[dict] | None = None) -> Iterator[Entry]:
+    """Every non-directory below the folder *root*, folder by folder in name order; directories entered only
+    by descriptor (O_DIRECTORY | O_NOFOLLOW), iteratively (no recursion), at most MAX_WALK_DEPTH deep.
+
+    A directory that cannot be entered (replaced by a link meanwhile, gone, too deep) is added to *skipped*
+    with its reason. A missing *root* yields nothing; a *root* that is a link raises Unsafe. The Entry's
+    ``dir_fd`` is only valid until the next item is asked for.
     """
+    skipped = skipped if skipped is not None else []
     try:
         top = open_root(root)
     except FileNotFoundError:
         return
+    stack: list[tuple[int, str, Iterator[str]]] = [(top, "", iter(()))]
     try:
-        yield from _walk(top, "", skipped if skipped is not None else [])
+        stack[0] = (top, "", iter(_names(top)))
+        while stack:
+            dir_fd, prefix, names = stack[-1]
+            name = next(names, None)
+            if name is None:
+                stack.pop()
+                os.close(dir_fd)
+                continue
+            path = f"{prefix}{name}"
+            try:
+                info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISDIR(info.st_mode):
+                yield Entry(path, dir_fd, name, info)
+                continue
+            if len(stack) >= MAX_WALK_DEPTH:
+                skipped.append({"path": path, "reason": f"nested deeper than {MAX_WALK_DEPTH} folders: not entered"})
+                continue
+            try:
+                child = os.open(name, DIRECTORY, dir_fd=dir_fd)
+            except OSError as error:
+                skipped.append({"path": path, "reason": f"could not be entered safely ({error.strerror})"})
+                continue
+            stack.append((child, f"{path}/", iter(())))
+            try:
+                stack[-1] = (child, f"{path}/", iter(_names(child)))
+            except OSError as error:
+                stack.pop()
+                os.close(child)
+                skipped.append({"path": path, "reason": f"could not be listed ({error.strerror})"})
     finally:
-        os.close(top)
+        for dir_fd, _prefix, _names_left in stack:
+            os.close(dir_fd)
 
 
-def _walk(dir_fd: int, prefix: str, skipped: list[dict]) -> Iterator[Entry]:
+def _names(dir_fd: int) -> list[str]:
     with os.scandir(dir_fd) as listing:
-        names = sorted(entry.name for entry in listing)
-    for name in names:
-        path = f"{prefix}{name}"
-        try:
-            info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except FileNotFoundError:
-            continue
-        if not stat.S_ISDIR(info.st_mode):
-            yield Entry(path, dir_fd, name, info)
-            continue
-        try:
-            child = os.open(name, DIRECTORY, dir_fd=dir_fd)
-        except OSError as error:
-            skipped.append({"path": path, "reason": f"could not be entered safely ({error.strerror})"})
-            continue
-        try:
-            yield from _walk(child, f"{path}/", skipped)
-        finally:
-            os.close(child)
+        return sorted(entry.name for entry in listing)
 
 
 def chown_new_dir(path: str, uid: int, gid: int, mode: int) -> None:
