@@ -61,6 +61,13 @@ def as_attacker(folder: Path, plant: Callable[[int], None]) -> None:
     assert os.waitstatus_to_exitcode(status) == 0, "the attacker could not plant its trap"
 
 
+def subprocess_rm(path: str) -> None:
+    """Clean up a deep tree whatever the code under test did (pytest's rmtree recurses once per folder)."""
+    import subprocess
+
+    subprocess.run(["rm", "-rf", "--one-file-system", "--", path], check=False)
+
+
 def owned_by_attacker(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     os.chown(path, ATTACKER, ATTACKER)
@@ -397,7 +404,8 @@ def test_the_scratch_instance_starts_on_root_s_configuration_and_ignores_postgre
         run_command(["/usr/lib/postgresql/15/bin/initdb", "--pgdata", where.pgdata, "--auth=peer", "--no-sync"],
                     user="postgres", timeout=120)
         pgdata = Path(where.pgdata)
-        (pgdata / "pg_hba.conf").unlink()
+        for name in ("pg_hba.conf", "postgresql.conf", "pg_ident.conf"):  # Debian keeps them in /etc
+            (pgdata / name).unlink()
         os.symlink(str(victim), pgdata / "pg_hba.conf")
         os.lchown(pgdata / "pg_hba.conf", account.pw_uid, account.pw_gid)
         (pgdata / "postgresql.auto.conf").write_text("port = 5999\narchive_mode = on\n")
@@ -473,12 +481,40 @@ def test_a_tree_nested_a_thousand_folders_deep_is_reported_not_a_crash(tmp_path:
             os.chdir("d")
         with open("bottom.pdf", "wb") as handle:
             handle.write(b"bottom")
+    try:
+        as_attacker(docs, plant)
+        with deadline(60):
+            found = checkpoint.documents_fingerprint(str(docs))
+            changed = run.changed_since(str(docs), 0.0, skipped := [])
+        deep = "/".join(["d"] * safefs.MAX_WALK_DEPTH)
+        assert found["entries"] == [f"top.pdf {_sha(b'top')}"], found
+        assert found["skipped"] == [{"path": deep, "reason": f"nested deeper than {safefs.MAX_WALK_DEPTH} "
+                                                             "folders: not entered"}]
+        assert changed == [str(docs / "top.pdf")] and skipped == found["skipped"]
+        safefs.remove_tree(str(docs))
+        assert not docs.exists()
+    finally:
+        subprocess_rm(str(docs))
+
+
+def test_verify_s_scratch_folder_is_removed_however_deep_spse_nested_its_documents(scratch_site, victim: Path):
+    """A verify restores the snapshot (spse's documents too) into the scratch folder; shutil.rmtree raised
+    RecursionError on a 1,100-deep tree, so the folder stayed and every later verify failed to prepare it.
+    A link in there pointing out is removed as a link, never followed."""
+    config, where = scratch_site
+    docs = owned_by_attacker(Path(where.files) / "var" / "lib" / "spse" / "documents")
+
+    def plant(fd: int) -> None:
+        os.symlink(str(victim.parent), "etc", dir_fd=fd)
+        os.fchdir(fd)
+        for _ in range(1100):
+            os.mkdir("d")
+            os.chdir("d")
     as_attacker(docs, plant)
-    with deadline(60):
-        found = checkpoint.documents_fingerprint(str(docs))
-        changed = run.changed_since(str(docs), 0.0, skipped := [])
-    deep = "/".join(["d"] * safefs.MAX_WALK_DEPTH)
-    assert found["entries"] == [f"top.pdf {_sha(b'top')}"], found
-    assert found["skipped"] == [{"path": deep, "reason": f"nested deeper than {safefs.MAX_WALK_DEPTH} folders: "
-                                                         "not entered"}]
-    assert changed == [str(docs / "top.pdf")] and skipped == found["skipped"]
+    try:
+        with deadline(60):
+            scratch.remove(config, where)
+    finally:
+        subprocess_rm(where.root)
+    assert not os.path.lexists(where.root)
+    assert untouched(victim) == ROOT_0600 and os.listdir(victim.parent) == ["shadow"]

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import pwd
-import shutil
 import tempfile
 import threading
 import time
@@ -311,7 +310,7 @@ def put_documents_in_place(current: Restore) -> None:
     except OSError as error:
         raise Failure("documents_move_failed", f"could not put the restored documents in place ({error})",
                       step="documents") from None
-    shutil.rmtree(current.staging)
+    safefs.remove_tree(current.staging)
     current.step(f"documents restored (previous ones at {docs_aside})")
 
 
@@ -427,7 +426,8 @@ def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
                             wanted: list[documents.Document]) -> list[documents.Document]:
     """Restore just *wanted* from *snapshot* into a scratch folder and bring back those whose hash matches."""
     docs = current.settings.docs_dir
-    with tempfile.TemporaryDirectory(prefix=".lpse-restore-later-", dir=current.settings.state_dir) as scratch:
+    scratch = tempfile.mkdtemp(prefix=".lpse-restore-later-", dir=current.settings.state_dir)
+    try:
         done = engine.restic_call(current.settings, current.restic_name,
                                   restic.restore_args(snapshot.id, scratch,
                                                       include=[os.path.join(docs, d.stored_path) for d in wanted]),
@@ -435,6 +435,8 @@ def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
         if done.returncode != 0:
             return wanted
         return documents.bring_back(wanted, scratch + docs, docs, current.documents_skipped)
+    finally:
+        safefs.remove_tree(scratch)  # not TemporaryDirectory: its rmtree recursed once per folder
 
 
 def start_application(current: Restore) -> None:

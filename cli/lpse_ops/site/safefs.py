@@ -23,6 +23,7 @@ import hashlib
 import os
 import secrets
 import stat
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -304,6 +305,22 @@ def make_owned_dir(path: str, uid: int, gid: int, mode: int) -> None:
     """Make the directory *path* (its parent must exist) owned by *uid*/*gid* with *mode*, safely."""
     os.mkdir(path, 0o700)
     chown_new_dir(path, uid, gid, mode)
+
+
+def remove_tree(path: str, timeout: float = 3600) -> None:
+    """Remove the folder *path* and everything in it, never following a link, however deep it nests.
+
+    ``shutil.rmtree`` recurses once per folder: a tree spse nested a thousand folders deep (restored from
+    a snapshot into a scratch or staging folder) raised RecursionError, and the folder stayed. GNU ``rm``
+    walks without recursion and does not follow links; ``--one-file-system`` keeps it off any mount.
+    Raises OSError when the folder is still there afterwards.
+    """
+    if not os.path.lexists(path):
+        return
+    done = subprocess.run(["rm", "-rf", "--one-file-system", "--", path], capture_output=True, text=True,
+                          timeout=timeout, check=False, cwd="/")
+    if os.path.lexists(path):
+        raise OSError(f"could not remove {path}: {(done.stderr or '').strip()[-400:]}")
 
 
 def unlink_quietly(name: str, dir_fd: int) -> None:
