@@ -23,9 +23,10 @@ import hashlib
 import os
 import secrets
 import stat
-import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
+
+from lpse_ops.site.proc import run
 
 DIRECTORY = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 REGULAR = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -317,8 +318,7 @@ def remove_tree(path: str, timeout: float = 3600) -> None:
     """
     if not os.path.lexists(path):
         return
-    done = subprocess.run(["rm", "-rf", "--one-file-system", "--", path], capture_output=True, text=True,
-                          timeout=timeout, check=False, cwd="/")
+    done = run(["rm", "-rf", "--one-file-system", "--", path], timeout=timeout, check=False, step="clean up")
     if os.path.lexists(path):
         raise OSError(f"could not remove {path}: {(done.stderr or '').strip()[-400:]}")
 
