@@ -518,3 +518,46 @@ def test_verify_s_scratch_folder_is_removed_however_deep_spse_nested_its_documen
         subprocess_rm(where.root)
     assert not os.path.lexists(where.root)
     assert untouched(victim) == ROOT_0600 and os.listdir(victim.parent) == ["shadow"]
+
+
+def test_staging_uses_the_state_dir_only_while_only_root_can_change_it(tmp_path: Path):
+    config = site_settings(tmp_path)
+    docs = owned_by_attacker(tmp_path / "spse" / "documents")
+    os.chown(docs.parent, ATTACKER, ATTACKER)
+    config = config.__class__(**{**config.__dict__, "docs_dir": str(docs)})
+    Path(config.state_dir).mkdir(mode=0o755)
+    assert restore.staging_parent(config) == (config.state_dir, None)
+    os.chmod(config.state_dir, 0o775)  # group-writable: someone else could swap the staging folder
+    assert restore.staging_parent(config)[0] != config.state_dir
+
+
+def test_documents_on_their_own_spse_owned_disk_are_staged_at_a_random_name_with_a_warning(tmp_path: Path):
+    """/var/lib/spse as its own filesystem, its root spse's: no root-only folder there, so the staging is a
+    random 0700 folder next to the documents and the result says that spse could still race it."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size=1m,mode=0750,uid={ATTACKER},gid={ATTACKER}",
+                              "tmpfs", str(disk)], capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        docs = owned_by_attacker(disk / "documents")
+        config = site_settings(tmp_path)
+        config = config.__class__(**{**config.__dict__, "docs_dir": str(docs)})
+        Path(config.state_dir).mkdir(mode=0o755)
+        parent, warning = restore.staging_parent(config)
+        assert parent == str(disk) and "spse could still swap it" in warning, (parent, warning)
+        current = restore.Restore(config, "1", None, "latest", {"steps": [], "moved_aside": {}}, "20261203T101010Z",
+                                  snapshot=SimpleNamespace(short_id="abc", id="abc"))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(engine, "restic_call", lambda *a, **k: SimpleNamespace(returncode=0, stdout="", stderr=""))
+            restore.stage_documents(current)
+            current.staging_thread.join(10)
+        made = os.lstat(current.staging)
+        assert os.path.dirname(current.staging) == str(disk) and made.st_uid == 0
+        assert stat.S_IMODE(made.st_mode) == 0o700 and len(os.path.basename(current.staging)) > 16
+        assert current.result["staging_warning"] == warning
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

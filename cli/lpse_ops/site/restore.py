@@ -179,6 +179,8 @@ def staging_parent(settings: Settings) -> tuple[str, str | None]:
     (both fail) a random name next to the documents, with the warning that spse could still race it.
     """
     parent = os.path.dirname(settings.docs_dir.rstrip("/"))
+    if not os.path.isdir(parent):  # no documents' folder at all: any root-only folder will do
+        return settings.state_dir, None
     device = os.stat(parent).st_dev
     mount = parent
     while mount != "/" and os.stat(os.path.dirname(mount)).st_dev == device:
