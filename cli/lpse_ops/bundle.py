@@ -38,6 +38,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from lpse_ops import jsonlimits
 from lpse_ops.settings import current as current_settings
 
 FORMAT = 1
@@ -337,13 +338,17 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _load_manifest_json(raw: bytes) -> Any:
+    """Parse manifest.json strictly (no floats, constants or duplicate keys; at most jsonlimits.MAX_DEPTH
+    levels: it is read before its signature can be checked); raise BundleError (malformed) otherwise."""
     try:
-        return json.loads(
+        return jsonlimits.loads(
             raw.decode("utf-8"),
             parse_float=_reject_float,
             parse_constant=_reject_constant,
             object_pairs_hook=_no_duplicate_keys,
         )
+    except jsonlimits.TooDeep as error:
+        raise _malformed(str(error)) from None
     except (UnicodeDecodeError, ValueError) as error:  # JSONDecodeError is a ValueError
         raise _malformed(f"not valid UTF-8 JSON ({error})") from None
 

@@ -20,9 +20,12 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 def home() -> Path:
-    """Return the lpse-ops data folder (created on demand), outside git."""
+    """Return the lpse-ops data folder (created on demand, 0700: it holds the state store, keys and
+    runner artifacts), outside git. An existing folder keeps its mode."""
     path = current_settings().home or Path.home() / ".local/share/lpse-ops"
-    path.mkdir(parents=True, exist_ok=True)
+    if not path.is_dir():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.mkdir(mode=0o700, exist_ok=True)
     return path
 
 

@@ -731,3 +731,12 @@ def test_cli_is_registered_in_main() -> None:
 
 def test_private_key_files_are_not_world_readable(release: Release) -> None:
     assert os.stat(release.key).st_mode & 0o077 == 0
+
+
+@pytest.mark.parametrize("raw", [b"[" * 100_000 + b"]" * 100_000, b'{"a": ' * 100 + b"1" + b"}" * 100])
+def test_verify_deeply_nested_manifest_refused_clearly(release: Release, tmp_path: Path, raw: bytes) -> None:
+    """A bundle's manifest.json is parsed before its signature can be checked: 100,000 levels used to raise
+    RecursionError (a crash), 100 levels a misleading complaint about key_id."""
+    key = private_key(release.key)
+    message = rejected(tampered(release, tmp_path, lambda ms: resign(ms, key, raw)), release)
+    assert "manifest.json is malformed" in message and "nested more than 64 levels deep" in message, message

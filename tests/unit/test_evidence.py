@@ -369,3 +369,43 @@ def test_verify_against_the_witness_without_witness_settings_says_what_to_set(tm
                                                  "--witness"])
     assert result.exit_code == 1, result.output
     assert "--witness needs the witness settings (LPSE_OPS_WITNESS_*" in result.output
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000
+
+
+@pytest.mark.parametrize("member", [evidence.MANIFEST, evidence.WITNESS_OBJECTS, evidence.SEGMENT])
+def test_verify_refuses_deeply_nested_json_with_a_finding_not_a_crash(tmp_path: Path, keys, filled,
+                                                                      member: str) -> None:
+    """``[[[[...]]]]`` 100,000 deep used to raise RecursionError out of verify (no report at all)."""
+    path = _export(tmp_path, keys)
+    deep = DEEP if member != evidence.SEGMENT else DEEP + b"\n"
+    _rewrite(path, [(name, deep if name == member else data) for name, data in _members(path)])
+    report = evidence.verify(path, keys["trusted"])
+    assert not report.ok
+    nested = [f for f in report.findings if "nested more than 64 levels deep" in f.message]
+    assert nested and nested[0].file == member, [f.as_dict() for f in report.findings]
+
+
+def test_verify_streams_members_and_refuses_a_bundle_over_the_total_cap(tmp_path: Path, keys, filled,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each member used to be read whole into memory, with no cap on their total."""
+    path = _export(tmp_path, keys)
+    members = _members(path)
+    total = sum(len(data) for _, data in members)
+    monkeypatch.setattr(evidence, "MAX_TOTAL_BYTES", total - 1)
+    report = evidence.verify(path, keys["trusted"])
+    assert not report.ok
+    capped = [f for f in report.findings if f.kind == "unreadable" and "larger than any evidence bundle" in f.message]
+    assert capped, [f.as_dict() for f in report.findings]
+    monkeypatch.setattr(evidence, "MAX_TOTAL_BYTES", total)
+    assert evidence.verify(path, keys["trusted"]).ok
+    reads = []
+    real_read = tarfile.ExFileObject.read
+
+    def counted(self, size=-1):
+        reads.append(size)
+        return real_read(self, size)
+    monkeypatch.setattr(tarfile.ExFileObject, "read", counted)
+    assert evidence.verify(path, keys["trusted"]).ok
+    assert reads and all(0 < size <= evidence.READ_BLOCK for size in reads), reads  # never read(-1): streamed

@@ -29,8 +29,9 @@ def restic_calls(monkeypatch):
     calls = []
 
     def fake(settings, name, args, **kwargs):
-        listing = args[args.index("--files-from-verbatim") + 1]
-        calls.append((name, args, Path(listing).read_text().split()))
+        listing = Path(args[args.index("--files-from-raw") + 1]).read_bytes()
+        assert listing.endswith(b"\0"), "restic refuses a raw list without its trailing NUL"
+        calls.append((name, args, [os.fsdecode(path) for path in listing[:-1].split(b"\0")]))
         return SimpleNamespace(returncode=0, stdout='{"message_type":"summary","snapshot_id":"abc","files_new":1}\n',
                                stderr="")
     monkeypatch.setattr(engine, "restic_call", fake)

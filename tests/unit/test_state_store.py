@@ -221,3 +221,29 @@ def test_runs_link_to_their_parent_so_a_rollout_groups_its_waves_and_steps(tmp_p
         assert store.audit_entries()[-2]["detail"]["parent_id"] == wave
         with pytest.raises(RunNotFoundError, match="parent run 999 not found"):
             store.start_run("upgrade.site", {}, ["site1"], parent_id=999)
+
+
+def test_the_default_store_file_is_created_0600_and_the_home_folder_0700(lpse_home: Path) -> None:
+    """The store holds the audit log and every run: another local account must read none of it."""
+    import os
+    import stat
+
+    old_umask = os.umask(0o022)  # the usual umask: files 0644, folders 0755 unless asked otherwise
+    try:
+        StateStore.open().close()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(lpse_home).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(lpse_home / "state.db").st_mode) == 0o600
+
+
+def test_an_explicit_sqlite_store_file_is_created_0600(tmp_path: Path) -> None:
+    import os
+    import stat
+
+    old_umask = os.umask(0o022)
+    try:
+        StateStore.open(f"sqlite:///{tmp_path / 'elsewhere' / 'store.db'}").close()
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(os.stat(tmp_path / "elsewhere" / "store.db").st_mode) == 0o600

@@ -38,7 +38,7 @@ from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
-from lpse_ops import bundle, config
+from lpse_ops import bundle, config, jsonlimits
 from lpse_ops.state import StateStore, audit, witness
 from lpse_ops.state import evidence as records
 
@@ -49,9 +49,14 @@ SIGNATURE = "manifest.sig"
 PASSPHRASE_ENV = "LPSE_OPS_EVIDENCE_KEY_PASSPHRASE"  # noqa: S105 - the name of a variable, not a secret
 OPERATION = "evidence.export"
 MAX_MEMBER_BYTES = 1024 * 1024 * 1024
+MAX_TOTAL_BYTES = 4 * 1024 * 1024 * 1024
+"""verify reads no more than this from one bundle, all members together (a year of a site is megabytes)."""
+READ_BLOCK = 1024 * 1024
 SITE_ENTRIES = "audit/site-entries.jsonl"
 SEGMENT = "audit/chain-segment.jsonl"
 WITNESS_OBJECTS = "witness/objects.json"
+PARSED = frozenset({MANIFEST, SIGNATURE, SITE_ENTRIES, SEGMENT, WITNESS_OBJECTS})
+"""The members verify parses, so holds in memory; every other one is only hashed as it streams by."""
 README = "BACA-SAYA.txt"
 
 # Other areas' records: (file, module, function); each function is (store, since, until) -> [dict with "site"].
@@ -414,10 +419,26 @@ class VerifyReport:
                 "witness_objects": self.witness_objects, "findings": [f.as_dict() for f in self.findings]}
 
 
-def _read_members(path: Path, report: VerifyReport) -> dict[str, bytes]:
-    """Read every regular member of the tar at *path*; damage and odd members become findings."""
-    members: dict[str, bytes] = {}
+@dataclass(frozen=True)
+class Member:
+    """One regular member of a bundle as verify read it: its sha256 and size, and its bytes when verify
+    parses it (``PARSED``); every other member is hashed as it streams by, never held in memory."""
+
+    sha256: str
+    size: int
+    data: bytes | None = None
+
+
+def _read_members(path: Path, report: VerifyReport) -> dict[str, Member]:
+    """Read every regular member of the tar at *path*, in blocks; damage and odd members become findings.
+
+    Each member is at most MAX_MEMBER_BYTES and all of them together at most MAX_TOTAL_BYTES (the sizes
+    the tar headers declare, checked before a byte of the member is read): past that, the rest of the
+    bundle is not read and the refusal is a finding.
+    """
+    members: dict[str, Member] = {}
     last = "the start"
+    total = 0
     try:
         with tarfile.open(path, mode="r:") as tar:
             while True:
@@ -439,16 +460,34 @@ def _read_members(path: Path, report: VerifyReport) -> dict[str, bytes]:
                     report.add("unreadable", f"{name}: {member.size} bytes is larger than any evidence file",
                                file=name)
                     continue
-                handle = tar.extractfile(member)
-                data = handle.read() if handle else b""
+                total += member.size
+                if total > MAX_TOTAL_BYTES:
+                    report.add("unreadable", f"the files up to {name} hold more than {MAX_TOTAL_BYTES} bytes, larger "
+                                             "than any evidence bundle: the rest of it was not read", file=name)
+                    break
+                read = _read_member(tar, member, keep=name in PARSED)
                 if name in members:
                     report.add("duplicate", f"{name}: appears twice in the tar (added)", file=name)
                     continue
-                members[name] = data
+                members[name] = read
                 last = name
     except (OSError, tarfile.TarError) as error:
         report.add("unreadable", f"{path} is not a readable tar ({error})")
     return members
+
+
+def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo, keep: bool) -> Member:
+    """Hash *member* in READ_BLOCK pieces; keep its bytes only when *keep*."""
+    digest, size, kept = hashlib.sha256(), 0, bytearray() if keep else None
+    handle = tar.extractfile(member)
+    if handle is not None:
+        with handle:
+            while block := handle.read(READ_BLOCK):
+                digest.update(block)
+                size += len(block)
+                if kept is not None:
+                    kept += block
+    return Member(digest.hexdigest(), size, bytes(kept) if kept is not None else None)
 
 
 def _parse_jsonl(name: str, data: bytes, report: VerifyReport) -> list[dict[str, Any]]:
@@ -457,7 +496,7 @@ def _parse_jsonl(name: str, data: bytes, report: VerifyReport) -> list[dict[str,
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = jsonlimits.loads(line)
             rows.append({key: row[key] for key in (*audit.HASHED_FIELDS, "hash")})
         except (ValueError, KeyError, TypeError) as error:
             report.add("entry", f"{name} line {number}: not an audit entry ({error})", file=name)
@@ -504,12 +543,13 @@ def verify(path: Path, trusted_keys_dir: Path, against_witness: bool = False) ->
         raise EvidenceError(f"no public key (*.pub) in {trusted_keys_dir}: copy LKPP's evidence public key into it")
     report = VerifyReport(str(path))
     members = _read_members(Path(path), report)
-    manifest_data, signature = members.get(MANIFEST), members.get(SIGNATURE)
+    kept = {name: member.data for name, member in members.items() if member.data is not None}
+    manifest_data, signature = kept.get(MANIFEST), kept.get(SIGNATURE)
     if manifest_data is None:
         report.add("missing", f"{MANIFEST} is missing: nothing in the bundle can be checked", file=MANIFEST)
         return report
     try:
-        manifest = json.loads(manifest_data)
+        manifest = jsonlimits.loads(manifest_data)
         listed = {entry["path"]: entry for entry in manifest["files"]}
         if manifest.get("kind") != KIND or manifest.get("format") != FORMAT:
             raise ValueError(f"not an lpse-ops evidence manifest (kind {manifest.get('kind')!r})")
@@ -532,18 +572,18 @@ def verify(path: Path, trusted_keys_dir: Path, against_witness: bool = False) ->
                 report.add("signature", f"bad signature: {MANIFEST} or {SIGNATURE} was altered after signing",
                            file=MANIFEST)
     for name, entry in sorted(listed.items()):
-        data = members.get(name)
-        if data is None:
+        found = members.get(name)
+        if found is None:
             report.add("missing", f"{name}: listed in the manifest but missing from the bundle (removed)", file=name)
-        elif _sha256(data) != entry.get("sha256") or len(data) != entry.get("size"):
+        elif found.sha256 != entry.get("sha256") or found.size != entry.get("size"):
             report.add("altered", f"{name}: its sha256 differs from the manifest's (altered)", file=name)
     for name in sorted(set(members) - set(listed) - {MANIFEST, SIGNATURE}):
         if listed:
             report.add("added", f"{name}: not listed in the manifest (added)", file=name)
     report.files = len([name for name in listed if name in members])
-    _check_content(members, manifest, report)
+    _check_content(kept, manifest, report)
     if against_witness:
-        _check_witness_bucket(members, report)
+        _check_witness_bucket(kept, report)
     return report
 
 
@@ -558,7 +598,7 @@ def _check_witness_bucket(members: dict[str, bytes], report: VerifyReport) -> No
     if where is None:
         raise EvidenceError("--witness needs the witness settings (LPSE_OPS_WITNESS_*, docs/settings.md)")
     try:
-        objects = json.loads(members.get(WITNESS_OBJECTS, b"[]") or b"[]")
+        objects = jsonlimits.loads(members.get(WITNESS_OBJECTS, b"[]") or b"[]")
     except ValueError:
         return  # already reported
     s3_client = witness.client(where)
@@ -604,7 +644,7 @@ def _check_content(members: dict[str, bytes], manifest: Mapping[str, Any], repor
                            f"{audit_part.get('segment_first_seq')}-{audit_part.get('segment_last_seq')} (cut)",
                    file=SEGMENT)
     try:
-        objects = json.loads(members.get(WITNESS_OBJECTS, b"[]") or b"[]")
+        objects = jsonlimits.loads(members.get(WITNESS_OBJECTS, b"[]") or b"[]")
         heads = [(int(o["seq"]), str(o["hash"])) for o in objects]
     except (ValueError, KeyError, TypeError) as error:
         report.add("witness", f"{WITNESS_OBJECTS} is not a list of witness objects ({error})", file=WITNESS_OBJECTS)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import shutil
+import stat
 import time
 from types import SimpleNamespace
 
-from lpse_ops.site import documents, engine, manifest, pgbackrest, postgres, restore, run, services
+from lpse_ops.site import engine, manifest, pgbackrest, postgres, restore, run, safefs, services
 from lpse_ops.site.clock import iso, now_utc, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log
@@ -43,18 +43,46 @@ def checked_name(name: str) -> str:
 
 
 def documents_fingerprint(root: str) -> dict:
-    """Every file under *root*: count, bytes, and one sha256 over the sorted ``path sha256`` lines."""
-    lines = []
+    """Every regular file under *root*: count, bytes, and one sha256 over the sorted ``path sha256`` lines.
+
+    *root* is spse's: it is walked by descriptor (``safefs.walk``), and only regular files are hashed
+    (lstat, then O_NOFOLLOW | O_NONBLOCK and fstat), so a FIFO or a link to /dev/zero can never hang an
+    upgrade in maintenance. Anything else is listed in ``skipped`` (path and reason), not fingerprinted.
+    """
+    lines: list[str] = []
+    skipped: list[dict] = []
     size = 0
-    for folder, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            path = os.path.join(folder, name)
-            size += os.lstat(path).st_size
-            lines.append(f"{os.path.relpath(path, root)} {documents.sha256_file(path)}")
+    try:
+        found = list(_regular_files(root, skipped))
+    except safefs.Unsafe as refused:
+        raise Failure("documents_unsafe", f"{root}: {refused.reason}; the documents cannot be fingerprinted",
+                      step="documents") from None
+    for path, digest, length in found:
+        size += length
+        lines.append(f"{path} {digest}")
     lines.sort()
-    return {"files": len(lines), "bytes": size, "sha256": hashlib.sha256("\n".join(lines).encode()).hexdigest(),
-            "entries": lines}
+    skipped.sort(key=lambda item: item["path"])
+    digest = hashlib.sha256("\n".join(lines).encode("utf-8", "surrogateescape")).hexdigest()
+    return {"files": len(lines), "bytes": size, "sha256": digest, "entries": lines, "skipped": skipped}
+
+
+def _regular_files(root: str, skipped: list[dict]):
+    """Yield (path, sha256, size) of every regular file under *root*; add the rest to *skipped*."""
+    for entry in safefs.walk(root, skipped):
+        if not stat.S_ISREG(entry.info.st_mode):
+            skipped.append({"path": entry.path, "reason": safefs.not_regular(entry.info.st_mode)})
+            continue
+        try:
+            fd = safefs.open_regular(entry.dir_fd, entry.name, entry.path)
+        except safefs.Unsafe as refused:
+            skipped.append({"path": entry.path, "reason": refused.reason})
+            continue
+        except FileNotFoundError:
+            continue
+        try:
+            yield entry.path, safefs.sha256_fd(fd), os.fstat(fd).st_size
+        finally:
+            os.close(fd)
 
 
 def take(settings: Settings, args) -> dict:
@@ -110,15 +138,14 @@ def rollback_database(settings: Settings, args) -> dict:
     result = {"action": "rollback-db", "ok": False, "name": record["name"], "label": record["label"],
               "restore_point": record["restore_point"], "steps": []}
     pgdata = settings.pg_data
-    aside = f"{pgdata}.before-rollback-{stamp}"
+    aside = safefs.aside_name(pgdata, "before-rollback", stamp)  # postgres owns the parent
     log(f"rolling the database back to {record['restore_point']} (set {record['label']})")
     run_command(["systemctl", "stop", settings.spse_unit], step="stop spse")
     run_command(["systemctl", "stop", settings.pg_unit], step="stop postgresql")
     os.rename(pgdata, aside)
     result["steps"].append(f"moved {pgdata} aside to {aside}")
     try:
-        os.makedirs(pgdata, mode=0o700)
-        shutil.chown(pgdata, "postgres", "postgres")
+        restore.make_data_dir(pgdata)
         engine.pgbackrest_call(settings, rollback_to_point_args(record["label"], record["restore_point"]),
                                step="pgbackrest restore", timeout=engine.DAY_S)
         services.start(settings.pg_unit, step="start postgresql")
@@ -153,7 +180,7 @@ def compare(settings: Settings, args) -> dict:
     identical = not table_problems and not doc_problems
     return {"action": "compare", "ok": identical, "identical": identical, "name": record["name"],
             "tables": {name: want["rows"] for name, want in sorted(tables.items())},
-            "documents": {"files": now["files"], "sha256": now["sha256"]},
+            "documents": {"files": now["files"], "sha256": now["sha256"], "skipped": now["skipped"][:50]},
             "problems": (table_problems + doc_problems)[:50],
             **({} if identical else {"code": "data_differs", "step": "compare",
                                      "error": f"{len(table_problems)} table(s) and {len(doc_problems)} document(s) "

@@ -6,6 +6,7 @@ The control machine uses the same parsers (``lpse_ops.backends.restic`` re-expor
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -119,8 +120,23 @@ DELTA_TAG = "delta"
 
 
 def delta_args(site_code: str, files_from: str) -> list[str]:
-    """``restic backup`` of exactly the files listed (one path a line) in *files_from*, tagged delta."""
-    return ["backup", "--json", "--tag", site_code, "--tag", DELTA_TAG, "--files-from-verbatim", files_from]
+    """``restic backup`` of exactly the files listed in *files_from* (``delta_listing``: NUL-terminated
+    paths, ``--files-from-raw``, restic 0.12 and later), tagged delta."""
+    return ["backup", "--json", "--tag", site_code, "--tag", DELTA_TAG, "--files-from-raw", files_from]
+
+
+def delta_listing(docs_dir: str, paths: list[str]) -> bytes:
+    """The bytes of a ``--files-from-raw`` list of *paths*: each path followed by one NUL.
+
+    A file name may hold a newline (spse names the folders), never a NUL, so no name can end one path and
+    start another. Every path must lie strictly inside *docs_dir*, already normalized; anything else raises
+    ValueError (the list is root's order to back a file up into both repositories).
+    """
+    inside = docs_dir.rstrip("/") + "/"
+    for path in paths:
+        if "\0" in path or not path.startswith(inside) or os.path.normpath(path) != path or path == inside:
+            raise ValueError(f"{path!r} is outside the documents folder {docs_dir}: not given to restic")
+    return b"".join(os.fsencode(path) + b"\0" for path in paths)
 
 
 def full(snapshots: list[Snapshot]) -> list[Snapshot]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
+import pwd
 import tempfile
 import threading
 import time
@@ -32,7 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from lpse_ops.site import documents, engine, locking, pgbackrest, postgres, restic, services
+from lpse_ops.site import documents, engine, locking, pgbackrest, postgres, restic, safefs, services
 from lpse_ops.site.clock import iso, now_utc, parse_time, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log, run
@@ -68,6 +68,8 @@ class Restore:
     latest: bool = False
     stanza_system_id: int | None = None
     set_timeline: int | None = None
+    documents_skipped: list[dict] = field(default_factory=list)
+    """Documents refused while bringing them back (a link, a FIFO, an unsafe path), with the reason."""
 
     @property
     def restic_name(self) -> str:
@@ -167,13 +169,40 @@ def note_live_timeline(current: Restore) -> None:
                                           f"{current.stanza_system_id}): a rebuilt server")
 
 
-def stage_documents(current: Restore) -> None:
-    """Start restoring the documents to a staging folder next to the live one (same filesystem).
+def staging_parent(settings: Settings) -> tuple[str, str | None]:
+    """Return (a folder to stage restored documents in, a warning or None).
 
-    It runs in a thread, beside the database's restore; ``put_documents_in_place`` waits for it.
+    Never a folder spse can write: spse owns the documents' parent, so a name there can be swapped for a
+    link between its creation and restic's restore into it (restic, as root, follows it). The staging
+    must be on the documents' filesystem (it is renamed into place), so: the state dir when it is there
+    and only root can change it, else the root of that filesystem when only root can change it; else
+    (both fail) a random name next to the documents, with the warning that spse could still race it.
+    """
+    parent = os.path.dirname(settings.docs_dir.rstrip("/"))
+    if not os.path.isdir(parent):  # no documents' folder at all: any root-only folder will do
+        return settings.state_dir, None
+    device = os.stat(parent).st_dev
+    mount = parent
+    while mount != "/" and os.stat(os.path.dirname(mount)).st_dev == device:
+        mount = os.path.dirname(mount)
+    for candidate in (settings.state_dir, mount):
+        if os.path.isdir(candidate) and os.stat(candidate).st_dev == device and safefs.root_only(candidate):
+            return candidate, None
+    return parent, (f"no root-only folder on the documents' filesystem: staged next to them in {parent}, which "
+                    "spse can write (a random name, but spse could still swap it while restic restores)")
+
+
+def stage_documents(current: Restore) -> None:
+    """Start restoring the documents to a staging folder on the documents' filesystem, root's own.
+
+    It runs in a thread, beside the database's restore; ``put_documents_in_place`` waits for it. The folder
+    is made by ``mkdtemp`` (a random name, mode 0700) in a folder only root can change (``staging_parent``).
     """
     docs = current.settings.docs_dir
-    current.staging = os.path.join(os.path.dirname(docs), f".lpse-restore-{current.stamp}")
+    parent, warning = staging_parent(current.settings)
+    if warning:
+        current.result["staging_warning"] = warning
+    current.staging = tempfile.mkdtemp(prefix=".lpse-restore-", dir=parent)
     current.step(f"restoring documents of snapshot {current.snapshot.short_id} to {current.staging}")
 
     def restore_documents() -> None:
@@ -201,12 +230,18 @@ def stop_services(current: Restore) -> None:
 def move_database_aside(current: Restore) -> None:
     """Move the data dir aside (kept, never deleted) and create an empty one."""
     pgdata = current.settings.pg_data
-    aside = f"{pgdata}.before-restore-{current.stamp}"
+    aside = safefs.aside_name(pgdata, "before-restore", current.stamp)  # postgres owns the parent
     os.rename(pgdata, aside)
     current.result["moved_aside"]["pgdata"] = {"from": pgdata, "to": aside}
     current.step(f"moved {pgdata} aside to {aside}")
-    os.makedirs(pgdata, mode=0o700)
-    shutil.chown(pgdata, "postgres", "postgres")
+    make_data_dir(pgdata)
+
+
+def make_data_dir(pgdata: str) -> None:
+    """Make the empty data dir *pgdata*, postgres's, 0700; its parent is postgres's, so it is chowned by
+    descriptor (``safefs.make_owned_dir``), never through a link swapped in after the mkdir."""
+    account = pwd.getpwnam("postgres")
+    safefs.make_owned_dir(pgdata, account.pw_uid, account.pw_gid, 0o700)
 
 
 def restore_database(current: Restore) -> None:
@@ -268,12 +303,16 @@ def put_documents_in_place(current: Restore) -> None:
     if current.staging_failure:
         raise current.staging_failure[0]
     docs = current.settings.docs_dir
-    docs_aside = f"{docs}.before-restore-{current.stamp}"
-    if os.path.exists(docs):
-        os.rename(docs, docs_aside)
-        current.result["moved_aside"]["documents"] = {"from": docs, "to": docs_aside}
-    os.rename(current.staging + docs, docs)
-    shutil.rmtree(current.staging)
+    docs_aside = safefs.aside_name(docs, "before-restore", current.stamp)  # spse owns the parent
+    try:
+        if os.path.lexists(docs):
+            os.rename(docs, docs_aside)
+            current.result["moved_aside"]["documents"] = {"from": docs, "to": docs_aside}
+        os.rename(current.staging + docs, docs)
+    except OSError as error:
+        raise Failure("documents_move_failed", f"could not put the restored documents in place ({error})",
+                      step="documents") from None
+    safefs.remove_tree(current.staging)
     current.step(f"documents restored (previous ones at {docs_aside})")
 
 
@@ -303,11 +342,12 @@ def reconcile_documents(current: Restore) -> None:
 def find_documents(current: Restore) -> tuple[dict, list[documents.Document]]:
     """Bring every referenced document into place from wherever it is; return the report and those still missing."""
     settings, docs = current.settings, current.settings.docs_dir
+    current.documents_skipped.clear()
     referenced = documents.parse_rows(postgres.psql(settings, documents.QUERY, step="documents", timeout=HOUR_S))
     wanted = [d for d in referenced if not documents.matches(d, docs)]
     report = {"referenced": len(referenced), "from_snapshot": len(referenced) - len(wanted)}
     aside = (current.result["moved_aside"].get("documents") or {}).get("to")
-    still = documents.bring_back(wanted, aside, docs) if aside and wanted else wanted
+    still = documents.bring_back(wanted, aside, docs, current.documents_skipped) if aside and wanted else wanted
     report["from_set_aside"] = len(wanted) - len(still)
     before = len(still)
     still = documents_from_snapshots(current, [s for s in reversed(current.snapshots)
@@ -318,6 +358,9 @@ def find_documents(current: Restore) -> tuple[dict, list[documents.Document]]:
                                                if s.time < current.snapshot.time], still)
     report["from_earlier_snapshots"] = before - len(still)
     report["missing"] = [d.label for d in still]
+    if current.documents_skipped:
+        report["skipped"] = current.documents_skipped[:50]
+        report["skipped_count"] = len(current.documents_skipped)
     return report, still
 
 
@@ -385,14 +428,17 @@ def documents_from_snapshot(current: Restore, snapshot: restic.Snapshot,
                             wanted: list[documents.Document]) -> list[documents.Document]:
     """Restore just *wanted* from *snapshot* into a scratch folder and bring back those whose hash matches."""
     docs = current.settings.docs_dir
-    with tempfile.TemporaryDirectory(prefix=".lpse-restore-later-", dir=os.path.dirname(docs)) as scratch:
+    scratch = tempfile.mkdtemp(prefix=".lpse-restore-later-", dir=current.settings.state_dir)
+    try:
         done = engine.restic_call(current.settings, current.restic_name,
                                   restic.restore_args(snapshot.id, scratch,
                                                       include=[os.path.join(docs, d.stored_path) for d in wanted]),
                                   url=current.restic_url, check=False, step="restic restore", timeout=engine.DAY_S)
         if done.returncode != 0:
             return wanted
-        return documents.bring_back(wanted, scratch + docs, docs)
+        return documents.bring_back(wanted, scratch + docs, docs, current.documents_skipped)
+    finally:
+        safefs.remove_tree(scratch)  # not TemporaryDirectory: its rmtree recursed once per folder
 
 
 def start_application(current: Restore) -> None:
@@ -437,8 +483,8 @@ def roll_back(current: Restore) -> None:
 def swap_back(live: str, aside: str, stamp: str) -> str | None:
     """Rename *live* to ``*.failed-restore-<stamp>`` (if present) and *aside* back to *live*; return the kept path."""
     failed = None
-    if os.path.exists(live):
-        failed = f"{live}.failed-restore-{stamp}"
+    if os.path.lexists(live):
+        failed = safefs.aside_name(live, "failed-restore", stamp)
         os.rename(live, failed)
     os.rename(aside, live)
     return failed

@@ -16,12 +16,13 @@ import contextlib
 import os
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lpse_ops.site import engine, locking, manifest, pgbackrest, postgres, restic
+from lpse_ops.site import engine, locking, manifest, pgbackrest, postgres, restic, safefs
 from lpse_ops.site.clock import iso, now_utc, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log
@@ -124,13 +125,10 @@ def need_space(path: str, wanted: int, step: str) -> int:
 
 
 def tree_size(path: str) -> int:
-    """Return the total size of the files under *path*."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(root, name)).st_size
-    return total
+    """Return the total size of the regular files under *path* (walked by descriptor, no link followed)."""
+    with contextlib.suppress(OSError, safefs.Unsafe):
+        return sum(entry.info.st_size for entry in safefs.walk(path) if stat.S_ISREG(entry.info.st_mode))
+    return 0
 
 
 # --- the database -------------------------------------------------------------------------------
@@ -244,15 +242,21 @@ def write_stamp(settings: Settings, moment: float) -> None:
     os.replace(f"{path}.tmp", path)
 
 
-def changed_since(root: str, since: float) -> list[str]:
-    """Every file under *root* whose inode changed at or after *since* (a new upload, a rename into place)."""
+def changed_since(root: str, since: float, skipped: list[dict] | None = None) -> list[str]:
+    """Every regular file under *root* whose inode changed at or after *since* (a new upload, a rename into place).
+
+    *root* is spse's: walked by descriptor, never through a link; a changed entry that is not a regular file
+    (a link, a FIFO) is added to *skipped* with its reason instead (the 5-minute snapshot records those).
+    """
     found = []
-    for folder, _dirs, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with contextlib.suppress(OSError):
-                if os.lstat(path).st_ctime >= since:
-                    found.append(path)
+    skipped = skipped if skipped is not None else []
+    for entry in safefs.walk(root, skipped):
+        if entry.info.st_ctime < since:
+            continue
+        if stat.S_ISREG(entry.info.st_mode):
+            found.append(os.path.join(root, entry.path))
+        else:
+            skipped.append({"path": entry.path, "reason": safefs.not_regular(entry.info.st_mode)})
     return sorted(found)
 
 
@@ -285,8 +289,16 @@ def take_delta(settings: Settings, result: dict) -> None:
         result.update(ok=True, skipped="no documents snapshot yet: the next documents run takes the first")
         return
     walk_started = time.time()
-    changed = changed_since(settings.docs_dir, since - STAMP_SLACK_S)
+    skipped: list[dict] = []
+    try:
+        changed = changed_since(settings.docs_dir, since - STAMP_SLACK_S, skipped)
+    except safefs.Unsafe as refused:
+        raise Failure("documents_unsafe", f"{settings.docs_dir}: {refused.reason}; nothing was backed up",
+                      step="delta") from None
     result["files"] = len(changed)
+    if skipped:  # "skipped" (a text) says the whole run was skipped: these are files left out of it
+        result["skipped_files"] = skipped[:50]
+        result["skipped_files_count"] = len(skipped)
     if not changed:
         write_stamp(settings, walk_started)
         result.update(ok=True, skipped="no document changed since the last snapshot")
@@ -312,8 +324,12 @@ def snapshot_delta(settings: Settings, name: str, paths: list[str]) -> dict:
     restic exits 3 when a listed file vanished before it was read (a document deleted meanwhile): the
     snapshot holds the others, which is what a delta is for.
     """
-    with tempfile.NamedTemporaryFile("w", prefix="delta-", suffix=".list", dir=settings.state_dir) as listing:
-        listing.write("\n".join(paths) + "\n")
+    try:
+        listing_bytes = restic.delta_listing(settings.docs_dir, paths)
+    except ValueError as error:
+        raise Failure("documents_unsafe", str(error), step=f"restic backup {name}") from None
+    with tempfile.NamedTemporaryFile("wb", prefix="delta-", suffix=".list", dir=settings.state_dir) as listing:
+        listing.write(listing_bytes)
         listing.flush()
         done = engine.restic_call(settings, name, restic.delta_args(settings.site_code, listing.name), check=False,
                                   step=f"restic backup {name}", timeout=engine.DAY_S)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import shlex
 import shutil
 import time
 from dataclasses import dataclass
 
-from lpse_ops.site import postgres
+from lpse_ops.site import postgres, safefs
 from lpse_ops.site.explain import tail
 from lpse_ops.site.proc import run
 from lpse_ops.site.settings import Settings
@@ -42,6 +44,11 @@ class Scratch:
     def socket_dir(self) -> str:
         return os.path.join(self.root, "run")
 
+    @property
+    def conf_dir(self) -> str:
+        """The instance's configuration: root's folder (in root's scratch folder), never the data dir."""
+        return os.path.join(self.root, "conf")
+
 
 def settings_from_control(control: str) -> str:
     """Return postgresql.conf lines for the limits ``pg_controldata`` printed (pure)."""
@@ -53,23 +60,52 @@ def settings_from_control(control: str) -> str:
     return lines
 
 
-def scratch_conf(port: int, socket_dir: str, from_control: str) -> str:
-    """Return the scratch instance's postgresql.conf: socket only, no archiving, the primary's limits."""
+def scratch_conf(port: int, socket_dir: str, from_control: str, conf_dir: str | None = None) -> str:
+    """Return the scratch instance's postgresql.conf: socket only, no archiving, the primary's limits; with
+    *conf_dir*, pg_hba.conf and pg_ident.conf are read from there, not from the data dir."""
+    files = (f"hba_file = '{conf_dir}/pg_hba.conf'\nident_file = '{conf_dir}/pg_ident.conf'\n" if conf_dir else "")
     return (f"port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{socket_dir}'\n"
             "archive_mode = off\nshared_buffers = 64MB\nwal_level = replica\nlogging_collector = off\n"
-            + from_control)
+            + files + from_control)
 
 
 def configure(settings: Settings, scratch: Scratch) -> None:
-    """Give the restored data dir (Debian keeps the config in /etc) a minimal, isolated configuration."""
+    """Write the scratch instance's configuration into root's ``conf`` folder, never into the data dir.
+
+    The restored data dir is postgres's: any name there may be a link postgres planted (in the live data
+    dir, so in the backup, or during the restore), and writing pg_hba.conf through it as root rewrote
+    and chowned whatever it pointed at. So the files are root's, 0644, created fresh (O_EXCL, O_NOFOLLOW)
+    in a folder only root can write, and ``start`` hands them to PostgreSQL by path (``server_options``).
+    """
     control = run([postgres.pg_bin(settings, "pg_controldata"), scratch.pgdata], user="postgres", check=False).stdout
-    files = {"postgresql.conf": scratch_conf(scratch.port, scratch.socket_dir, settings_from_control(control)),
+    files = {"postgresql.conf": scratch_conf(scratch.port, scratch.socket_dir, settings_from_control(control),
+                                             scratch.conf_dir),
              "pg_hba.conf": "local all postgres peer\n", "pg_ident.conf": ""}
-    for name, text in files.items():
-        path = os.path.join(scratch.pgdata, name)
-        with open(path, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        shutil.chown(path, "postgres", "postgres")
+    if os.path.lexists(scratch.conf_dir):
+        safefs.remove_tree(scratch.conf_dir)
+    os.mkdir(scratch.conf_dir, 0o755)
+    folder = os.open(scratch.conf_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    try:
+        if os.fstat(folder).st_uid != 0:
+            raise OSError(f"{scratch.conf_dir} is not root's: refusing to write the scratch configuration there")
+        os.fchmod(folder, 0o755)
+        for name, text in files.items():
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                         dir_fd=folder)
+            with open(fd, "w", encoding="utf-8") as handle:
+                os.fchmod(fd, 0o644)
+                handle.write(text)
+    finally:
+        os.close(folder)
+
+
+def server_options(scratch: Scratch) -> list[str]:
+    """PostgreSQL's own options for the scratch instance (``pg_ctl --options``): its configuration file in
+    root's folder, and, over anything the restored data dir's postgresql.auto.conf says, its isolation:
+    its own port and socket only, no archiving into the site's repositories."""
+    settings = {"config_file": f"{scratch.conf_dir}/postgresql.conf", "port": str(scratch.port),
+                "listen_addresses": "", "unix_socket_directories": scratch.socket_dir, "archive_mode": "off"}
+    return [f"-c {name}={shlex.quote(value)}" for name, value in settings.items()]
 
 
 def make_dirs(scratch: Scratch) -> None:
@@ -83,15 +119,27 @@ def make_dirs(scratch: Scratch) -> None:
 def start(settings: Settings, scratch: Scratch) -> tuple[bool, str | None]:
     """Start the instance; return (True, None) or (False, the last lines of its log)."""
     logfile = os.path.join(scratch.root, "postgresql.log")
-    with open(logfile, "a", encoding="utf-8"):
-        pass
-    shutil.chown(logfile, "postgres", "postgres")
+    account = pwd.getpwnam("postgres")
+    fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchown(fd, account.pw_uid, account.pw_gid)
+    finally:
+        os.close(fd)
+    options = f"--options={' '.join(server_options(scratch))}"
     out = run([postgres.pg_bin(settings, "pg_ctl"), "--pgdata", scratch.pgdata, "--log", logfile, "--wait",
-               "--timeout=3600", "start"], user="postgres", check=False, step="scratch start", timeout=3700)
+               "--timeout=3600", options, "start"], user="postgres", check=False, step="scratch start", timeout=3700)
     if out.returncode == 0:
         return True, None
-    with open(logfile, encoding="utf-8", errors="replace") as handle:
-        return False, tail(handle.read(), 8)
+    return False, tail(log_tail(logfile), 8)
+
+
+def log_tail(logfile: str, limit: int = 64 * 1024) -> str:
+    """The last *limit* bytes of the instance's log (postgres writes it: never read whole, never followed)."""
+    fd = os.open(logfile, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with open(fd, "rb") as handle:
+        size = os.fstat(fd).st_size
+        handle.seek(max(0, size - limit))
+        return handle.read(limit).decode("utf-8", errors="replace")
 
 
 def wait_promoted(settings: Settings, scratch: Scratch, timeout: float = 3600) -> bool:
@@ -111,5 +159,4 @@ def remove(settings: Settings, scratch: Scratch) -> None:
     if os.path.exists(os.path.join(scratch.pgdata, "postmaster.pid")):
         run([postgres.pg_bin(settings, "pg_ctl"), "--pgdata", scratch.pgdata, "--mode=immediate", "--wait", "stop"],
             user="postgres", check=False, timeout=120)
-    if os.path.isdir(scratch.root):
-        shutil.rmtree(scratch.root)
+    safefs.remove_tree(scratch.root)  # restored documents are spse's: any depth, any links

@@ -14,9 +14,10 @@ UPDATE/TRUNCATE privilege on ``audit_log``), so two lpse-ops processes never for
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -112,6 +113,9 @@ def engine_for(url: str | URL) -> Engine:
             options: dict[str, Any] = {"connect_args": {"timeout": 30}}
             if _is_memory(parsed):
                 options = {"connect_args": {"check_same_thread": False}, "poolclass": StaticPool}
+            else:  # created 0600 before SQLite makes it 0644: it holds the runs and the audit log
+                with suppress(FileExistsError):
+                    os.close(os.open(parsed.database, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
             engine = create_engine(parsed, **options)
             _sqlite_transactions(engine)
         else:

@@ -1,0 +1,62 @@
+"""Root on a site never trusts what spse controls (issue 22), against the lab's real site: spse plants a
+folder whose name holds a newline, a FIFO and a link to /dev/zero in its documents, and the site tool's
+own timers' commands (the 30-second delta, an upgrade's checkpoint) run on them as root.
+Site: site1 of the test lab."""
+
+from __future__ import annotations
+
+import json
+
+from tests.lab.labkit import on_site, start_documents_timers, stop_documents_timers
+
+DOCS = "/var/lib/spse/documents"
+ENV = "set -a; . /etc/lpse-backup/restic.env; set +a; export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password"
+
+
+def as_spse(script: str) -> str:
+    """Run *script* as the spse account (the application's, which owns the documents)."""
+    return on_site(f"runuser -u spse -- bash -c {json.dumps(script)}")
+
+
+def site_tool(*args: str, timeout: float = 900) -> dict:
+    """Run ``lpse-backup ARGS`` on the site as root, bounded; return its JSON record."""
+    out = on_site(f"timeout {int(timeout)} lpse-backup {' '.join(args)}", check=False, timeout=timeout + 60)
+    assert out.strip(), "lpse-backup printed nothing (killed by timeout: it hung)"
+    return json.loads(out)
+
+
+def test_a_newline_in_a_document_folder_name_never_backs_up_etc_shadow(backed_up):
+    """``documents/a\\n/etc/shadow``: one path a line, the delta used to hand restic /etc/shadow."""
+    stop_documents_timers()
+    try:
+        as_spse(f"mkdir -p $'{DOCS}/attack-nl\\n/etc' && echo decoy > $'{DOCS}/attack-nl\\n/etc/shadow'")
+        result = site_tool("run", "--type", "delta")
+        assert result["ok"] and not result.get("skipped") and result["files"] >= 1, result
+        snapshot = result["restic"]["local"]["snapshot_id"]
+        found = json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic find --json "
+                                   f"--snapshot {snapshot} /etc/shadow") or "[]")
+        assert not any(entry.get("matches") for entry in found), f"/etc/shadow is in the delta snapshot: {found}"
+        listed = on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic ls --json {snapshot}")
+        paths = [json.loads(line).get("path", "") for line in listed.splitlines() if '"path"' in line]
+        assert f"{DOCS}/attack-nl\n/etc/shadow" in paths, paths
+        assert not any(path.startswith("/etc") for path in paths), paths
+    finally:
+        on_site(f"rm -rf $'{DOCS}/attack-nl\\n'")
+        start_documents_timers()
+
+
+def test_a_fifo_or_a_link_to_dev_zero_never_hangs_an_upgrade_checkpoint(backed_up):
+    """The checkpoint hashes every document while the site shows the maintenance page: a FIFO or a link to
+    /dev/zero used to block it for ever."""
+    as_spse(f"mkfifo {DOCS}/attack-fifo && ln -s /dev/zero {DOCS}/attack-zero && ln -s /etc/shadow "
+            f"{DOCS}/attack-shadow")
+    try:
+        result = site_tool("checkpoint", "--name", "attack-22", timeout=600)
+        assert result["ok"], result
+        skipped = {item["path"]: item["reason"] for item in result["documents"]["skipped"]}
+        assert skipped == {"attack-fifo": "a fifo, not a regular file", "attack-zero": "a symlink, not a regular file",
+                           "attack-shadow": "a symlink, not a regular file"}, result["documents"]
+    finally:
+        on_site(f"rm -f {DOCS}/attack-fifo {DOCS}/attack-zero {DOCS}/attack-shadow "
+                "/var/lib/lpse-backup/checkpoints/attack-22.json")
+    assert on_site("stat -c %U:%a /etc/shadow").strip() in ("root:640", "root:600"), "/etc/shadow changed hands"
