@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -118,6 +119,24 @@ def stop_documents_timers(site: str = SITE) -> None:
 
 def start_documents_timers(site: str = SITE) -> None:
     on_site(" && ".join(f"systemctl start lpse-backup-{name}.timer" for name in DOCUMENTS_TIMERS), site=site)
+
+
+DATABASE_TIMERS = ("full", "diff", "incr")
+"""The database backups' timers (the hourly incremental, the daily diff, the weekly full)."""
+
+
+@contextlib.contextmanager
+def database_timers_stopped(site: str = SITE):
+    """No scheduled database backup while the block runs (a test that counts backup sets decides when one is
+    taken: the hourly incremental once landed in the middle of such a test); waits (bounded) for a run in
+    progress, and starts the timers again afterwards."""
+    for name in DATABASE_TIMERS:
+        on_site(f"systemctl stop lpse-backup-{name}.timer && timeout 900 sh -c "
+                f"'while systemctl is-active --quiet lpse-backup-{name}.service; do sleep 1; done'", site=site)
+    try:
+        yield
+    finally:
+        on_site(" && ".join(f"systemctl start lpse-backup-{name}.timer" for name in DATABASE_TIMERS), site=site)
 
 
 def backup_cli(*args: str, timeout: float = 1800, site: str = SITE):

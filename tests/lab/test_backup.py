@@ -13,6 +13,7 @@ import pytest
 from tests.lab.labkit import (
     SITE,
     backup_cli,
+    database_timers_stopped,
     documents_not_matching,
     on_site,
     run_cli,
@@ -192,18 +193,19 @@ def backup_count() -> int:
      "stanza spse missing"),
 ])
 def test_backup_faults_give_a_clear_error_and_leave_backups_as_they_were(backed_up, fault, expected):
-    before = backup_count()
-    on_site(fault)
-    try:
-        code, report, output = backup_cli("run", "--type", "incr")
-        assert code == 3, output
-        error = report["outputs"][SITE].get("error", "")
-        assert expected in error, error
-    finally:
-        on_site("if mountpoint -q /var/lib/pgbackrest; then umount /var/lib/pgbackrest; fi; "
-                "[ -f /etc/pgbackrest/pgbackrest.conf.bak ] && mv /etc/pgbackrest/pgbackrest.conf.bak "
-                "/etc/pgbackrest/pgbackrest.conf || true")
-    assert backup_count() == before
+    with database_timers_stopped():  # only this test's backup may run: the count is compared below
+        before = backup_count()
+        on_site(fault)
+        try:
+            code, report, output = backup_cli("run", "--type", "incr")
+            assert code == 3, output
+            error = report["outputs"][SITE].get("error", "")
+            assert expected in error, error
+        finally:
+            on_site("if mountpoint -q /var/lib/pgbackrest; then umount /var/lib/pgbackrest; fi; "
+                    "[ -f /etc/pgbackrest/pgbackrest.conf.bak ] && mv /etc/pgbackrest/pgbackrest.conf.bak "
+                    "/etc/pgbackrest/pgbackrest.conf || true")
+        assert backup_count() == before
 
 
 def test_restore_that_cannot_reach_its_target_rolls_the_site_back(backed_up):
