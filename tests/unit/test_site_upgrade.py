@@ -212,3 +212,135 @@ def test_bake_needs_a_baseline(tmp_path):
     with pytest.raises(Failure) as caught:
         upgrade.bake(None, args, clock=FakeTime(T0).clock, sleep=lambda s: None)
     assert caught.value.code == "bad_arguments"
+
+
+# ---- apply ----------------------------------------------------------------------------------------------
+
+
+class FakeSite:
+    """systemctl, the migrations and SPSE's HTTP answers of a site, recorded in one list of events."""
+
+    def __init__(self, base, healthy_after: int = 2, version: str = "1.2", schema: int = 3,
+                 fail_migration: str | None = None, tender: str = "42", document_sha: str = "ab12") -> None:
+        self.base, self.events, self.polls = base, [], 0
+        self.healthy_after, self.version, self.schema = healthy_after, version, schema
+        self.fail_migration, self.tender, self.document_sha = fail_migration, tender, document_sha
+
+    def command(self, verb, unit, step):
+        self.events.append((verb, unit))
+
+    def migrator(self, base, version, env_file, java, user):
+        self.events.append(("migrate", version, env_file, user))
+        if version == self.fail_migration:
+            raise Failure("command_failed", f"migration of {version} failed", step="migrate")
+        return {"applied": [version]}
+
+    def fetch(self, url, timeout):
+        if url.endswith("/health"):
+            self.polls += 1
+            if self.polls < self.healthy_after:
+                return 503, b'{"status": "starting"}'
+            return 200, json.dumps({"status": "ok", "version": self.version,
+                                    "schema_version": self.schema}).encode()
+        if "/tenders" in url:
+            return 200, json.dumps([{"id": int(self.tender)}]).encode()
+        raise AssertionError(url)
+
+    def fetch_sha256(self, url, timeout):
+        assert url.endswith("/documents/7"), url
+        return 200, self.document_sha
+
+
+def apply_args(base, *extra: str):
+    return cli.parser().parse_args(["upgrade-apply", "--base", str(base), "--path", "1.1,1.2", "--unit", "spse.service",
+                                    "--port", "8080", "--env-file", "/etc/spse/spse.env", "--schema", "3",
+                                    "--known-tender", "42", "--known-document", "7", "--known-sha256", "ab12", *extra])
+
+
+def apply_on(site: FakeSite, args) -> dict:
+    fake = FakeTime(T0)
+    return upgrade.apply(None, args, clock=fake.clock, sleep=fake.sleep, fetch=site.fetch,
+                         fetch_sha256=site.fetch_sha256, command=site.command, migrator=site.migrator)
+
+
+def with_releases(tmp_path):
+    base = site_base(tmp_path, "1.0")
+    for version in ("1.1", "1.2"):
+        (base / "releases" / version).mkdir()
+    return base
+
+
+def test_apply_stops_migrates_in_order_switches_starts_and_checks(tmp_path):
+    base = with_releases(tmp_path)
+    site = FakeSite(base, healthy_after=3)
+    record = apply_on(site, apply_args(base))
+    assert record["ok"] is True, record
+    assert site.events == [("stop", "spse.service"), ("migrate", "1.1", "/etc/spse/spse.env", "spse"),
+                           ("migrate", "1.2", "/etc/spse/spse.env", "spse"), ("start", "spse.service")]
+    assert (base / "current").resolve() == (base / "releases" / "1.2").resolve()
+    assert record["migrated"] and record["switched"] and record["health"]["version"] == "1.2"
+    assert record["serving_at"] - record["stopped_at"] == 2  # two 1 s waits for /health
+    assert record["smoke"] == {"tender": "42", "document": "7"}
+
+
+def test_apply_failed_migration_stops_before_the_switch_and_says_the_database_changed(tmp_path):
+    base = with_releases(tmp_path)
+    site = FakeSite(base, fail_migration="1.2")
+    record = apply_on(site, apply_args(base))
+    assert record["ok"] is False and record["step"] == "migrate" and record["migrated"] is True, record
+    assert record["switched"] is False and ("start", "spse.service") not in site.events
+    assert (base / "current").resolve() == (base / "releases" / "1.0").resolve()
+
+
+def test_apply_unhealthy_release_fails_the_health_step_after_the_timeout(tmp_path):
+    base = with_releases(tmp_path)
+    site = FakeSite(base, healthy_after=10**6)
+    record = apply_on(site, apply_args(base, "--health-timeout", "5"))
+    assert (record["ok"], record["code"], record["step"]) == (False, "unhealthy", "health"), record
+    assert record["switched"] is True and record["serving_at"] is None and site.polls == 6
+
+
+@pytest.mark.parametrize("change, code", [({"version": "1.1"}, "unhealthy"), ({"schema": 2}, "wrong_schema"),
+                                          ({"tender": "41"}, "smoke_tender"),
+                                          ({"document_sha": "ffff"}, "smoke_document")])
+def test_apply_health_gate_and_smoke_test_failures(tmp_path, change, code):
+    base = with_releases(tmp_path)
+    site = FakeSite(base, **change)
+    record = apply_on(site, apply_args(base, "--health-timeout", "3"))
+    assert (record["ok"], record["code"], record["step"]) == (False, code, "health"), record
+
+
+def test_apply_without_known_items_skips_the_smoke_reads(tmp_path):
+    base = with_releases(tmp_path)
+    site = FakeSite(base)
+    args = cli.parser().parse_args(["upgrade-apply", "--base", str(base), "--path", "1.1", "--unit", "spse.service",
+                                    "--port", "8080", "--env-file", "/etc/spse/spse.env"])
+    site.version = "1.1"
+    record = apply_on(site, args)
+    assert record["ok"] is True and record["smoke"] == {"tender": None, "document": None}, record
+
+
+def test_apply_unexpected_error_still_reports_how_far_it_went(tmp_path):
+    base = with_releases(tmp_path)
+    site = FakeSite(base)
+
+    def broken(*args):
+        raise RuntimeError("disk on fire")
+
+    site.migrator = broken
+    record = apply_on(site, apply_args(base))
+    assert record["code"] == "unexpected" and record["migrated"] is True and record["switched"] is False, record
+
+
+def test_migrate_runs_the_jar_as_the_user_with_the_env_file_not_the_password(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_run(argv, **kwargs):
+        calls.append((argv, kwargs))
+        return subprocess.CompletedProcess(argv, 0, stdout='migrating\n{"applied": ["0002"]}\n', stderr="")
+
+    monkeypatch.setattr(upgrade, "run", fake_run)
+    assert upgrade.migrate("/opt/spse", "1.1", "/etc/spse/spse.env", "/usr/bin/java", "spse") == {"applied": ["0002"]}
+    [(argv, kwargs)] = calls
+    assert kwargs["user"] == "spse" and argv[:2] == ["/bin/sh", "-c"]
+    assert argv[-3:] == ["/etc/spse/spse.env", "/usr/bin/java", "/opt/spse/releases/1.1/lib/spse.jar"]

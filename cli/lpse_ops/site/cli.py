@@ -11,7 +11,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup checkpoint --name NAME | rollback-db --name NAME | compare --name NAME   (upgrades)
     lpse-backup traffic --since EPOCH [--until EPOCH] [--log PATH]   (requests to SPSE in a window)
     lpse-backup audit [--lynis] [--no-aide]   (compliance facts; lpse-ops audit decides the controls)
-    lpse-backup upgrade-prepare ... | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
+    lpse-backup upgrade-prepare | upgrade-apply | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
 what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
@@ -33,9 +33,10 @@ ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": s
                               "restore": restore.main, "checkpoint": checkpoint.take,
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
                               "traffic": nginxlog.main, "audit": audit.main,
-                              "upgrade-prepare": upgrade.prepare, "upgrade-bake": upgrade.bake}
+                              "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
+                              "upgrade-bake": upgrade.bake}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
-WITHOUT_SETTINGS = {"audit", "upgrade-prepare", "upgrade-bake"}
+WITHOUT_SETTINGS = {"audit", "upgrade-prepare", "upgrade-bake", "upgrade-apply"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 

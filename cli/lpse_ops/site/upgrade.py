@@ -1,6 +1,7 @@
 """An upgrade's phases on the site, each one call (playbooks/upgrade.yml is their table of contents).
 
     lpse-backup upgrade-prepare --base DIR --from V --to V --database DB --baseline-seconds S [--log PATH]
+    lpse-backup upgrade-apply --base DIR --path V1,V2 --unit U --port P --env-file F [--schema N] [--known-* ...]
     lpse-backup upgrade-bake --baseline-json JSON|FILE | --baseline-since E --baseline-until E
                              --warmup S --bake S --min-requests N [limits] [--log PATH]
 
@@ -9,6 +10,12 @@ and the guard's outcome (``proceed``, ``already`` on the target, ``refused`` on 
 the plan found, with the reason text), the release ``current`` points at, the baseline of nginx's log
 (the last ``--baseline-seconds`` before now) and the newest tender and document (with its sha256) for
 the smoke test.
+
+``upgrade-apply`` is the change: SPSE stopped, every release's migrations in order (as the SPSE user,
+with the service's environment file), ``current`` switched to the target, SPSE started, ``/health``
+waited for until it reports the target (and ``--schema``), the known tender and document read through
+SPSE (the document by its sha256). Its record says how far it went (``migrated``, ``switched``,
+``stopped_at``, ``serving_at``), on failure too, so the playbook's rollback knows what to undo.
 
 ``upgrade-bake`` waits out the warm-up (a fresh JVM is slow at first), lets the site's own traffic run
 for ``--bake`` seconds, measures that window from nginx's log and decides with ``canary.decide``
@@ -149,3 +156,178 @@ def add_parsers(sub) -> None:
     judge.add_argument("--p95-slack-ms", type=float, default=defaults.p95_slack_ms)
     judge.add_argument("--max-p95-ms", type=float, default=defaults.max_p95_ms)
     judge.add_argument("--log", default=nginxlog.DEFAULT_LOG, help="the lpse_timed access log")
+    add_apply_parser(sub)
+
+
+# ---- apply: stop, migrate, switch, start, the health gate and the smoke test ---------------------------
+
+MIGRATE_SCRIPT = 'set -a && . "$1" && set +a && exec "$2" -jar "$3" migrate'
+SMOKE_TIMEOUT_S = 30
+
+
+def migrate(base: str, version: str, env_file: str, java: str, user: str) -> dict:
+    """Run release *version*'s migrations as *user* with the service's environment file (the password stays
+    in the file, never on a command line); return the tool's JSON (its last stdout line: ``applied``, ...)."""
+    jar = os.path.join(base, "releases", version, "lib", "spse.jar")
+    result = run(["/bin/sh", "-c", MIGRATE_SCRIPT, "spse-migrate", env_file, java, jar], user=user, step="migrate")
+    lines = [text for text in result.stdout.splitlines() if text.strip()]
+    try:
+        return json.loads(lines[-1]) if lines else {}
+    except ValueError:
+        return {"output": lines[-1]}
+
+
+def switch(base: str, version: str) -> str:
+    """Point ``base/current`` at ``releases/<version>`` atomically (a new link renamed over the old one)."""
+    target = os.path.join(base, "releases", version)
+    if not os.path.isdir(target):
+        raise Failure("release_missing", f"{target} is not unpacked", step="switch")
+    staging = os.path.join(base, ".current.switching")
+    if os.path.lexists(staging):
+        os.unlink(staging)
+    os.symlink(target, staging)
+    os.replace(staging, os.path.join(base, "current"))
+    return target
+
+
+def health_ready(status: int, body: dict | None, version: str) -> bool:
+    """True when /health answered 200 with status ok and the wanted version."""
+    return (status == 200 and isinstance(body, dict) and body.get("status") == "ok"
+            and str(body.get("version")) == version)
+
+
+def get(url: str, timeout: float) -> tuple[int, bytes]:
+    """GET *url*; return (status, body); (0, b'') when nothing answered."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (a local http URL)
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+    except (OSError, ValueError):
+        return 0, b""
+
+
+def get_sha256(url: str, timeout: float) -> tuple[int, str]:
+    """GET *url* streaming; return (status, sha256 of the body); (0, '') when nothing answered."""
+    import hashlib
+    import urllib.error
+    import urllib.request
+
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (a local http URL)
+            for block in iter(lambda: response.read(1024 * 1024), b""):
+                digest.update(block)
+            return response.status, digest.hexdigest()
+    except urllib.error.HTTPError as error:
+        return error.code, ""
+    except (OSError, ValueError):
+        return 0, ""
+
+
+def json_of(body: bytes):
+    """*body* parsed as JSON, None when it is not JSON."""
+    try:
+        return json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+
+
+def wait_healthy(port: int, version: str, timeout_s: float, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], None] = time.sleep, fetch: Callable = get) -> dict:
+    """Poll /health until it reports *version* with status ok; return its JSON, or raise Failure(unhealthy)."""
+    deadline = clock() + timeout_s
+    status, body = 0, None
+    while True:
+        status, raw = fetch(f"http://127.0.0.1:{port}/health", 5)
+        body = json_of(raw)
+        if health_ready(status, body, version):
+            return body
+        if clock() >= deadline:
+            raise Failure("unhealthy", f"/health did not report {version} with status ok within {timeout_s:.0f} s "
+                          f"(last: HTTP {status} {json.dumps(body)[:300]})", step="health")
+        sleep(1)
+
+
+def smoke(port: int, known: dict, fetch: Callable = get, fetch_sha256: Callable = get_sha256) -> dict:
+    """Read the known tender (the newest listed) and document (by its sha256) through SPSE; raise on a miss."""
+    checked = {"tender": None, "document": None}
+    if known.get("tender"):
+        status, raw = fetch(f"http://127.0.0.1:{port}/tenders?limit=1", 10)
+        listed = json_of(raw)
+        first = str(listed[0].get("id")) if isinstance(listed, list) and listed and isinstance(listed[0], dict) else ""
+        if status != 200 or first != known["tender"]:
+            raise Failure("smoke_tender", f"/tenders?limit=1 answered HTTP {status} with tender {first or 'none'}, "
+                          f"expected {known['tender']}", step="health")
+        checked["tender"] = first
+    if known.get("document"):
+        status, digest = fetch_sha256(f"http://127.0.0.1:{port}/documents/{known['document']}", SMOKE_TIMEOUT_S)
+        if status != 200 or digest != known.get("sha256"):
+            raise Failure("smoke_document", f"/documents/{known['document']} answered HTTP {status} with sha256 "
+                          f"{digest}, expected {known.get('sha256')}", step="health")
+        checked["document"] = known["document"]
+    return checked
+
+
+def systemctl(verb: str, unit: str, step: str) -> None:
+    """``systemctl VERB UNIT``; a failure is a Failure at *step*."""
+    run(["systemctl", verb, unit], step=step)
+
+
+def apply(_settings, args, clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep,
+          fetch: Callable = get, fetch_sha256: Callable = get_sha256, command: Callable = systemctl,
+          migrator: Callable = migrate) -> dict:
+    """``upgrade-apply``: stop SPSE, every hop's migrations in order, current to the target, start, the health
+    gate (version, status, schema) and the smoke test. The record says how far it went (``migrated``: a
+    migration was started, so the database must come back on a rollback; ``switched``), on failure too."""
+    path = [version for version in args.path.split(",") if version]
+    record = {"action": "upgrade-apply", "ok": False, "to_version": path[-1] if path else "", "path": path,
+              "migrated": False, "migrations": [], "switched": False, "stopped_at": None, "serving_at": None,
+              "health": None, "smoke": None}
+    try:
+        if not path:
+            raise Failure("bad_arguments", "--path names no release", step="migrate")
+        command("stop", args.unit, "migrate")
+        record["stopped_at"] = clock()
+        for version in path:
+            record["migrated"] = True
+            record["migrations"].append({"version": version, **migrator(args.base, version, args.env_file,
+                                                                          args.java, args.user)})
+        record["switched"] = True  # from here on, current may point at the target
+        switch(args.base, path[-1])
+        command("start", args.unit, "switch")
+        record["health"] = wait_healthy(args.port, path[-1], args.health_timeout, clock, sleep, fetch)
+        record["serving_at"] = clock()
+        if args.schema is not None and str(record["health"].get("schema_version")) != str(args.schema):
+            raise Failure("wrong_schema", f"/health reports schema {record['health'].get('schema_version')}, the "
+                          f"bundle's migrations end at {args.schema}", step="health")
+        known = {"tender": args.known_tender, "document": args.known_document, "sha256": args.known_sha256}
+        record["smoke"] = smoke(args.port, known, fetch, fetch_sha256)
+    except Failure as failure:
+        record.update(failure.as_fields())
+        return record
+    except Exception as error:  # noqa: BLE001 (the record must still say how far the change went)
+        record.update(code="unexpected", step=None, error=f"unexpected {type(error).__name__}: {error}")
+        return record
+    record["ok"] = True
+    return record
+
+
+def add_apply_parser(sub) -> None:
+    """Add ``upgrade-apply`` to the site tool's subparsers."""
+    go = sub.add_parser("upgrade-apply", help="an upgrade's change: stop, migrate, switch, start, health, smoke")
+    go.add_argument("--base", required=True, help="SPSE's base directory (releases/, current)")
+    go.add_argument("--path", required=True, help="the releases to migrate through, in order, comma-separated")
+    go.add_argument("--unit", required=True, help="SPSE's systemd unit")
+    go.add_argument("--port", type=int, required=True, help="SPSE's HTTP port on 127.0.0.1")
+    go.add_argument("--env-file", required=True, help="the service's environment file (the migrations read it)")
+    go.add_argument("--user", default="spse", help="the user SPSE and its migrations run as")
+    go.add_argument("--java", default="/usr/bin/java")
+    go.add_argument("--schema", help="the schema /health must report (default: not checked)")
+    go.add_argument("--health-timeout", type=float, default=90)
+    go.add_argument("--known-tender", default="", help="the newest tender's id (smoke test; empty: none)")
+    go.add_argument("--known-document", default="", help="the newest document's id (smoke test; empty: none)")
+    go.add_argument("--known-sha256", default="", help="that document's sha256")
