@@ -12,8 +12,8 @@ not ask SPSE: the maintenance page, a malformed request). A request SPSE could n
 the upstream and got no answer: 502, 504) has an upstream time and counts, as a 5xx. Latency is
 ``$request_time`` (what the user waited) in milliseconds.
 
-The site reports facts (``window_stats``); the verdict of a canary analysis (``compare``) is the control
-machine's, which imports this module as the pure parser it is. Standard library only.
+The upgrade's canary verdict is ``canary.decide`` (``lpse-backup upgrade-bake``), over two ``window_stats``
+results; ``compare`` below is an older verdict with other limits that no command uses. Standard library only.
 """
 
 from __future__ import annotations
