@@ -49,7 +49,8 @@ from lpse_ops.actions.operation import OperationRefused
 OPERATION = "runbook.run"
 STEP_OPERATION = "runbook.step"
 WARNING_EXIT_CODES = frozenset({5})
-"""Step exit codes that are a warning, not a failure (``backup status`` 5: something is older than its limit)."""
+"""Step exit codes that are a warning, not a failure (``backup status`` 5: something is older than its limit;
+``fleet status`` 5: warnings only, no critical fault)."""
 EXIT_CONTINUED_FAILURES = 5
 """``runbook run``'s exit code when every step ran but a step failed and its policy went on."""
 RESULT_EXIT_CODES = {"ok": operation.EXIT_OK, "completed_with_failures": EXIT_CONTINUED_FAILURES,
@@ -285,6 +286,11 @@ def run(request: RunbookRequest, planned: RunbookPlan | None = None) -> RunbookR
         store.close()
 
 
+def step_status(exit_code: int | None) -> str:
+    """Return a step's status from its command's exit code: ok (0), warning (WARNING_EXIT_CODES), else failed."""
+    return "ok" if exit_code == 0 else "warning" if exit_code in WARNING_EXIT_CODES else "failed"
+
+
 def finished_result(outcomes: list[StepOutcome], result: str, failed_step: str | None) -> tuple[str, str | None]:
     """Return the run's result and failed step once the loop is over (pure).
 
@@ -338,7 +344,7 @@ def _run_step(store: Any, request: RunbookRequest, parent_run_id: int, step: Pla
         store.finish_run(step_run, "aborted", {}, summary={"error": "interrupted", "output_tail": "\n".join(tail)})
         raise
     duration = time.monotonic() - started
-    status = "ok" if exit_code == 0 else "warning" if exit_code in WARNING_EXIT_CODES else "failed"
+    status = step_status(exit_code)
     outcome = StepOutcome(step, status, exit_code, duration, "\n".join(tail), step_run, started_at=started_at,
                           finished_at=datetime.now(UTC))
     store.finish_run(step_run, "failed" if status == "failed" else "ok",
