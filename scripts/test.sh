@@ -5,7 +5,7 @@
 #
 # Full (default): ruff, ansible-lint (production profile), every test: unit, integration and lab. The lab
 # tests bring up their own lab (named lpse-test, ports 2420+) and take it down at the end.
-# --fast: ruff, ansible-lint and the unit and integration tests only (no lab; about 5 minutes).
+# --fast: ruff, ansible-lint and the unit and integration tests only (no lab; about 8 CPU-minutes in all).
 # Both then run the unit tests again under a clock a year ahead (faketime -f +365d, subprocesses included),
 # so a test that fixes a date while the code reads the real clock fails now, not in a year.
 # Every pytest run writes JUnit XML into .ci-artifacts/ and prints its 20 slowest tests. Extra arguments
