@@ -449,3 +449,20 @@ def test_report_failed_sites_come_from_host_results_not_from_ok(tmp_path: Path) 
     table = html[html.index("Instalasi dan upgrade pada periode ini"):]
     table = table[:table.index("</table>")]
     assert "<td>site03, site04</td></tr>" in table and "site01" not in table and "site02" not in table
+
+
+def test_report_drill_row_names_the_runbook_steps_that_failed_and_were_passed(tmp_path: Path) -> None:
+    from lpse_ops.reports import monthly
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LPSE_OPS_HOME", str(tmp_path / "home"))
+        with StateStore.open(url) as store:
+            drill = start_drill(store, "documents-lost", "site01", TARGETS, started_at=utc("2026-11-10T03:00:00+00:00"))
+            finish_drill(store, drill, ok=True, met=True, rto_s=60.0, rpo_db_s=0.0, rpo_docs_s=0.0,
+                         detail={"runbook_result": "completed_with_failures",
+                                 "continued_failures": [{"step": "site-healthy", "section": "Verification",
+                                                         "exit_code": 3}]})
+        data = gather(url)
+    assert [(row.ok, row.passed_steps) for row in data.drills] == [(True, ["site-healthy"])]
+    assert "langkah gagal yang dilewati runbook: site-healthy" in monthly.render_html(data)

@@ -279,6 +279,8 @@ class Drill:
     rpo_docs_s: float | None
     targets: dict[str, float | None]
     met: bool | None
+    passed_steps: list[str] = field(default_factory=list)
+    """Runbook steps that failed and that the runbook went on past (on_failure=continue)."""
 
 
 @dataclass
@@ -442,7 +444,9 @@ def _drill(row: dict) -> Drill:
     return Drill(id=row.get("id"), scenario=str(row.get("scenario") or ""), site=str(row.get("site") or ""),
                  started_at=_when(row.get("started_at")), ok=row.get("ok"), failed_step=row.get("failed_step"),
                  rto_s=row.get("rto_s"), rpo_db_s=row.get("rpo_db_s"), rpo_docs_s=row.get("rpo_docs_s"),
-                 targets=dict(row.get("targets") or {}), met=row.get("met"))
+                 targets=dict(row.get("targets") or {}), met=row.get("met"),
+                 passed_steps=[str(step.get("step")) for step in ((row.get("detail") or {}).get("continued_failures")
+                                                                  or []) if isinstance(step, dict)])
 
 
 def _median(values: list[float]) -> float | None:
