@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Install what lpse-ops needs on a fresh Debian 12 control machine (run as root):
-# the Docker engine, debootstrap, a JDK (to build the reference SPSE), faketime (the tests a year ahead),
-# and the Python venv.
+# the Docker engine, debootstrap, a JDK (to build the reference SPSE), and the Python venv.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,7 +14,6 @@ command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
-command -v faketime >/dev/null || need+=(faketime)  # scripts/test.sh runs the unit tests a year ahead
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)  # tests/integration run their own server
 command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v pdftoppm >/dev/null \
   && command -v strace >/dev/null \

@@ -45,8 +45,8 @@ def file_clock(folder: str) -> float:
     """Now, as the file system stamps an inode change (a fresh file's st_ctime in *folder*).
 
     The delta compares documents' change times with its stamp, so the tests set stamps on this clock, not on
-    time.time(): under the CI's clock a year ahead (libfaketime shifts time.time() but not the change times
-    the kernel records) the two disagree by a year; on a real site they are the same clock.
+    time.time(): with the clock a year ahead (``--clock-ahead-days``, or libfaketime: both move time.time()
+    but not the change times the kernel records) the two disagree by a year; on a site they are one clock.
     """
     probe = Path(folder) / f".clock-{time.monotonic_ns()}"
     probe.write_bytes(b"")
