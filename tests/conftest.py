@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 _travel = None
+_days = 0
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -25,13 +26,27 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global _travel
-    days = config.getoption("--clock-ahead-days", default=0)
-    if days:
+    global _travel, _days
+    config.addinivalue_line("markers", "real_clock(reason): keep the real clock under --clock-ahead-days, because "
+                                       "the test needs a clock time-machine cannot move (OpenSSL's, a subprocess's)")
+    _days = config.getoption("--clock-ahead-days", default=0)
+    if _days:
         import time_machine
 
-        _travel = time_machine.travel(datetime.now(UTC) + timedelta(days=days), tick=True)
+        _travel = time_machine.travel(datetime.now(UTC) + timedelta(days=_days), tick=True)
         _travel.start()
+
+
+@pytest.fixture(autouse=True)
+def _real_clock_when_marked(request: pytest.FixtureRequest):
+    """A test marked ``real_clock`` runs at the real clock (moved back by the days the session moved ahead)."""
+    if _travel is None or request.node.get_closest_marker("real_clock") is None:
+        yield
+        return
+    import time_machine
+
+    with time_machine.travel(datetime.now(UTC) - timedelta(days=_days), tick=True):
+        yield
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -39,6 +54,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if _travel is not None:
         _travel.stop()
         _travel = None
+_days = 0
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
