@@ -70,3 +70,55 @@ def print_table(table: Table, console: Console | None = None) -> None:
 def fail(message: str) -> click.ClickException:
     """Return a ClickException carrying *message* (raise it): the message says what to do."""
     return click.ClickException(message)
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return "-" if value is None else str(value)
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or (isinstance(value, dict | list | tuple) and not value)
+
+
+def inline(value: Any) -> str:
+    """Return *value* (a run's args, summary or host detail: JSON-like data) as one readable line.
+
+    A mapping is ``key=value, key=value`` with empty entries (None, "", [], {}) left out; a nested mapping
+    is in parentheses, a list is ``[a, b]`` (top level: ``a, b``); nothing is a Python repr.
+    """
+    if isinstance(value, dict):
+        return ", ".join(f"{key}={_nested(item)}" for key, item in value.items() if not _empty(item)) or "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(_nested(item) for item in value) or "-"
+    return _scalar(value)
+
+
+def _nested(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"({inline(value)})"
+    if isinstance(value, list | tuple):
+        return f"[{inline(value)}]"
+    return _scalar(value)
+
+
+def detail_lines(value: Any, indent: int = 4) -> list[str]:
+    """Return *value* as readable lines: one ``key: value`` line per entry of a mapping (a nested mapping
+    indented below its key, a multi-line text as an indented block), empty entries left out."""
+    pad = " " * indent
+    if not isinstance(value, dict):
+        return [f"{pad}{inline(value)}"]
+    lines = []
+    for key, item in value.items():
+        if _empty(item):
+            continue
+        if isinstance(item, dict) and len(item) > 1:
+            lines.append(f"{pad}{key}:")
+            lines.extend(detail_lines(item, indent + 2))
+        elif isinstance(item, str) and "\n" in item:
+            lines.append(f"{pad}{key}:")
+            lines.extend(f"{pad}  | {line}" for line in item.splitlines())
+        else:
+            lines.append(f"{pad}{key}: {inline(item) if isinstance(item, dict | list | tuple) else _scalar(item)}")
+    return lines or [f"{pad}-"]

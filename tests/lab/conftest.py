@@ -16,9 +16,10 @@ import pytest
 from tests.lab.labkit import LAB_NAME, PORT_BASE, REUSE_HOME, SITES, backup_cli, run_cli, sql, upload_documents
 
 # Modules that change a shared lab host for good (drills replace a site, hardening and access rewrite sshd and
-# the firewall, a freeze holds writes) run after every other lab test, in this order.
+# the firewall, a freeze holds writes) run after every other lab test, in this order; then test_secrets.py,
+# which reads every artifact, the state store and the audit log for the secrets the runs before it used.
 LATE_MODULES = ("test_drills.py", "test_rebuild.py", "test_evidence.py", "test_freeze.py", "test_access.py",
-                "test_hardening.py")
+                "test_hardening.py", "test_secrets.py")
 
 
 def pytest_collection_modifyitems(items):

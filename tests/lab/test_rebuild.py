@@ -63,8 +63,11 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
     monkeypatch.setenv("LPSE_OPS_TRUSTED_KEYS", str(release["trusted"]))
     code, report, output = run_cli("drill", "run", "server-lost", "--site", SITE, "--warmup-markers", "5", "--json",
                                    timeout=3600)
-    assert code in (0, 3), output
     assert report["ok"] is True and report["failed_step"] is None, output
+    # recovered AND within the runbook's targets (600 s / 60 s / 300 s; the lab measures ~180 s / 5 s / 5 s):
+    # exit 3 would be "recovered but a target missed", which is a failed drill for this test
+    measured = {key: report[key] for key in ("rto_s", "rpo_db_s", "rpo_docs_s")}
+    assert report["met"] is True and code == 0, (measured, report["targets"], output)
     events = {event["event"]: event for event in report["timeline"]}
     assert "a bare host started in its place" in events["fault_injected"]["fault"]
     steps = {step["id"]: step for step in report["runbook"]["steps"]}

@@ -1,6 +1,7 @@
 """Clauses 6.1.3 and 13.1: no secret reaches the run artifacts, the state store or the audit log.
 
-Runs last in the lab session, after installs and backups have run with the lab's real secrets.
+Runs last in the lab session (the last of LATE_MODULES in conftest.py), after installs, backups, upgrades,
+drills, hardening and access changes have run with the lab's real secrets.
 """
 
 from __future__ import annotations

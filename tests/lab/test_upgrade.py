@@ -8,6 +8,7 @@ This module runs last (it moves the sites off 1.0). The lab drives steady read t
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labkit import SITES, documents_not_matching, on_site, run_cli, sql, upload_documents
+from tests.lab.labkit import CLI, SITES, documents_not_matching, on_site, run_cli, sql, upload_documents
 from tests.tampering import tamper_jar
 
 ALL = [f"site{i}" for i in range(1, SITES + 1)]
@@ -203,21 +204,43 @@ def test_run_is_refused_before_any_site_is_changed(fleet, lab_home, tmp_path, ca
         inventory = yaml_inventory_with_dead_site(lab_actions.inventory_path(), tmp_path / "inventory.yml")
         extra, expected = ["-i", str(inventory)], "site9: unreachable"
     before = _site_marks()
+    newest_before = _newest_rollout()
     code, _report, output = run_cli("upgrade", "run", "--to", target, "--releases", str(folder), "--trusted-keys",
                                     str(fleet["trusted"]), *extra, "--no-notice", *FAST, "--yes", "--json",
                                     check_json=False, timeout=900)
     assert code == 1, output
     assert expected in output and ("no site was touched" in output or "no host was touched" in output), output
     assert _site_marks() == before
-    code, status, output = run_cli("upgrade", "status", "--json")
-    assert code == 0 and (status is None or status.get("result") != "running"), output
+    # refused before anything: no rollout recorded (the newest is the one from before, or still none at all)
+    assert _newest_rollout() == newest_before
+
+
+def _newest_rollout() -> int | None:
+    """The id of the newest recorded rollout per ``upgrade status --json`` (None: none yet, printed as null);
+    fails when the command fails or prints anything but that JSON."""
+    done = subprocess.run([CLI, "upgrade", "status", "--json"], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr + done.stdout
+    status = json.loads(done.stdout)  # "null" or the rollout: never empty, never prose
+    assert status is None or (isinstance(status, dict) and isinstance(status["id"], int)), done.stdout
+    return None if status is None else status["id"]
 
 
 class PageWatcher:
-    """Polls every site's front page through its published HTTPS port; notes when the maintenance page shows."""
+    """Polls every site's front page through its published HTTPS port; notes when the maintenance page shows.
+
+    During a rollout a read may get only two answers: 200 (SPSE serving, before the switch and during the
+    read-only bake) or 503 with the maintenance page (``full`` maintenance while SPSE is stopped and
+    switched: nginx answers every request but /health itself). nginx is never stopped, so anything else is
+    recorded in ``unexpected``: another status (a 502 means a read reached a stopped SPSE), a 503 that is
+    not the maintenance page, a refused or reset connection, a TLS error. A read that times out (3 s) on a
+    loaded machine is counted in ``timeouts`` and is not an error page.
+    """
 
     def __init__(self, ports: dict[str, int]) -> None:
         self.ports, self.seen, self.stop = ports, {site: 0 for site in ports}, threading.Event()
+        self.unexpected: list[tuple[str, str]] = []
+        self.timeouts = {site: 0 for site in ports}
         self.context = ssl.create_default_context()
         self.context.check_hostname, self.context.verify_mode = False, ssl.CERT_NONE
         self.thread = threading.Thread(target=self.poll, daemon=True)
@@ -226,15 +249,30 @@ class PageWatcher:
         deadline = time.monotonic() + 1800
         while not self.stop.is_set() and time.monotonic() < deadline:
             for site, port in self.ports.items():
-                try:
-                    urllib.request.urlopen(f"https://127.0.0.1:{port}/tenders?limit=1", timeout=3,  # noqa: S310
-                                           context=self.context).read()
-                except urllib.error.HTTPError as error:
-                    if error.code == 503 and "pemeliharaan" in error.read().decode("utf-8", "replace").lower():
-                        self.seen[site] += 1
-                except OSError:
-                    pass
+                self.read(site, port)
             self.stop.wait(0.5)
+
+    def read(self, site: str, port: int) -> None:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{port}/tenders?limit=1", timeout=3,  # noqa: S310
+                                        context=self.context) as answer:
+                answer.read()
+                if answer.status != 200:
+                    self.unexpected.append((site, f"HTTP {answer.status}"))
+        except urllib.error.HTTPError as error:
+            body = error.read().decode("utf-8", "replace").lower()
+            if error.code == 503 and "pemeliharaan" in body:
+                self.seen[site] += 1
+            else:
+                self.unexpected.append((site, f"HTTP {error.code}: {body[:200]}"))
+        except (TimeoutError, urllib.error.URLError) as error:
+            reason = error.reason if isinstance(error, urllib.error.URLError) else error
+            if isinstance(reason, TimeoutError):
+                self.timeouts[site] += 1
+            else:
+                self.unexpected.append((site, f"{type(reason).__name__}: {reason}"))
+        except (OSError, http.client.HTTPException) as error:  # reset mid-answer, TLS error, cut-off answer
+            self.unexpected.append((site, f"{type(error).__name__}: {error}"))
 
 
 def test_upgrade_three_sites_to_1_2_through_1_1_in_two_waves(fleet, lab, tmp_path):
@@ -272,6 +310,7 @@ def test_upgrade_three_sites_to_1_2_through_1_1_in_two_waves(fleet, lab, tmp_pat
         assert outcomes[site]["record"]["canary"]["verdict"] == "pass"
         assert outcomes[site]["downtime_s"] is not None and outcomes[site]["downtime_s"] < 120
     assert all(count > 0 for count in watcher.seen.values()), watcher.seen
+    assert watcher.unexpected == [], (watcher.unexpected[:20], watcher.timeouts)
     # the notices: maintenance and completion, to every site's contacts, in Indonesian, citing the clause
     delivered = lab_smtp.messages(maildir)[mails_before:]
     subjects = [str(message["Subject"]) for message in delivered]

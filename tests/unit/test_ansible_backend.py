@@ -7,7 +7,6 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -118,46 +117,72 @@ def test_environment_from_settings_has_config_roles_and_vault(tmp_path: Path):
     assert "ANSIBLE_VAULT_PASSWORD_FILE" not in ansible.environment(settings.load({}))
 
 
-def test_all_three_call_sites_use_the_same_environment(good: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+ENV_INVENTORY = """#!{python}
+# An inventory script: real ansible-inventory, ansible and ansible-playbook run it in their own process, so
+# it records the environment each of them got (and which tool it was) before printing the inventory.
+import json, os, sys
+tool = open(f"/proc/{{os.getppid()}}/cmdline", "rb").read().split(b"\\0")
+names = [os.path.basename(part.decode()) for part in tool if part]
+wanted = ("ANSIBLE_", "LPSE_OPS_", "PATH")
+seen = {{"tool": next((name for name in names if name.startswith("ansible")), " ".join(names)),
+         "env": {{key: value for key, value in os.environ.items() if key.startswith(wanted)}}}}
+with open({log!r}, "a") as log:
+    log.write(json.dumps(seen) + "\\n")
+if "--host" in sys.argv:
+    print("{{}}")
+else:
+    print(json.dumps({{"sites": {{"hosts": ["site1"]}},
+                      "_meta": {{"hostvars": {{"site1": {{"ansible_connection": "local",
+                                                      "ansible_python_interpreter": sys.executable}}}}}}}}))
+"""
+
+PLAYBOOK = """- name: Show what the play's own environment holds
+  hosts: sites
+  gather_facts: false
+  tasks:
+    - name: Read the SMTP password variable from the environment (must be empty)
+      ansible.builtin.debug:
+        msg: "smtp=[{{ lookup('ansible.builtin.env', 'LPSE_OPS_SMTP_PASSWORD') }}]"
+"""
+
+
+def test_all_three_call_sites_use_the_same_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Real ansible-inventory, ansible and ansible-runner (ansible-playbook against localhost, connection local):
+    an inventory script records the environment each process got; none sees lpse-ops' own secrets."""
+    (tmp_path / "pw").write_text(VAULT_PASSWORD + "\n")
     monkeypatch.setenv("LPSE_OPS_VAULT_PASSWORD_FILE", str(tmp_path / "pw"))
     monkeypatch.setenv("LPSE_OPS_SMTP_PASSWORD", "smtp-secret")
     monkeypatch.setenv("LPSE_OPS_SMTP_USER", "u")
-    seen: dict[str, dict] = {}
-
-    def fake_run(argv, **kwargs):
-        seen[Path(argv[0]).name + " " + argv[-1]] = kwargs["env"]
-        stdout = {"--list": json.dumps({"_meta": {"hostvars": {}}}), "--list-hosts": "  hosts (1):\n    site1\n",
-                  "all": "@all:\n"}[argv[-1]]
-        return subprocess.CompletedProcess(argv, 0, stdout=stdout, stderr="")
-
+    log = tmp_path / "seen.jsonl"
+    script = tmp_path / "env-inventory.py"
+    script.write_text(ENV_INVENTORY.format(python=sys.executable, log=str(log)))
+    script.chmod(0o755)
+    playbook = tmp_path / "show-env.yml"
+    playbook.write_text(PLAYBOOK)
     runner_dir = ansible.runner_dir()
     (runner_dir / "env").mkdir(exist_ok=True)
-    (runner_dir / "env" / "extravars").write_text('{"spse_bundle": "/old/run.tar.gz"}')
+    (runner_dir / "env" / "extravars").write_text('{"spse_bundle": "/old/run.tar.gz"}')  # a stale file
 
-    def fake_init_runner(**kwargs):
-        seen["runner"] = kwargs["envvars"]
-        seen["runner kwargs"] = kwargs
-        env = {"PATH": "/bin", "LPSE_OPS_SMTP_PASSWORD": "smtp-secret", **kwargs["envvars"]}
-        return SimpleNamespace(config=SimpleNamespace(env=env, artifact_dir=str(tmp_path / "artifacts")),
-                               run=lambda: seen.setdefault("runner env at run", dict(env)), status="successful", rc=0)
+    assert list(inventory.load(script)["_meta"]["hostvars"]) == ["site1"]
+    assert ansible.list_hosts(script, "sites") == ["site1"]
+    assert "@sites:" in ansible.inventory_graph(script)
+    events: list[dict] = []
+    done = ansible.run_playbook(str(playbook), script, events.append)  # an absolute path stays as it is
 
-    monkeypatch.setattr(ansible.subprocess, "run", fake_run)
-    monkeypatch.setattr("ansible_runner.interface.init_runner", fake_init_runner)
-
-    inventory.load(good)
-    ansible.list_hosts(good, "sites")
-    ansible.inventory_graph(good)
-    ansible.run_playbook("preflight.yml", good, lambda event: None)
-
-    expected = ansible.environment()
+    assert (done.status, done.rc) == ("successful", 0), done
+    messages = [event["event_data"]["res"].get("msg") for event in events if event.get("event") == "runner_on_ok"]
+    assert messages == ["smtp=[]"], messages  # the play's own environment has no lpse-ops secret
+    seen = [json.loads(line) for line in log.read_text().splitlines()]
+    tools = {entry["tool"] for entry in seen}
+    assert {"ansible-inventory", "ansible", "ansible-playbook"} <= tools, tools
+    expected = {key: value for key, value in ansible.environment().items() if key != "PATH"}
     assert expected["ANSIBLE_VAULT_PASSWORD_FILE"] == str(tmp_path / "pw")
-    for name in ("ansible-inventory --list", "ansible --list-hosts", "ansible-inventory all"):
-        assert {key: seen[name][key] for key in expected} == expected, name
-        assert "LPSE_OPS_SMTP_PASSWORD" not in seen[name]
-    assert seen["runner"] == expected
-    assert "LPSE_OPS_SMTP_PASSWORD" not in seen["runner env at run"]
-    assert seen["runner kwargs"]["suppress_env_files"] is True
-    assert not (runner_dir / "env" / "extravars").exists()
+    for entry in seen:
+        assert {key: entry["env"].get(key) for key in expected} == expected, entry["tool"]
+        assert entry["env"]["PATH"].startswith(str(Path(sys.executable).parent) + ":"), entry["tool"]
+        assert "LPSE_OPS_SMTP_PASSWORD" not in entry["env"], entry["tool"]
+    assert not (runner_dir / "env" / "extravars").exists()  # the stale file is gone, and none was written
+    assert not (runner_dir / "env" / "envvars").exists()  # suppress_env_files: the vault path is not on disk
 
 
 @pytest.mark.parametrize(("stderr", "expected"), [

@@ -183,3 +183,48 @@ def test_the_drill_continues_past_a_refused_rollback_only_after_the_upgrade_roll
     assert drill_upgrade.decide(rolled_back)(status, refused) is False
     assert drill_upgrade.decide(stuck)(rollback, refused) is False
     assert drill_upgrade.decide(None)(rollback, refused) is False
+
+
+def _book(result: str, failed_step: str | None, outcomes: list):
+    from pathlib import Path
+
+    from lpse_ops.actions import runbook_run
+
+    planned = runbook_run.RunbookPlan(Path("server-lost.md"), "t", {}, "site1", [o.step for o in outcomes])
+    return runbook_run.RunbookResult(11, planned, outcomes, result, failed_step, 0)
+
+
+def _step(step_id: str, section: str, status: str, decision: str | None, exit_code: int):
+    from lpse_ops.actions import runbook_run
+
+    step = runbook_run.PlannedStep(1, step_id, section, "fleet.status", "continue", "lpse-ops fleet status", [])
+    return runbook_run.StepOutcome(step, status, exit_code, decision=decision)
+
+
+def test_a_drill_records_a_passed_runbook_failure_without_failing_and_stops_on_a_stop():
+    from lpse_ops.actions import drill
+
+    passed = _book("completed_with_failures", "site-healthy",
+                   [_step("probe-site", "Diagnosis", "ok", None, 0),
+                    _step("site-healthy", "Verification", "failed", "continue", 3)])
+    assert drill.runbook_verdict(passed) == (None, [{"step": "site-healthy", "section": "Verification",
+                                                      "exit_code": 3}])
+    stopped = _book("failed", "restore", [_step("restore", "Recovery", "failed", "stop", 3)])
+    assert drill.runbook_verdict(stopped) == ("restore", [])
+    clean = _book("ok", None, [_step("probe-site", "Diagnosis", "ok", None, 0)])
+    assert drill.runbook_verdict(clean) == (None, [])
+
+
+def test_the_drill_report_shows_the_steps_the_runbook_passed(capsys):
+    from lpse_ops.actions import drill
+    from lpse_ops.commands import drill as drill_command
+
+    row = {"id": 4, "scenario": "documents-lost", "site": "site1", "ok": True, "met": True, "failed_step": None,
+           "run_id": 9, "targets": {"rto_s": 1800}, "rto_s": 60.0, "rpo_db_s": 0.0, "rpo_docs_s": 0.0,
+           "timeline": [], "detail": {"runbook_result": "completed_with_failures",
+                                      "continued_failures": [{"step": "site-healthy", "section": "Verification",
+                                                              "exit_code": 3}]}}
+    drill_command._show(drill.DrillResult(row, None, {}, "last_drill: x"))
+    err = capsys.readouterr().err
+    assert "runbook steps failed and the runbook went on" in err and "site-healthy (exit 3)" in err, err
+    assert "completed_with_failures" in err

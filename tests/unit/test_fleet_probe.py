@@ -220,8 +220,22 @@ def test_exit_code_and_order_unreachable_then_critical_then_warning() -> None:
     down = ssh_probe.SiteProbe("d-down", "x:22", reachable=False, error="timeout")
     assert [p.host for p in fleet_status.worst_first([ok, warn, crit, down])] == ["d-down", "c-crit", "b-warn", "a-ok"]
     assert fleet_status.exit_code([ok]) == 0
-    assert fleet_status.exit_code([ok, warn]) == 3
-    assert fleet_status.exit_code([ok, warn, down]) == 4
+    assert fleet_status.exit_code([ok, warn]) == fleet_status.EXIT_WARNING == 5  # warnings only: not a fault
+    assert fleet_status.exit_code([ok, warn, crit]) == fleet_status.EXIT_FAULT == 3
+    assert fleet_status.exit_code([ok, warn, crit, down]) == 4
+
+
+def test_a_site_healthy_runbook_step_fails_on_a_critical_fault_not_on_warnings() -> None:
+    """The runbooks' ``site-healthy`` step runs ``fleet status``: its exit code is the step's status."""
+    from lpse_ops.actions import runbook_run
+
+    updates = replace(healthy(), host="site1", faults=[
+        ssh_probe.Fault("security_updates", ssh_probe.WARNING, "3 security updates pending"),
+        ssh_probe.Fault("no_verification", ssh_probe.WARNING, "no verified restore yet")])
+    down = replace(healthy(), host="site1", faults=[ssh_probe.Fault("spse_down", ssh_probe.CRITICAL, "")])
+    assert runbook_run.step_status(fleet_status.exit_code([updates])) == "warning"
+    assert runbook_run.step_status(fleet_status.exit_code([down])) == "failed"
+    assert runbook_run.step_status(fleet_status.exit_code([healthy()])) == "ok"
 
 
 # -- inventory connection settings --------------------------------------------------------------

@@ -22,6 +22,7 @@ def _free_base() -> int:
             return port - lab_actions.SMTP_PORT_OFFSET
 
 
+@pytest.mark.real_clock("the lab CA is made with Python's clock, OpenSSL verifies it with the C library's")
 def test_lab_start_smtp_twice_same_server_delivers_over_verified_tls():
     tls_dir = lab_actions.lab_dir() / "tls"
     tls_dir.mkdir()

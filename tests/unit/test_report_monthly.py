@@ -423,3 +423,46 @@ def test_report_month_in_progress_says_so(recorded: str) -> None:
     assert "(periode belum berakhir: data sampai Jumat, 20 November 2026 pukul 12.00 WIB)" in monthly.render_html(data)
     data = gather(recorded, now=utc("2026-12-01T01:00:00+00:00"))
     assert "belum berakhir" not in monthly.render_html(data)
+
+
+def test_report_failed_sites_come_from_host_results_not_from_ok(tmp_path: Path) -> None:
+    """An install that changed a site succeeded there: only failed/unreachable hosts are "Situs gagal"."""
+    from lpse_ops.reports import monthly
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LPSE_OPS_HOME", str(tmp_path / "home"))
+        with StateStore.open(url) as store, time_machine.travel(utc("2026-11-05T03:00:00+00:00"), tick=False):
+            run = store.start_run("install", {"version": "1.4"}, ["site01", "site02", "site03", "site04"])
+            store.finish_run(run, "failed", {"site01": {"status": "changed", "changed": 12},
+                                             "site02": {"status": "ok"},
+                                             "site03": {"status": "failed", "failed": 1},
+                                             "site04": {"status": "unreachable", "unreachable": 1}})
+        data = gather(url)
+    [change] = data.changes
+    assert change.failed_hosts == ["site03", "site04"]
+    versions = {site.host: site.version for site in data.release.sites}
+    assert versions["site01"] == "1.4" and versions["site02"] == "1.4"  # a changed site reached the release
+    assert versions.get("site03") is None and versions.get("site04") is None
+    assert data.release.current == "1.4"
+    html = monthly.render_html(data)
+    table = html[html.index("Instalasi dan upgrade pada periode ini"):]
+    table = table[:table.index("</table>")]
+    assert "<td>site03, site04</td></tr>" in table and "site01" not in table and "site02" not in table
+
+
+def test_report_drill_row_names_the_runbook_steps_that_failed_and_were_passed(tmp_path: Path) -> None:
+    from lpse_ops.reports import monthly
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("LPSE_OPS_HOME", str(tmp_path / "home"))
+        with StateStore.open(url) as store:
+            drill = start_drill(store, "documents-lost", "site01", TARGETS, started_at=utc("2026-11-10T03:00:00+00:00"))
+            finish_drill(store, drill, ok=True, met=True, rto_s=60.0, rpo_db_s=0.0, rpo_docs_s=0.0,
+                         detail={"runbook_result": "completed_with_failures",
+                                 "continued_failures": [{"step": "site-healthy", "section": "Verification",
+                                                         "exit_code": 3}]})
+        data = gather(url)
+    assert [(row.ok, row.passed_steps) for row in data.drills] == [(True, ["site-healthy"])]
+    assert "langkah gagal yang dilewati runbook: site-healthy" in monthly.render_html(data)

@@ -128,10 +128,15 @@ def test_a_failing_continue_step_lets_the_next_steps_run(tmp_path, inventory):
     book = write_runbook(tmp_path, "continue")
     done = cli("runbook", "run", str(book), "--site", "site1", "-i", str(inventory), "--yes", "--json",
                "--set", "rollout=424242")
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == runbook_run.EXIT_CONTINUED_FAILURES == 5, done.stderr
     report = json.loads(done.stdout)
     assert [step["status"] for step in report["steps"]] == ["ok", "failed", "ok", "ok"]
+    # every step ran, and the result says one failed (not "ok" with no failed step)
+    assert report["result"] == "completed_with_failures" and report["failed_step"] == "show-rollout"
     assert report["continued_failures"] == ["show-rollout"]
+    parent = next(run for run in runs("runbook.run") if run["id"] == report["run_id"])
+    assert parent["result"] == "failed" and parent["summary"]["result"] == "completed_with_failures"
+    assert parent["summary"]["failed_step"] == "show-rollout"
     # the last step saw the runbook's own lock on site1 while it ran
     held = json.loads(report["steps"][3]["output_tail"])
     held = held["locks"] if isinstance(held, dict) else held
@@ -197,3 +202,19 @@ def test_each_step_is_asked_for_and_a_no_stops_the_run_as_aborted(tmp_path, inve
         ran = store.list_runs(limit=100, parent_id=book_run["id"], operation="runbook.step")
         assert sorted(step["args"]["step"] for step in ran) == ["locks-before", "show-rollout"]
         assert "runbook.step.declined" in [entry["operation"] for entry in store.audit_entries()]
+
+
+def _outcome(step_id: str, status: str, decision: str | None = None, exit_code: int | None = 0,
+             section: str = "Recovery") -> runbook_run.StepOutcome:
+    step = runbook_run.PlannedStep(1, step_id, section, "lock.list", "continue", "lpse-ops lock list", [])
+    return runbook_run.StepOutcome(step, status, exit_code, decision=decision)
+
+
+def test_the_result_names_a_passed_failure_and_a_stop_wins():
+    clean = [_outcome("a", "ok"), _outcome("b", "warning", exit_code=5)]
+    assert runbook_run.finished_result(clean, "ok", None) == ("ok", None)
+    passed = [_outcome("a", "failed", "continue", 3), _outcome("b", "ok"), _outcome("c", "failed", "continue", 1)]
+    assert runbook_run.finished_result(passed, "ok", None) == ("completed_with_failures", "a")
+    stopped = [_outcome("a", "failed", "continue", 3), _outcome("b", "failed", "stop", 3)]
+    assert runbook_run.finished_result(stopped, "failed", "b") == ("failed", "b")
+    assert runbook_run.RESULT_EXIT_CODES == {"ok": 0, "completed_with_failures": 5, "failed": 3, "aborted": 1}

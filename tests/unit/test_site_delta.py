@@ -42,6 +42,21 @@ def delta(site):
     return run.main(site, SimpleNamespace(type="delta"))
 
 
+def file_clock(folder: str) -> float:
+    """Now, as the file system stamps an inode change (a fresh file's st_ctime in *folder*).
+
+    The delta compares documents' change times with its stamp, so the tests set stamps on this clock, not on
+    time.time(): with the clock a year ahead (``--clock-ahead-days``, or libfaketime: both move time.time()
+    but not the change times the kernel records) the two disagree by a year; on a site they are one clock.
+    """
+    probe = Path(folder) / f".clock-{time.monotonic_ns()}"
+    probe.write_bytes(b"")
+    try:
+        return os.lstat(probe).st_ctime
+    finally:
+        probe.unlink()
+
+
 def test_before_the_first_documents_snapshot_a_delta_takes_nothing(site, restic_calls):
     (Path(site.docs_dir) / "a.pdf").write_bytes(b"a")
     result = delta(site)
@@ -55,12 +70,13 @@ def test_a_delta_takes_exactly_the_documents_changed_since_the_last_snapshot_to_
     before = docs / "old" / "before.pdf"
     before.write_bytes(b"x")
     os.utime(before, (0, 0))  # an old mtime changes nothing: the inode change time counts
-    run.write_stamp(site, time.time() + 5)  # every file so far is older than the last snapshot
+    run.write_stamp(site, file_clock(site.state_dir) + 5)  # every file so far is older than the last snapshot
     assert delta(site)["skipped"] == "no document changed since the last snapshot" and restic_calls == []
     deadline = time.monotonic() + 5  # the clock past before.pdf's change and the 1 s slack (bounded)
-    while time.time() < os.lstat(before).st_ctime + run.STAMP_SLACK_S + 0.2 and time.monotonic() < deadline:
+    while (file_clock(site.state_dir) < os.lstat(before).st_ctime + run.STAMP_SLACK_S + 0.2
+           and time.monotonic() < deadline):
         time.sleep(0.05)
-    run.write_stamp(site, time.time())
+    run.write_stamp(site, file_clock(site.state_dir))
     (docs / "new").mkdir()
     (docs / "new" / "after.pdf").write_bytes(b"y")
     result = delta(site)
@@ -73,7 +89,7 @@ def test_a_delta_takes_exactly_the_documents_changed_since_the_last_snapshot_to_
 
 
 def test_a_delta_that_fails_on_one_repository_keeps_the_stamp_so_the_next_takes_the_files_again(site, monkeypatch):
-    run.write_stamp(site, time.time() - 1)
+    run.write_stamp(site, file_clock(site.state_dir) - 1)
     stamp = run.read_stamp(site)
     (Path(site.docs_dir) / "a.pdf").write_bytes(b"a")
     monkeypatch.setattr(engine, "restic_call", lambda settings, name, args, **k: SimpleNamespace(
@@ -84,7 +100,7 @@ def test_a_delta_that_fails_on_one_repository_keeps_the_stamp_so_the_next_takes_
 
 
 def test_a_delta_is_skipped_while_another_run_snapshots_the_documents(site, restic_calls):
-    run.write_stamp(site, time.time() - 1)
+    run.write_stamp(site, file_clock(site.state_dir) - 1)
     (Path(site.docs_dir) / "a.pdf").write_bytes(b"a")
     with open(site.files_lock_path, "a+") as held:
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -82,14 +83,19 @@ def test_open_unsupported_url_fails_with_message() -> None:
         StateStore.open("mysql://u@h/db")
 
 
-def test_open_postgresql_without_driver_mentions_psycopg() -> None:
-    try:
-        import psycopg  # noqa: F401
-    except ImportError:
-        with pytest.raises(StateError, match=r"pip install 'psycopg\[binary\]'"):
-            StateStore.open("postgresql://lpse@127.0.0.1:1/lpse")
-    else:
-        pytest.skip("psycopg is installed")
+def test_open_postgresql_without_driver_mentions_psycopg(monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg is a dependency, so its absence is simulated: ``import psycopg`` raises ImportError."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(StateError, match=r"cannot load the database driver .*pip install 'psycopg\[binary\]'"):
+        StateStore.open("postgresql://lpse@127.0.0.1:1/lpse")
+
+
+def test_open_postgresql_with_driver_names_the_connection_not_the_driver() -> None:
+    """With psycopg installed (it is a dependency), a server that is not there is a connection error."""
+    pytest.importorskip("psycopg", reason="psycopg is a dependency of lpse-ops: its absence is an install bug")
+    with pytest.raises(StateError) as raised:
+        StateStore.open("postgresql://lpse@127.0.0.1:1/lpse")
+    assert "psycopg[binary]" not in str(raised.value) and "127.0.0.1" in str(raised.value), raised.value
 
 
 def test_run_finished_records_duration_and_host_results(tmp_path: Path) -> None:

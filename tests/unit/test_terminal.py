@@ -130,3 +130,39 @@ def test_cli_piped_prints_no_python_warnings(tmp_path: Path):
 
     assert done.returncode == 0, done.stderr
     assert "Warning" not in done.stderr, done.stderr
+
+
+def test_runs_show_prints_args_summary_and_host_detail_as_text_not_python_reprs():
+    with StateStore.open() as store:
+        parent = store.start_run("upgrade.rollout", {"target": "1.2"}, ["site1"])
+        run_id = store.start_run("install", {"version": "1.3", "check": False, "limit": None,
+                                             "extra": {"bundle": "spse-1.3.tar.gz", "keys": ["/k/a", "/k/b"]}},
+                                 ["site1", "site2"], parent_id=parent)
+        store.finish_run(run_id, "failed", {
+            "site1": {"status": "changed", "changed": 5, "ok": 117, "skipped": 11, "messages": []},
+            "site2": {"status": "failed", "failed": 1, "messages": ["migrate: exit 3"]}},
+            summary={"failed_step": "migrate", "counts": {"ok": 1, "failed": 1},
+                     "output_tail": "line one\nline two"})
+
+    result = CliRunner().invoke(runs, ["show", str(run_id)], env={"COLUMNS": "200"})
+
+    assert result.exit_code == 0, result.output
+    assert "{'" not in result.output and "['" not in result.output and "None" not in result.output, result.output
+    lines = [line.rstrip() for line in result.output.splitlines()]
+    assert "    version: 1.3" in lines and "    check: no" in lines, result.output
+    assert "    extra:" in lines and "      bundle: spse-1.3.tar.gz" in lines and "      keys: /k/a, /k/b" in lines
+    assert "limit" not in result.output  # an empty value is left out
+    assert "    counts:" in lines and "      ok: 1" in lines
+    assert "    output_tail:" in lines and "      | line two" in lines
+    assert f"  parent:    run {parent}" in result.output
+    site1 = next(line for line in lines if line.lstrip("│ ").startswith("site1"))
+    assert "ok=117, skipped=11" in site1 and "messages" not in site1, site1
+    site2 = next(line for line in lines if line.lstrip("│ ").startswith("site2"))
+    assert "messages=[migrate: exit 3]" in site2, site2
+
+
+def test_inline_and_detail_lines_render_nested_data_without_reprs():
+    assert terminal.inline({"ok": 117, "skipped": 11, "messages": []}) == "ok=117, skipped=11"
+    assert terminal.inline({"a": {"b": 1, "c": None}, "d": [1, "x"], "e": True}) == "a=(b=1), d=[1, x], e=yes"
+    assert terminal.inline({}) == "-" and terminal.inline(None) == "-"
+    assert terminal.detail_lines({"only": None}) == ["    -"]

@@ -466,9 +466,11 @@ def run(request: DrillRequest) -> DrillResult:
             for step in book.steps:
                 timeline.add(f"step_{step.status}", at=step.finished_at, step=step.step.id,
                              exit_code=step.exit_code, duration_s=round(step.duration_s, 1))
-            timeline.add("runbook_finished", result=book.result, failed_step=book.failed_step, run_id=book.run_id)
-            if book.result != "ok":
-                outcome["failed_step"] = book.failed_step
+            stopped_at, passed = runbook_verdict(book)
+            timeline.add("runbook_finished", result=book.result, failed_step=book.failed_step, run_id=book.run_id,
+                         **({"continued_failures": [step["step"] for step in passed]} if passed else {}))
+            outcome["failed_step"] = stopped_at
+            outcome["continued_failures"] = passed
             verified, markers, problem = _verify(shell, hostvars, prefix, workload.acks, rpo_cut, timeline)
             if problem is None and request.scenario in SAME_VERSION:
                 problem = _verify_version(hostvars, version_before, timeline)
@@ -501,6 +503,8 @@ def run(request: DrillRequest) -> DrillResult:
         drill_state.finish_drill(store, drill_id, ok=bool(outcome["ok"]), failed_step=outcome["failed_step"],
                                  met=met, timeline=timeline.events, finished_at=finished,
                                  detail={"markers": markers, "runbook_run_id": (runbook_dict or {}).get("run_id"),
+                                         "runbook_result": (runbook_dict or {}).get("result"),
+                                         "continued_failures": outcome.get("continued_failures") or [],
                                          "error": outcome.get("error"), "workload_errors": (
                                              workload.errors[-20:] if workload else [])}, **measured)
         store.finish_run(run_id, "ok" if outcome["ok"] else "failed",
@@ -512,6 +516,19 @@ def run(request: DrillRequest) -> DrillResult:
         return DrillResult(drill_state.get_drill(store, drill_id), runbook_dict, markers, last_drill_line(finished))
     finally:
         store.close()
+
+
+def runbook_verdict(book: runbook_run.RunbookResult) -> tuple[str | None, list[dict[str, Any]]]:
+    """Return the step a drill's runbook stopped at (None when it ran to its end) and the steps that failed
+    and were passed by their policy, each ``{step, section, exit_code}`` (pure).
+
+    A passed failure does not fail the drill (a diagnosis probe of a broken site is expected to fail; the
+    drill's own checks judge the recovery) but the drill records and shows it.
+    """
+    stopped_at = book.failed_step if book.result in runbook_run.STOPPED_RESULTS else None
+    passed = [{"step": outcome.step.id, "section": outcome.step.section, "exit_code": outcome.exit_code}
+              for outcome in book.continued_failures]
+    return stopped_at, passed
 
 
 def _wait_for(condition: Callable[[], bool], bound_s: float, what: str, every_s: float = 0.5) -> None:

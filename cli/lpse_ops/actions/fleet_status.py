@@ -22,7 +22,7 @@ from lpse_ops.backends import ansible, ssh_probe
 OPERATION = "fleet.status"
 GROUP = "sites"
 
-EXIT_OK, EXIT_FAULT, EXIT_UNREACHABLE = 0, 3, 4
+EXIT_OK, EXIT_FAULT, EXIT_UNREACHABLE, EXIT_WARNING = 0, 3, 4, 5
 
 BACKUP_CRITICAL = frozenset({"status_unavailable", "pgbackrest_unreadable", "repo_error", "no_backup",
                              "backup_too_old", "verification_failed", "wal_failing", "postgres_unavailable"})
@@ -71,10 +71,14 @@ def backup_faults(probe: ssh_probe.SiteProbe, last_verification: dict | None, li
 
 
 def exit_code(probes: list[ssh_probe.SiteProbe]) -> int:
-    """4 when a site did not answer, else 3 when a site has a fault, else 0."""
+    """4 when a site did not answer, else 3 when a site has a critical fault, else 5 when a site has only
+    warnings (pending security updates, a certificate expiring soon), else 0."""
     if any(not probe.reachable for probe in probes):
         return EXIT_UNREACHABLE
-    return EXIT_FAULT if any(probe.faults for probe in probes) else EXIT_OK
+    faults = [fault for probe in probes for fault in probe.faults]
+    if any(fault.severity != ssh_probe.WARNING for fault in faults):
+        return EXIT_FAULT
+    return EXIT_WARNING if faults else EXIT_OK
 
 
 def worst_first(probes: list[ssh_probe.SiteProbe]) -> list[ssh_probe.SiteProbe]:

@@ -44,6 +44,10 @@ FORMATS = ("html", "pdf")
 PRIORITIES = ("P1", "P2", "P3", "P4")
 CHANGE_OPERATIONS = ("install", "upgrade.rollout", "upgrade.site", "upgrade.rollback")
 """The runs that change a site's release (8.1.1 implementation progress)."""
+REACHED_STATUSES = ("ok", "changed")
+"""A host result that finished its run: ``changed`` is a success that changed something (an install)."""
+FAILED_STATUSES = ("failed", "unreachable")
+"""A host result that did not finish its run: these sites go under "Situs gagal"."""
 
 Progress = Callable[[str], None]
 
@@ -280,6 +284,8 @@ class Drill:
     rpo_docs_s: float | None
     targets: dict[str, float | None]
     met: bool | None
+    passed_steps: list[str] = field(default_factory=list)
+    """Runbook steps that failed and that the runbook went on past (on_failure=continue)."""
 
 
 @dataclass
@@ -441,7 +447,9 @@ def _drill(row: dict) -> Drill:
     return Drill(id=row.get("id"), scenario=str(row.get("scenario") or ""), site=str(row.get("site") or ""),
                  started_at=_when(row.get("started_at")), ok=row.get("ok"), failed_step=row.get("failed_step"),
                  rto_s=row.get("rto_s"), rpo_db_s=row.get("rpo_db_s"), rpo_docs_s=row.get("rpo_docs_s"),
-                 targets=dict(row.get("targets") or {}), met=row.get("met"))
+                 targets=dict(row.get("targets") or {}), met=row.get("met"),
+                 passed_steps=[str(step.get("step")) for step in ((row.get("detail") or {}).get("continued_failures")
+                                                                  or []) if isinstance(step, dict)])
 
 
 def _median(values: list[float]) -> float | None:
@@ -501,7 +509,8 @@ def _release(store, request: ReportRequest, hosts: list[str],
     if current is None:
         for run in reversed(history):
             version = _run_version(run, rollouts)
-            reached = any(outcome.get("status") == "ok" for outcome in (run.get("host_results") or {}).values())
+            outcomes = (run.get("host_results") or {}).values()
+            reached = any(outcome.get("status") in REACHED_STATUSES for outcome in outcomes)
             if run["operation"] in ("install", "upgrade.rollout") and reached and version:
                 current, source = version, f"run {run['id']} ({run['operation']})"
                 break
@@ -509,7 +518,7 @@ def _release(store, request: ReportRequest, hosts: list[str],
     for run in history:  # oldest first: a later successful change wins
         version = _run_version(run, rollouts)
         for host, outcome in (run.get("host_results") or {}).items():
-            if version and outcome.get("status") == "ok" and run["operation"] != "upgrade.rollout":
+            if version and outcome.get("status") in REACHED_STATUSES and run["operation"] != "upgrade.rollout":
                 versions[host] = SiteVersion(host, version, _when(run["started_at"]), f"run {run['id']}", False)
     for host, probe in newest.items():
         seen = _when(probe["probed_at"])
@@ -531,7 +540,7 @@ def _release(store, request: ReportRequest, hosts: list[str],
         if (run["operation"] in ("install", "upgrade.rollout", "upgrade.rollback") and period.contains(started)
                 and not (run.get("args") or {}).get("check")):
             failed = sorted(host for host, outcome in (run.get("host_results") or {}).items()
-                            if outcome.get("status") != "ok")
+                            if outcome.get("status") in FAILED_STATUSES)
             changes.append(Change(run["id"], run["operation"], started, run.get("result"), list(run["hosts"]),
                                   _run_version(run, rollouts), failed))
     return Release(current, source or "tidak diketahui", sites), changes

@@ -19,8 +19,13 @@ by this runbook run (or the drill above it) counts as its own (``actions/operati
 A step runs only once confirmed (or with ``yes``), so a command that would ask again (``backup restore``) gets
 ``--yes``: its output is captured, and a second question could not be seen or answered.
 
-Exit codes of steps: 0 is success; 5 (``backup status``: a warning, not a failure) counts as success with
-a warning; anything else is a failure.
+Exit codes of steps: 0 is success; 5 (``backup status``: something older than its limit; ``fleet status``:
+warnings only, no fault) counts as success with a warning; anything else is a failure.
+
+Results of a run: ``ok`` every step succeeded (some perhaps with a warning); ``completed_with_failures``
+every step ran but at least one failed and its policy (``continue``, or ``ask`` answered yes) went on:
+``failed_step`` names the first of them and the exit code is 5; ``failed`` a step failed and the run
+stopped there (exit 3); ``aborted`` the operator declined a step (exit 1).
 """
 
 from __future__ import annotations
@@ -44,7 +49,14 @@ from lpse_ops.actions.operation import OperationRefused
 OPERATION = "runbook.run"
 STEP_OPERATION = "runbook.step"
 WARNING_EXIT_CODES = frozenset({5})
-"""Step exit codes that are a warning, not a failure (``backup status`` 5: something is older than its limit)."""
+"""Step exit codes that are a warning, not a failure (``backup status`` 5: something is older than its limit;
+``fleet status`` 5: warnings only, no critical fault)."""
+EXIT_CONTINUED_FAILURES = 5
+"""``runbook run``'s exit code when every step ran but a step failed and its policy went on."""
+RESULT_EXIT_CODES = {"ok": operation.EXIT_OK, "completed_with_failures": EXIT_CONTINUED_FAILURES,
+                     "failed": operation.EXIT_HOSTS_FAILED, "aborted": operation.EXIT_REFUSED}
+STOPPED_RESULTS = ("failed", "aborted")
+"""Results where the run did not reach its last step."""
 OUTPUT_TAIL_LINES = 40
 STEP_TIMEOUT_S = 3600.0
 
@@ -142,16 +154,22 @@ class RunbookResult:
     plan: RunbookPlan
     steps: list[StepOutcome]
     result: str
-    """ok (no stopping failure), failed (a step failed and the run stopped), aborted (the operator declined)."""
+    """ok (no step failed), completed_with_failures (every step ran, a step failed and its policy went on),
+    failed (a step failed and the run stopped), aborted (the operator declined)."""
     failed_step: str | None
+    """The step the run stopped at, or (completed_with_failures) the first step that failed and was passed."""
     exit_code: int
+
+    @property
+    def continued_failures(self) -> list[StepOutcome]:
+        """The steps that failed and the run went on past (on_failure=continue, or ask answered yes)."""
+        return [outcome for outcome in self.steps if outcome.status == "failed" and outcome.decision == "continue"]
 
     def as_dict(self) -> dict[str, Any]:
         return {"run_id": self.run_id, **self.plan.as_dict(), "result": self.result,
                 "failed_step": self.failed_step, "exit_code": self.exit_code,
                 "steps": [outcome.as_dict() for outcome in self.steps],
-                "continued_failures": [outcome.step.id for outcome in self.steps
-                                       if outcome.status == "failed" and outcome.decision == "continue"]}
+                "continued_failures": [outcome.step.id for outcome in self.continued_failures]}
 
 
 def cli_argv() -> list[str]:
@@ -255,8 +273,8 @@ def run(request: RunbookRequest, planned: RunbookPlan | None = None) -> RunbookR
             raise
         finally:
             store.release_sites([request.site], run_id=run_id, holder=actor)
-        exit_code = {"ok": 0, "failed": operation.EXIT_HOSTS_FAILED, "aborted": operation.EXIT_REFUSED}[result]
-        outcome_result = RunbookResult(run_id, planned, outcomes, result, failed_step, exit_code)
+        result, failed_step = finished_result(outcomes, result, failed_step)
+        outcome_result = RunbookResult(run_id, planned, outcomes, result, failed_step, RESULT_EXIT_CODES[result])
         summary = outcome_result.as_dict()
         store.finish_run(run_id, "ok" if result == "ok" else result if result == "aborted" else "failed",
                          {request.site: {"status": "ok" if result == "ok" else "failed",
@@ -266,6 +284,23 @@ def run(request: RunbookRequest, planned: RunbookPlan | None = None) -> RunbookR
         return outcome_result
     finally:
         store.close()
+
+
+def step_status(exit_code: int | None) -> str:
+    """Return a step's status from its command's exit code: ok (0), warning (WARNING_EXIT_CODES), else failed."""
+    return "ok" if exit_code == 0 else "warning" if exit_code in WARNING_EXIT_CODES else "failed"
+
+
+def finished_result(outcomes: list[StepOutcome], result: str, failed_step: str | None) -> tuple[str, str | None]:
+    """Return the run's result and failed step once the loop is over (pure).
+
+    *result* / *failed_step*: what the loop decided (``ok``, or where it stopped). A run that reached its
+    end ``ok`` but passed a failed step is ``completed_with_failures``, naming the first such step.
+    """
+    if result != "ok":
+        return result, failed_step
+    passed = [outcome.step.id for outcome in outcomes if outcome.status == "failed" and outcome.decision == "continue"]
+    return ("completed_with_failures", passed[0]) if passed else ("ok", None)
 
 
 def _lock(store: Any, site: str, run_id: int, actor: str) -> None:
@@ -309,7 +344,7 @@ def _run_step(store: Any, request: RunbookRequest, parent_run_id: int, step: Pla
         store.finish_run(step_run, "aborted", {}, summary={"error": "interrupted", "output_tail": "\n".join(tail)})
         raise
     duration = time.monotonic() - started
-    status = "ok" if exit_code == 0 else "warning" if exit_code in WARNING_EXIT_CODES else "failed"
+    status = step_status(exit_code)
     outcome = StepOutcome(step, status, exit_code, duration, "\n".join(tail), step_run, started_at=started_at,
                           finished_at=datetime.now(UTC))
     store.finish_run(step_run, "failed" if status == "failed" else "ok",

@@ -115,6 +115,11 @@ def _show(result) -> None:
                       f"{markers.get('documents_present')} (last #{markers.get('last_document_present')}); "
                       f"documents referenced {consistency.get('referenced')}, not matching "
                       f"{consistency.get('not_matching_count')}")
+    passed = (drill_row.get("detail") or {}).get("continued_failures") or []
+    if passed:
+        terminal.warn("runbook steps failed and the runbook went on (on_failure=continue): "
+                      + ", ".join(f"{step['step']} (exit {step['exit_code']})" for step in passed)
+                      + f"; the runbook run's result: {(drill_row.get('detail') or {}).get('runbook_result')}")
     if drill_row["ok"] and drill_row["met"]:
         terminal.info(f"targets met: paste into runbooks/{drill_row['scenario']}.md: {result.last_drill_line}")
     elif drill_row["ok"]:

@@ -92,8 +92,8 @@ def status_command(inventory_path: Path | None, limit: str | None, timeout: floa
                    watch_s: float | None, rounds: int, as_json: bool) -> None:
     """Probe every site read-only over SSH: services, version, capacity, certificate, updates, backups.
 
-    Exit code 0 every site healthy, 3 a site has a fault, 4 a site did not answer (with --watch: the
-    last round's).
+    Exit code 0 every site healthy, 3 a site has a critical fault, 5 warnings only (no critical fault),
+    4 a site did not answer (with --watch: the last round's).
     """
     if watch_s is None and rounds:
         raise click.UsageError("--rounds needs --watch SECONDS")

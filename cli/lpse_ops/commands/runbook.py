@@ -157,6 +157,8 @@ def _show_plan(planned) -> None:
 
 
 def _show_result(result) -> None:
+    from lpse_ops.actions import runbook_run
+
     table = Table(title=f"runbook {result.plan.path.stem} on {result.plan.site}: {result.result} (run {result.run_id})")
     for column in ("#", "step", "status", "exit", "seconds", "decision"):
         table.add_column(column)
@@ -166,5 +168,8 @@ def _show_result(result) -> None:
                       "-" if outcome.exit_code is None else str(outcome.exit_code), f"{outcome.duration_s:.1f}",
                       outcome.decision or "-")
     terminal.print_table(table)
-    if result.failed_step:
+    passed = ", ".join(f"{outcome.step.id} (exit {outcome.exit_code})" for outcome in result.continued_failures)
+    if result.result in runbook_run.STOPPED_RESULTS:
         terminal.warn(f"stopped at step {result.failed_step}: lpse-ops runs show {result.run_id}")
+    if passed:
+        terminal.warn(f"failed and passed (on_failure=continue or answered to go on): {passed}")

@@ -51,7 +51,7 @@ def _result(result: str | None) -> str:
 
 def _host_row(host: str, outcome: dict[str, Any]) -> tuple[str, ...]:
     return (escape(host), _result(outcome["status"]), str(outcome["changed"]), str(outcome["failed"]),
-            str(outcome["unreachable"]), escape(str(outcome["detail"] or "")))
+            str(outcome["unreachable"]), escape(terminal.inline(outcome["detail"]) if outcome["detail"] else ""))
 
 
 @click.group(name="runs")
@@ -110,9 +110,15 @@ def show_command(run_id: int, as_json: bool, state_url: str | None) -> None:
     out.print(f"  started:   {run['started_at']}", highlight=False)
     out.print(f"  finished:  {run['finished_at'] or '-'} ({_duration(run['duration_s'])})", highlight=False)
     out.print(f"  artifacts: {escape(run['artifact_dir'] or '-')}", highlight=False)
-    out.print(f"  args:      {escape(str(run['args']))}", highlight=False)
+    out.print("  args:", highlight=False)
+    for line in terminal.detail_lines(run["args"] or {}):
+        out.print(escape(line), highlight=False)
     if run["summary"]:
-        out.print(f"  summary:   {escape(str(run['summary']))}", highlight=False)
+        out.print("  summary:", highlight=False)
+        for line in terminal.detail_lines(run["summary"]):
+            out.print(escape(line), highlight=False)
+    if run.get("parent_id"):
+        out.print(f"  parent:    run {run['parent_id']} (lpse-ops runs show {run['parent_id']})", highlight=False)
     table = Table(title=f"hosts ({len(run['hosts'])})")
     for column in ("host", "status", "changed", "failed", "unreachable", "detail"):
         table.add_column(column)
