@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpse_ops import inventory
-from lpse_ops.actions.operation import OperationRefused, target_hosts
+from lpse_ops.actions.operation import OperationRefused, target_hosts, validated_inventory
 from lpse_ops.backends import ssh_probe
 
 GROUP = "sites"
@@ -51,14 +51,7 @@ def read(inventory_path: Path, *, limit: str | None = None, validate_for: str = 
     Raises OperationRefused listing every problem of the inventory, or when no host matches (no host
     touched).
     """
-    try:
-        report = inventory.validate(inventory_path, validate_for)
-    except inventory.InventoryError as error:
-        raise OperationRefused(str(error)) from error
-    if not report.ok:
-        listing = "\n  - ".join(report.problems)
-        raise OperationRefused(f"inventory {inventory_path} has {len(report.problems)} problem(s); "
-                               f"no host was touched:\n  - {listing}")
+    report = validated_inventory(inventory_path, validate_for)
     hosts = target_hosts(inventory_path, group, limit)
     if not hosts:
         raise OperationRefused(f"no host matches group '{group}'{f' with --limit {limit}' if limit else ''}: "

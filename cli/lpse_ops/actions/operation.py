@@ -102,13 +102,18 @@ def target_hosts(inventory_path: Path, group: str, limit: str | None) -> list[st
 
 def preflight_input(ctx: OperationContext) -> inventory.InventoryReport:
     """Validate the inventory for *ctx*; raise OperationRefused listing every problem."""
+    return validated_inventory(ctx.inventory, ctx.validate_for or ctx.operation)
+
+
+def validated_inventory(path: Path, operation: str) -> inventory.InventoryReport:
+    """Read and validate the inventory at *path* for *operation*; raise OperationRefused listing every problem."""
     try:
-        report = inventory.validate(ctx.inventory, ctx.validate_for or ctx.operation)
+        report = inventory.validate(path, operation)
     except inventory.InventoryError as error:
         raise OperationRefused(str(error)) from error
     if not report.ok:
         listing = "\n  - ".join(report.problems)
-        raise OperationRefused(f"inventory {ctx.inventory} has {len(report.problems)} problem(s); "
+        raise OperationRefused(f"inventory {path} has {len(report.problems)} problem(s); "
                                f"no host was touched:\n  - {listing}")
     return report
 

@@ -1,0 +1,43 @@
+"""The fleet a command targets, read once (actions/fleet.py), with Ansible's own inventory parsing and host matching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lpse_ops.actions import fleet
+from lpse_ops.actions.operation import OperationRefused
+
+INVENTORY = """
+all:
+  vars: {ansible_user: root, site_spse_port: 8081}
+  children:
+    sites:
+      hosts:
+        site1: {ansible_host: 127.0.0.1, ansible_port: 2421, site_code: lab01}
+        site2: {ansible_host: 127.0.0.1, ansible_port: 2422, site_code: lab02, site_pg_port: 5433}
+    canary:
+      hosts: {site2: {}}
+"""
+
+
+def test_read_matches_the_limit_and_keeps_every_hosts_variables_and_groups(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yml"
+    path.write_text(INVENTORY)
+    read = fleet.read(path, limit="canary")
+    assert read.hosts == ["site2"] and read.groups["canary"] == ["site2"]
+    (target,) = read.targets()
+    assert (target.host, target.port, target.facts.pg_port) == ("site2", 2422, 5433)
+    assert target.facts.spse_url.endswith(":8081")  # a group variable reached the host's facts
+    assert fleet.read(path).hosts == ["site1", "site2"]
+
+
+def test_read_refuses_a_bad_inventory_and_an_empty_match_before_any_host(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.yml"
+    path.write_text(INVENTORY.replace("    canary:", "    canari:"))
+    with pytest.raises(OperationRefused, match="unknown group 'canari'.*did you mean 'canary'"):
+        fleet.read(path)
+    path.write_text(INVENTORY)
+    with pytest.raises(OperationRefused, match="no host matches group 'sites' with --limit site9"):
+        fleet.read(path, limit="site9")
