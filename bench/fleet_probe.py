@@ -240,6 +240,7 @@ def child(args: argparse.Namespace) -> None:
     import yaml
 
     sys.path.insert(0, str(ROOT / "cli"))
+    from lpse_ops.actions import probe_rules
     from lpse_ops.backends import ssh_probe
 
     startup_cpu = cpu_self()
@@ -258,7 +259,7 @@ def child(args: argparse.Namespace) -> None:
                 opened = len(kept.connections)
                 cpu, started = cpu_self(), time.monotonic()
                 raws = await kept.run(targets)
-                probes = [ssh_probe.to_probe(raw) for raw in raws]
+                probes = [probe_rules.to_probe(raw) for raw in raws]
                 wall, used = time.monotonic() - started, cpu_self() - cpu
                 errors: dict[str, list[str]] = {}
                 for probe in probes:

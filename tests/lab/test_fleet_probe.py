@@ -15,6 +15,7 @@ from pathlib import Path
 import asyncssh
 import pytest
 
+from lpse_ops.actions import probe_rules
 from lpse_ops.backends import ssh_probe
 from tests.lab.labkit import PORT_BASE, SITES, on_site, run_cli, ssh_logins
 
@@ -40,7 +41,7 @@ def raw(target: ssh_probe.Target, timeout: float = 15.0) -> ssh_probe.RawResult:
 def test_probe_of_a_lab_site_reads_a_full_probe(site1_target, installed):
     result = raw(site1_target)
     assert result.error is None, result.error_detail
-    probe = ssh_probe.to_probe(result)
+    probe = probe_rules.to_probe(result)
     assert probe.reachable and probe.spse_version == "1.0" and probe.cpus and probe.disks
 
 
@@ -76,7 +77,7 @@ def test_kept_probes_reuse_one_login_and_reconnect_a_broken_connection(site1_tar
     results = asyncio.run(rounds())
     for result in results:
         assert result.error is None, result.error_detail
-        probe = ssh_probe.to_probe(result)
+        probe = probe_rules.to_probe(result)
         assert probe.reachable and probe.error_detail is None and probe.spse_version == "1.0", probe
     first = logins[0]
     assert logins == [first, first + 1, first + 1, first + 2], logins  # logins in rounds 1 and 3 only

@@ -16,7 +16,7 @@ import pytest
 from alembic import command
 from sqlalchemy import inspect
 
-from lpse_ops.actions import backup, fleet_status
+from lpse_ops.actions import backup, fleet_status, probe_rules
 from lpse_ops.backends import ssh_probe
 from lpse_ops.state import StateStore
 from lpse_ops.state.store import alembic_config
@@ -63,7 +63,7 @@ def test_parse_output_site_without_backup_tool_has_no_backup() -> None:
 def test_parse_output_postgresql_stopped_is_a_postgresql_and_spse_fault() -> None:
     probe = parsed("site2-postgresql-stopped.txt")
     assert probe.postgresql_active == "inactive" and probe.postgresql_ready is False
-    found = codes(ssh_probe.system_faults(probe, now=NOW))
+    found = codes(probe_rules.system_faults(probe, now=NOW))
     assert {"postgresql_down", "spse_unhealthy"} <= found and "nginx_down" not in found
 
 
@@ -110,7 +110,7 @@ def healthy() -> ssh_probe.SiteProbe:
 
 
 def test_system_faults_healthy_site_has_none() -> None:
-    assert ssh_probe.system_faults(healthy(), now=NOW) == []
+    assert probe_rules.system_faults(healthy(), now=NOW) == []
 
 
 @pytest.mark.parametrize(("field", "value", "code"), [
@@ -122,12 +122,12 @@ def test_system_faults_healthy_site_has_none() -> None:
 ])
 def test_system_faults_service_stopped_is_critical(field: str, value: object, code: str) -> None:
     probe = replace(healthy(), **{field: value})
-    faults = [fault for fault in ssh_probe.system_faults(probe, now=NOW) if fault.code == code]
+    faults = [fault for fault in probe_rules.system_faults(probe, now=NOW) if fault.code == code]
     assert faults and faults[0].severity == ssh_probe.CRITICAL
 
 
 def test_system_faults_no_release_installed_warns() -> None:
-    faults = ssh_probe.system_faults(replace(healthy(), spse_version=None), now=NOW)
+    faults = probe_rules.system_faults(replace(healthy(), spse_version=None), now=NOW)
     assert [(f.code, f.severity) for f in faults] == [("version_unknown", ssh_probe.WARNING)]
 
 
@@ -137,7 +137,7 @@ def test_system_faults_disk_above_90_percent_warns_above_95_is_critical(used: in
                                                                         severity: str | None) -> None:
     probe = healthy()
     probe.disks = [ssh_probe.Disk("/var/lib/spse", "/srv", 1000, used, available)]
-    faults = [f for f in ssh_probe.system_faults(probe, now=NOW) if f.code == "disk_full"]
+    faults = [f for f in probe_rules.system_faults(probe, now=NOW) if f.code == "disk_full"]
     assert [f.severity for f in faults] == ([severity] if severity else [])
 
 
@@ -145,39 +145,39 @@ def test_system_faults_same_mount_counted_once_missing_path_reported() -> None:
     probe = healthy()
     probe.disks = [ssh_probe.Disk("/", "/", 100, 99, 1), ssh_probe.Disk("/var/lib/spse", "/", 100, 99, 1),
                    ssh_probe.Disk("/var/lib/postgresql/15/main", None, None, None, None)]
-    assert [f.code for f in ssh_probe.system_faults(probe, now=NOW)] == ["disk_full", "disk_path_missing"]
+    assert [f.code for f in probe_rules.system_faults(probe, now=NOW)] == ["disk_full", "disk_path_missing"]
 
 
 @pytest.mark.parametrize(("days", "code"), [(14.01, None), (13.99, "cert_expiring"), (0.5, "cert_expiring"),
                                             (-0.01, "cert_expired")])
 def test_system_faults_certificate_expiring_within_14_days(days: float, code: str | None) -> None:
     probe = replace(healthy(), cert_not_after=(NOW + timedelta(days=days)).isoformat())
-    found = codes(ssh_probe.system_faults(probe, now=NOW)) & {"cert_expiring", "cert_expired"}
+    found = codes(probe_rules.system_faults(probe, now=NOW)) & {"cert_expiring", "cert_expired"}
     assert found == ({code} if code else set())
 
 
 def test_system_faults_unreadable_certificate_warns() -> None:
     probe = replace(healthy(), cert_not_after=None, cert_error="unable to load certificate")
-    assert codes(ssh_probe.system_faults(probe, now=NOW)) == {"cert_unreadable"}
+    assert codes(probe_rules.system_faults(probe, now=NOW)) == {"cert_unreadable"}
 
 
 @pytest.mark.parametrize(("available_kb", "low"), [(1000, False), (999, True)])
 def test_system_faults_memory_below_10_percent(available_kb: int, low: bool) -> None:
     probe = replace(healthy(), memory_total_kb=10000, memory_available_kb=available_kb)
-    assert ("memory_low" in codes(ssh_probe.system_faults(probe, now=NOW))) is low
+    assert ("memory_low" in codes(probe_rules.system_faults(probe, now=NOW))) is low
 
 
 @pytest.mark.parametrize(("load5", "high"), [(4.0, False), (4.01, True)])
 def test_system_faults_load_above_twice_the_cpus(load5: float, high: bool) -> None:
     probe = replace(healthy(), load=(9.0, load5, 1.0), cpus=2)
-    assert ("load_high" in codes(ssh_probe.system_faults(probe, now=NOW))) is high
+    assert ("load_high" in codes(probe_rules.system_faults(probe, now=NOW))) is high
 
 
 @pytest.mark.parametrize(("count", "skew", "expected"), [(0, 120, set()), (1, 0, {"security_updates"}),
                                                          (0, -121, {"clock_skew"})])
 def test_system_faults_security_updates_and_clock(count: int, skew: float, expected: set[str]) -> None:
     probe = replace(healthy(), security_updates=count, clock_skew_s=skew)
-    assert codes(ssh_probe.system_faults(probe, now=NOW)) == expected
+    assert codes(probe_rules.system_faults(probe, now=NOW)) == expected
 
 
 def site1_backup(now_offset: timedelta) -> tuple[ssh_probe.SiteProbe, datetime]:
@@ -312,7 +312,7 @@ def test_migration_0005_upgrades_a_0004_sqlite_store_keeping_its_runs(tmp_path: 
     with StateStore.open(url) as store:  # opening migrates to head
         tables = set(inspect(store.engine).get_table_names())
         run_id = store.start_run(fleet_status.OPERATION, {}, ["site1"])
-        probe = ssh_probe.to_probe(ssh_probe.RawResult(_target(), stdout=fixture("site1-healthy-backups.txt"),
+        probe = probe_rules.to_probe(ssh_probe.RawResult(_target(), stdout=fixture("site1-healthy-backups.txt"),
                                                        exit_status=0))
         store.record_probe("site1", fleet_status.stored(probe), run_id=run_id)
         down = ssh_probe.SiteProbe("site2", "x:22", reachable=False, error="timeout")

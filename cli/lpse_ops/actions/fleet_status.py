@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import config
-from lpse_ops.actions import backup
+from lpse_ops.actions import backup, probe_rules
 from lpse_ops.actions.operation import OperationRefused, parent_run, target_hosts
 from lpse_ops.backends import ansible, ssh_probe
 
@@ -39,7 +39,7 @@ class FleetStatusRequest:
     on_host: Callable[[ssh_probe.SiteProbe], None] | None = None
     """Called as each site's probe is judged (progress display); never required."""
     backup_limits: backup.Thresholds = field(default_factory=backup.Thresholds)
-    limits: ssh_probe.Limits = field(default_factory=ssh_probe.Limits)
+    limits: probe_rules.Limits = field(default_factory=probe_rules.Limits)
 
 
 @dataclass
@@ -127,7 +127,7 @@ class _Round:
 
     def judge(self, raw: ssh_probe.RawResult) -> None:
         now = datetime.now(UTC)
-        site = ssh_probe.to_probe(raw, now, self.request.limits)
+        site = probe_rules.to_probe(raw, now, self.request.limits)
         if site.reachable and site.error_detail is None:
             if site.backup:  # the site's own verifications (its timer's) reach the store once, now
                 backup.ingest_site_verifications(self.store, site.host, site.backup, self.run_id)

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import bundle
-from lpse_ops.actions import backup, fleet, operation, records
+from lpse_ops.actions import backup, fleet, operation, probe_rules, records
 from lpse_ops.backends import ssh_probe
 from lpse_ops.state.store import lock_holder
 
@@ -681,7 +681,7 @@ def read_states(ctx: PlanContext, read: fleet.Fleet, store: Any) -> tuple[dict[s
     states: dict[str, SiteState] = {}
     try:
         for raw in fleet.probe_sites(read, timeout=ctx.timeout, backup_args=ssh_probe.VERIFICATIONS_ONLY):
-            probe = ssh_probe.to_probe(raw)
+            probe = probe_rules.to_probe(raw)
             state = state_from_probe(probe)
             if probe.backup and probe.error_detail is None:
                 backup.ingest_site_verifications(store, probe.host, probe.backup, run_id)

@@ -1,16 +1,11 @@
-"""The fleet probe: one SSH connection and one read-only remote command per site, no Ansible.
+"""The fleet probe's transport: one SSH connection and one read-only remote command per site, no Ansible.
 
-Three parts, each usable alone:
-
-- :func:`site_facts` and :func:`probe_script`: where SPSE, PostgreSQL and nginx live on a site (read
-  from ``roles/site`` and ``roles/nginx``, the one place those facts are written, overridden by the
-  host's inventory variables), and the POSIX ``sh`` script that collects every fact in one round trip,
-  printing ``key=value`` lines;
-- :func:`parse_output` and :func:`system_faults`: pure functions from that output to a typed
-  :class:`SiteProbe` and its faults (code, severity, message);
-- :func:`probe_hosts`: asyncssh, every host in parallel under a semaphore, each bounded by a timeout,
-  every failure classified (``unreachable``, ``auth_failed``, ``host_key_mismatch``, ``host_key_unknown``,
-  ``timeout``, ``ssh_error``); every host asked for is in the answer.
+:func:`run_probes` (and :class:`KeptProbes`, connections kept between rounds): asyncssh, every host in
+parallel under a semaphore, each bounded by a timeout, every failure classified (``unreachable``,
+``auth_failed``, ``host_key_mismatch``, ``host_key_unknown``, ``timeout``, ``ssh_error``); every host asked
+for is in the answer. The command and its parser are :mod:`lpse_ops.backends.probe_output`, the site facts
+:mod:`lpse_ops.site_facts`, the fault rules ``lpse_ops.actions.probe_rules`` (judgement stays above the
+backends).
 
 Connection settings come from the inventory's host variables (``ansible_host``, ``ansible_port``,
 ``ansible_user``, ``ansible_ssh_private_key_file`` and the ``UserKnownHostsFile`` and
@@ -24,23 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
-import re
 import shlex
 import socket
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
-
-from lpse_ops import config
-
-PROBE_FORMAT = 1
-"""The version of the script's output (its first line: ``probe=1``)."""
 
 KEX_ALGS = ("curve25519-sha256", "curve25519-sha256@libssh.org", "ecdh-sha2-nistp256",
             "diffie-hellman-group14-sha256")
@@ -51,431 +36,33 @@ ENCRYPTION_ALGS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "chacha20
 """Ciphers offered, cheapest for the client first: asyncssh's chacha20-poly1305 (its default) builds a
 new cipher context for every packet; AES-GCM, in hardware, does not (bench/fleet_probe.py)."""
 
-CONNECTION_ERRORS = ("unreachable", "auth_failed", "host_key_mismatch", "host_key_unknown", "timeout", "ssh_error")
-"""How a probe that got no answer failed (``SiteProbe.error``)."""
-
-CRITICAL, WARNING = "critical", "warning"
-
-# -- site facts ---------------------------------------------------------------------------------
-
-FACT_FILES = (("roles", "site", "defaults", "main.yml"), ("roles", "nginx", "vars", "main.yml"))
-"""Where the facts the probe needs are written once: the site facts, and nginx's certificate path."""
-
-_REFERENCE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
-
-
-@dataclass(frozen=True)
-class SiteFacts:
-    """Where things live on one site (``roles/site`` defaults, overridden by the host's variables)."""
-
-    spse_unit: str
-    spse_url: str
-    spse_base_dir: str
-    spse_conf_dir: str
-    spse_data_dir: str
-    pg_unit: str
-    pg_port: int
-    pg_data_dir: str
-    nginx_cert_path: str
-
-    @property
-    def health_url(self) -> str:
-        return self.spse_url.rstrip("/") + "/health"
-
-
-_defaults_cache: dict[Path, dict[str, Any]] = {}
-
-
-def role_defaults(project_dir: Path | None = None) -> dict[str, Any]:
-    """Return the variables of ``roles/site/defaults`` and ``roles/nginx/vars`` (read once per process)."""
-    root = project_dir or config.PROJECT_DIR
-    if root not in _defaults_cache:
-        merged: dict[str, Any] = {}
-        for parts in FACT_FILES:
-            merged.update(yaml.safe_load(root.joinpath(*parts).read_text()) or {})
-        _defaults_cache[root] = merged
-    return _defaults_cache[root]
-
-
-def _render(name: str, variables: Mapping[str, Any], depth: int = 0) -> str:
-    """Return variable *name* with its plain ``{{ other }}`` references resolved (no filters)."""
-    value = str(variables.get(name, ""))
-    if depth > 10:
-        raise ValueError(f"{name}: references nest too deep")
-    return _REFERENCE.sub(lambda m: _render(m.group(1), variables, depth + 1), value)
-
-
-def site_facts(hostvars: Mapping[str, Any], project_dir: Path | None = None) -> SiteFacts:
-    """Return *hostvars*' site facts: the roles' defaults with the host's own ``site_*`` values on top."""
-    variables = {**role_defaults(project_dir), **{k: v for k, v in hostvars.items() if k.startswith("site_")}}
-    return SiteFacts(
-        spse_unit=_render("site_spse_unit", variables), spse_url=_render("site_spse_url", variables),
-        spse_base_dir=_render("site_spse_base_dir", variables),
-        spse_conf_dir=_render("site_spse_conf_dir", variables),
-        spse_data_dir=_render("site_spse_data_dir", variables), pg_unit=_render("site_pg_unit", variables),
-        pg_port=int(_render("site_pg_port", variables)), pg_data_dir=_render("site_pg_data_dir", variables),
-        nginx_cert_path=_render("__nginx_cert_path", variables))
-
-
-# -- the remote command -------------------------------------------------------------------------
-
-BACKUP_TOOL = "/usr/local/sbin/lpse-backup"
-"""The site tool the backup role installs; ``status`` prints one JSON record."""
-
-_SCRIPT = r"""
-export LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-S=""; [ "$(id -u)" -eq 0 ] || S="sudo -n"
-echo "probe=1"
-echo "now=$(date +%s)"
-echo "spse_active=$(systemctl is-active "$SPSE_UNIT" 2>/dev/null | head -n1)"
-echo "pg_active=$(systemctl is-active "$PG_UNIT" 2>/dev/null | head -n1)"
-if command -v pg_isready >/dev/null 2>&1; then pg_isready -q -t 3 -h 127.0.0.1 -p "$PG_PORT" >/dev/null 2>&1
-  echo "pg_ready=$?"; fi
-echo "nginx_active=$(systemctl is-active nginx 2>/dev/null | head -n1)"
-if [ -r "$SPSE_BASE/current/VERSION" ]; then echo "version=$(head -c 64 "$SPSE_BASE/current/VERSION" | head -n1)"; fi
-if [ -L "$SPSE_BASE/current" ]; then echo "release_link=$(basename "$(readlink "$SPSE_BASE/current")" | head -c 64)"; fi
-if [ -d "$SPSE_BASE" ]; then df -Pk "$SPSE_BASE" 2>/dev/null | awk 'NR==2 {print "spse_free_kb=" $4}'; fi
-if command -v curl >/dev/null 2>&1; then H=$(curl -s -m 3 "$HEALTH_URL" 2>/dev/null); echo "health_rc=$?"
-else H=$(python3 -c 'import sys,urllib.request as u;print(u.urlopen(sys.argv[1],timeout=3).read().decode())' \
-  "$HEALTH_URL" 2>/dev/null); echo "health_rc=$?"; fi
-echo "health=$(printf '%s' "$H" | tr '\n' ' ' | head -c 2000)"
-for P in / "$PG_DATA" "$SPSE_DATA"; do
-  if [ -e "$P" ]; then df -Pk "$P" 2>/dev/null | awk -v p="$P" 'NR==2 {print "disk=" p " " $2 " " $3 " " $4 " " $6}'
-  else echo "disk=$P missing"; fi
-done
-awk '/^(MemTotal|MemAvailable):/ {print "mem_" $1 "=" $2}' /proc/meminfo | tr -d ':'
-echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
-echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-E=$($S openssl x509 -noout -enddate -in "$CERT" 2>&1 </dev/null); echo "cert_rc=$?"
-echo "cert=$(printf '%s' "$E" | head -n1)"
-echo "security_updates=$(apt list --upgradable 2>/dev/null | grep -c security)"
-if [ -e "$SPSE_CONF/frozen" ]; then echo "frozen=yes"; else echo "frozen=no"; fi
-if [ -x "$BACKUP_TOOL" ]; then B=$($S "$BACKUP_TOOL" $BACKUP_ARGS 2>/dev/null); echo "backup_rc=$?"
-  echo "backup=$(printf '%s' "$B" | tr '\n' ' ')"
-else echo "backup_rc=absent"; fi
-echo "end=1"
-"""
-
-
-BACKUP_STATUS = "status"
-"""What the fleet view asks the site tool: every backup fact (``pgbackrest info``, both restic repositories)."""
-VERIFICATIONS_ONLY = "status --verifications-only"
-"""What the upgrade plan asks: the site's verifications alone (read from its own files, no engine run)."""
-
-
-def probe_script(facts: SiteFacts, backup_args: str = BACKUP_STATUS) -> str:
-    """Return the one remote command: the facts' paths as shell variables, then the read-only script.
-
-    *backup_args*: the site tool's arguments (:data:`BACKUP_STATUS` or :data:`VERIFICATIONS_ONLY`), fixed
-    words of this module, never operator text.
-
-    The script's lines are collected and printed with one write at the end: sshd forwards each write
-    of the command as its own SSH packet, and every packet costs the client a receive, a decryption and
-    a turn of its event loop (about 30 packets a probe otherwise; bench/fleet_probe.py).
-    """
-    values = {"SPSE_UNIT": facts.spse_unit, "PG_UNIT": facts.pg_unit, "PG_PORT": str(facts.pg_port),
-              "SPSE_BASE": facts.spse_base_dir, "HEALTH_URL": facts.health_url, "PG_DATA": facts.pg_data_dir,
-              "SPSE_DATA": facts.spse_data_dir, "CERT": facts.nginx_cert_path, "SPSE_CONF": facts.spse_conf_dir,
-              "BACKUP_TOOL": BACKUP_TOOL, "BACKUP_ARGS": backup_args}
-    header = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
-    return f"lpse_probe_out=$(\n{header}{_SCRIPT.strip()}\n)\nprintf '%s\\n' \"$lpse_probe_out\"\n"
-
-
-# -- the parsed probe ---------------------------------------------------------------------------
-
-
-@dataclass
-class Fault:
-    """One thing wrong on a site: a stable ``code``, ``critical`` or ``warning``, and what it is."""
-
-    code: str
-    severity: str
-    message: str
-
-
-@dataclass
-class Disk:
-    path: str
-    mount: str | None
-    size_kb: int | None
-    used_kb: int | None
-    available_kb: int | None
-
-    @property
-    def used_percent(self) -> float | None:
-        """Used space as df counts it (used / (used + available): root's reserve counts as full)."""
-        if self.used_kb is None or self.available_kb is None or self.used_kb + self.available_kb == 0:
-            return None
-        return round(100.0 * self.used_kb / (self.used_kb + self.available_kb), 1)
-
-
-@dataclass
-class SiteProbe:
-    """What one probe of one site found: facts, or why there are none (``error``), and its faults."""
-
-    host: str
-    address: str
-    reachable: bool
-    error: str | None = None
-    """One of CONNECTION_ERRORS when the site did not answer."""
-    error_detail: str | None = None
-    probed_at: str | None = None
-    duration_s: float | None = None
-    spse_active: str | None = None
-    spse_health: dict[str, Any] | None = None
-    spse_version: str | None = None
-    release_link: str | None = None
-    """The name of the release folder ``current`` points at (the version when VERSION is unreadable)."""
-    spse_free_bytes: int | None = None
-    """Bytes available to the SPSE folder (``df``), what an upgrade unpacks into."""
-    schema_version: int | None = None
-    postgresql_active: str | None = None
-    postgresql_ready: bool | None = None
-    nginx_active: str | None = None
-    disks: list[Disk] = field(default_factory=list)
-    memory_total_kb: int | None = None
-    memory_available_kb: int | None = None
-    load: tuple[float, float, float] | None = None
-    cpus: int | None = None
-    cert_not_after: str | None = None
-    cert_error: str | None = None
-    security_updates: int | None = None
-    frozen: bool | None = None
-    backup: dict[str, Any] | None = None
-    """``lpse-backup status`` JSON; None when the tool is absent (backups not set up)."""
-    backup_error: str | None = None
-    backup_ages: dict[str, float | None] | None = None
-    """Seconds since each backup, snapshot, archived WAL and verified restore (set by the fleet action)."""
-    verification: dict[str, Any] | None = None
-    """The site's current restore verification as the state store holds it (set by the fleet action)."""
-    clock_skew_s: float | None = None
-    faults: list[Fault] = field(default_factory=list)
-
-    @property
-    def memory_available_percent(self) -> float | None:
-        if not self.memory_total_kb or self.memory_available_kb is None:
-            return None
-        return 100.0 * self.memory_available_kb / self.memory_total_kb
-
-    @property
-    def worst(self) -> int:
-        """Sort rank, worst first: 0 unreachable, 1 a critical fault, 2 a warning, 3 healthy."""
-        if not self.reachable:
-            return 0
-        severities = {fault.severity for fault in self.faults}
-        return 1 if CRITICAL in severities else 2 if severities else 3
-
-    def as_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        available = self.memory_available_percent
-        data["memory_available_percent"] = round(available, 1) if available is not None else None
-        for disk, raw in zip(self.disks, data["disks"], strict=True):
-            raw["used_percent"] = disk.used_percent
-        return data
-
-
-class ProbeOutputError(ValueError):
-    """The remote command's output is not a complete probe."""
-
-
-def _int(value: str | None) -> int | None:
-    try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def parse_lines(text: str) -> dict[str, list[str]]:
-    """Return the ``key=value`` lines of *text*, each key's values in order (``disk`` repeats)."""
-    found: dict[str, list[str]] = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and re.fullmatch(r"[a-z_A-Z]+", key):
-            found.setdefault(key, []).append(value)
-    return found
-
-
-_MONTHS = {name: number for number, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), start=1)}
-
-
-def parse_cert_date(line: str) -> datetime | None:
-    """Return the time of openssl's ``notAfter=Mar  2 05:57:42 2029 GMT``, or None.
-
-    Read by hand, not by ``strptime``: the month names are openssl's own (C locale), whatever this
-    machine's locale, and it costs a tenth as much per site.
-    """
-    _, _, stamp = line.partition("=")
-    parts = stamp.split()
-    try:
-        month, day, clock, year, zone = parts
-        hour, minute, second = (int(x) for x in clock.split(":"))
-        if zone != "GMT" or month not in _MONTHS:
-            return None
-        return datetime(int(year), _MONTHS[month], int(day), hour, minute, second, tzinfo=UTC)
-    except ValueError:
-        return None
-
-
-def parse_output(host: str, address: str, text: str, now: datetime | None = None) -> SiteProbe:
-    """Turn the probe script's output into a :class:`SiteProbe` (faults not yet computed); pure.
-
-    Raises ProbeOutputError when the output is not the probe's (no ``probe=1`` first, no ``end=1``).
-    """
-    now = now or datetime.now(UTC)
-    lines = parse_lines(text)
-
-    def one(key: str) -> str | None:
-        values = lines.get(key)
-        return values[-1] if values else None
-
-    if one("probe") != str(PROBE_FORMAT):
-        raise ProbeOutputError(f"not a probe output (format {one('probe')!r}): {text[:200]!r}")
-    if one("end") != "1":
-        raise ProbeOutputError("the probe output ends early (no end=1 line)")
-    probe = SiteProbe(host=host, address=address, reachable=True, probed_at=now.isoformat(timespec="seconds"))
-    remote_now = _int(one("now"))
-    probe.clock_skew_s = round(remote_now - now.timestamp(), 1) if remote_now is not None else None
-    probe.spse_active = one("spse_active") or None
-    probe.postgresql_active = one("pg_active") or None
-    probe.postgresql_ready = None if one("pg_ready") is None else one("pg_ready") == "0"
-    probe.nginx_active = one("nginx_active") or None
-    probe.spse_version = (one("version") or "").strip() or None
-    probe.release_link = (one("release_link") or "").strip() or None
-    free_kb = _int(one("spse_free_kb"))
-    probe.spse_free_bytes = free_kb * 1024 if free_kb is not None else None
-    health_text = (one("health") or "").strip()
-    if health_text:
-        try:
-            health = json.loads(health_text)
-            probe.spse_health = health if isinstance(health, dict) else {"status": str(health)}
-        except json.JSONDecodeError:
-            probe.spse_health = {"status": "unreadable", "body": health_text[:200]}
-    if probe.spse_health:
-        probe.schema_version = _int(probe.spse_health.get("schema_version"))
-    for value in lines.get("disk", []):
-        parts = value.split()
-        if len(parts) >= 2 and parts[-1] == "missing":
-            probe.disks.append(Disk(" ".join(parts[:-1]), None, None, None, None))
-        elif len(parts) >= 5:
-            probe.disks.append(Disk(parts[0], parts[4], _int(parts[1]), _int(parts[2]), _int(parts[3])))
-    probe.memory_total_kb = _int(one("mem_MemTotal"))
-    probe.memory_available_kb = _int(one("mem_MemAvailable"))
-    try:
-        load = [float(x) for x in (one("loadavg") or "").split()[:3]]
-        probe.load = (load[0], load[1], load[2]) if len(load) == 3 else None
-    except ValueError:
-        probe.load = None
-    probe.cpus = _int(one("cpus"))
-    cert_line = one("cert") or ""
-    when = parse_cert_date(cert_line) if one("cert_rc") == "0" else None
-    probe.cert_not_after = when.isoformat() if when else None
-    probe.cert_error = None if when else (cert_line.strip() or "no answer from openssl")
-    probe.security_updates = _int(one("security_updates"))
-    probe.frozen = {"yes": True, "no": False}.get(one("frozen") or "")
-    backup_rc = one("backup_rc")
-    if backup_rc == "absent":
-        probe.backup = None
-    else:
-        try:
-            probe.backup = json.loads(one("backup") or "")
-        except json.JSONDecodeError:
-            probe.backup_error = f"lpse-backup status printed no JSON (exit {backup_rc})"
-    return probe
-
-
-# -- the fault rules (clause numbers: docs/fleet-status.md) -------------------------------------
-
-
-@dataclass(frozen=True)
-class Limits:
-    """The thresholds of the system faults."""
-
-    disk_warning_percent: float = 90.0
-    disk_critical_percent: float = 95.0
-    memory_available_percent: float = 10.0
-    load_per_cpu: float = 2.0
-    cert_days: int = 14
-    clock_skew_s: float = 120.0
-
-
-def _service_faults(probe: SiteProbe) -> list[Fault]:
-    found: list[Fault] = []
-    if probe.spse_active != "active":
-        found.append(Fault("spse_down", CRITICAL, f"SPSE service is {probe.spse_active or 'unknown'}"))
-    else:
-        status = (probe.spse_health or {}).get("status")
-        if status != "ok":
-            found.append(Fault("spse_unhealthy", CRITICAL,
-                               f"SPSE health endpoint: {status or 'no answer'}"
-                               + "".join(f"; {k} {v}" for k, v in (probe.spse_health or {}).items()
-                                         if k in ("database", "documents_dir") and v != "ok")))
-        expected = _int((probe.spse_health or {}).get("expected_schema_version"))
-        if expected is not None and probe.schema_version is not None and expected != probe.schema_version:
-            found.append(Fault("schema_mismatch", CRITICAL,
-                               f"database schema {probe.schema_version}, release expects {expected}"))
-    if probe.postgresql_active != "active" or probe.postgresql_ready is False:
-        found.append(Fault("postgresql_down", CRITICAL,
-                           f"PostgreSQL service is {probe.postgresql_active or 'unknown'}"
-                           + (", not accepting connections" if probe.postgresql_ready is False else "")))
-    if probe.nginx_active != "active":
-        found.append(Fault("nginx_down", CRITICAL, f"nginx is {probe.nginx_active or 'unknown'}"))
-    if probe.spse_version is None:
-        found.append(Fault("version_unknown", WARNING, "no SPSE release installed (current/VERSION unreadable)"))
-    return found
-
-
-def _capacity_faults(probe: SiteProbe, limits: Limits) -> list[Fault]:
-    found: list[Fault] = []
-    seen: set[str] = set()
-    for disk in probe.disks:
-        if disk.mount is None:
-            found.append(Fault("disk_path_missing", WARNING, f"{disk.path} does not exist"))
-            continue
-        percent = disk.used_percent
-        if percent is None or disk.mount in seen:
-            continue
-        seen.add(disk.mount)
-        if percent > limits.disk_warning_percent:
-            severity = CRITICAL if percent > limits.disk_critical_percent else WARNING
-            found.append(Fault("disk_full", severity, f"{disk.mount} ({disk.path}) {percent:.0f}% used, "
-                                                      f"{(disk.available_kb or 0) // 1024} MiB free"))
-    available = probe.memory_available_percent
-    if available is not None and available < limits.memory_available_percent:
-        found.append(Fault("memory_low", WARNING, f"{available:.0f}% of memory available"))
-    if probe.load and probe.cpus and probe.load[1] > limits.load_per_cpu * probe.cpus:
-        found.append(Fault("load_high", WARNING, f"load {probe.load[1]:.1f} (5 min) on {probe.cpus} CPU(s)"))
-    return found
-
-
-def _security_faults(probe: SiteProbe, limits: Limits, now: datetime) -> list[Fault]:
-    found: list[Fault] = []
-    if probe.cert_not_after is None:
-        found.append(Fault("cert_unreadable", WARNING, f"nginx certificate unreadable: {probe.cert_error}"))
-    else:
-        left = datetime.fromisoformat(probe.cert_not_after) - now
-        if left <= timedelta(0):
-            found.append(Fault("cert_expired", CRITICAL, f"nginx certificate expired {probe.cert_not_after}"))
-        elif left < timedelta(days=limits.cert_days):
-            found.append(Fault("cert_expiring", WARNING,
-                               f"nginx certificate expires in {left.total_seconds() / 86400:.1f} days "
-                               f"({probe.cert_not_after})"))
-    if probe.security_updates:
-        found.append(Fault("security_updates", WARNING, f"{probe.security_updates} security update(s) pending"))
-    if probe.clock_skew_s is not None and abs(probe.clock_skew_s) > limits.clock_skew_s:
-        found.append(Fault("clock_skew", WARNING, f"clock {probe.clock_skew_s:+.0f} s off the control machine's"))
-    return found
-
-
-def system_faults(probe: SiteProbe, limits: Limits | None = None, now: datetime | None = None) -> list[Fault]:
-    """Return the faults of a reachable *probe*'s services, capacity and certificate (pure).
-
-    Backups are judged once, by the backup status rules (``actions.backup.assess``), not here.
-    """
-    limits = limits or Limits()
-    now = now or datetime.now(UTC)
-    return _service_faults(probe) + _capacity_faults(probe, limits) + _security_faults(probe, limits, now)
-
+# Re-exported: the command, its parser and the site facts are what a caller of the transport uses with it.
+from lpse_ops.backends.probe_output import (  # noqa: E402
+    BACKUP_STATUS as BACKUP_STATUS,
+)
+from lpse_ops.backends.probe_output import (  # noqa: E402
+    BACKUP_TOOL as BACKUP_TOOL,
+)
+from lpse_ops.backends.probe_output import (  # noqa: E402
+    CONNECTION_ERRORS as CONNECTION_ERRORS,
+)
+from lpse_ops.backends.probe_output import CRITICAL as CRITICAL  # noqa: E402
+from lpse_ops.backends.probe_output import PROBE_FORMAT as PROBE_FORMAT  # noqa: E402
+from lpse_ops.backends.probe_output import (  # noqa: E402
+    VERIFICATIONS_ONLY as VERIFICATIONS_ONLY,
+)
+from lpse_ops.backends.probe_output import WARNING as WARNING  # noqa: E402
+from lpse_ops.backends.probe_output import Disk as Disk  # noqa: E402
+from lpse_ops.backends.probe_output import Fault as Fault  # noqa: E402
+from lpse_ops.backends.probe_output import ProbeOutputError as ProbeOutputError  # noqa: E402
+from lpse_ops.backends.probe_output import SiteProbe as SiteProbe  # noqa: E402
+from lpse_ops.backends.probe_output import parse_cert_date as parse_cert_date  # noqa: E402
+from lpse_ops.backends.probe_output import parse_lines as parse_lines  # noqa: E402
+from lpse_ops.backends.probe_output import parse_output as parse_output  # noqa: E402
+from lpse_ops.backends.probe_output import probe_script as probe_script  # noqa: E402
+from lpse_ops.site_facts import SiteFacts as SiteFacts  # noqa: E402
+from lpse_ops.site_facts import role_defaults as role_defaults  # noqa: E402
+from lpse_ops.site_facts import site_facts as site_facts  # noqa: E402
 
 # -- connections --------------------------------------------------------------------------------
 
@@ -833,28 +420,3 @@ class KeptProbes:
         for shell in shells:
             shell.conn.close()
         await asyncio.gather(*(shell.conn.wait_closed() for shell in shells), return_exceptions=True)
-
-
-def to_probe(raw: RawResult, now: datetime | None = None, limits: Limits | None = None) -> SiteProbe:
-    """Return the SiteProbe of one raw result: classified failure, or parsed facts with system faults."""
-    target = raw.target
-    address = f"{target.address}:{target.port}"
-    now = now or datetime.now(UTC)
-    if raw.error:
-        probe = SiteProbe(host=target.host, address=address, reachable=False, error=raw.error,
-                          error_detail=raw.error_detail, probed_at=now.isoformat(timespec="seconds"),
-                          duration_s=raw.duration_s)
-        probe.faults = [Fault(raw.error, CRITICAL, raw.error_detail or raw.error)]
-        return probe
-    try:
-        probe = parse_output(target.host, address, raw.stdout, now)
-    except ProbeOutputError as error:
-        detail = f"{error}; exit {raw.exit_status}; stderr: {raw.stderr.strip()[:300]}"
-        probe = SiteProbe(host=target.host, address=address, reachable=True, error_detail=detail,
-                          probed_at=now.isoformat(timespec="seconds"))
-        probe.faults = [Fault("probe_failed", CRITICAL, detail)]
-        probe.duration_s = raw.duration_s
-        return probe
-    probe.duration_s = raw.duration_s
-    probe.faults = system_faults(probe, limits, now)
-    return probe
