@@ -141,7 +141,8 @@ def test_runs_on_postgres_round_trip_with_host_results_and_verifications(pg_url:
         assert store.list_verifications("site1") == [{
             "id": verification, "run_id": run_id, "host": "site1", "verified_at": store.list_verifications()[0][
                 "verified_at"], "ok": True, "repo": "1", "backup_label": "20261124-F", "recovery_point": "0/3000060",
-            "recovery_time": "2026-11-24 04:00:00+00", "restore_duration_s": 12.5, "checks": ["tables", "documents"]}]
+            "recovery_time": "2026-11-24 04:00:00+00", "restore_duration_s": 12.5, "checks": ["tables", "documents"],
+            "site_verification_id": None, "source": "control", "detail": {}}]
         assert store.list_verifications("site2") == []
 
         with pytest.raises(StateError, match="already finished"):
@@ -297,3 +298,16 @@ def test_open_postgres_unreachable_server_raises_state_error(pg_server: PgServer
     assert "Connection refused" in str(caught.value) or "connection failed" in str(caught.value)
     assert "pw@" not in str(caught.value)
     assert time.monotonic() - started < 10
+
+
+def test_a_site_verification_is_recorded_once_on_postgres(pg_url):
+    """Two readers of the same site (a probe round and a plan) record its own verification once: the unique
+    (host, site_verification_id) of migration 0011 holds on PostgreSQL too."""
+    with StateStore.open(pg_url) as store:
+        first_read = store.record_verification("site2", False, site_verification_id="v1", source="site",
+                                               detail={"trigger": "systemd", "error": "verify failed"})
+        entries = store.audit_count()
+        again = store.record_verification("site2", False, site_verification_id="v1", source="site")
+        (row,) = store.list_verifications("site2")
+        assert first_read == again == row["id"] and store.audit_count() == entries
+        assert row["detail"] == {"trigger": "systemd", "error": "verify failed"} and row["source"] == "site"
