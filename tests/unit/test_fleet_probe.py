@@ -350,3 +350,18 @@ def test_probe_script_asks_the_site_tool_what_the_caller_needs() -> None:
     facts = ssh_probe.site_facts({})
     assert "BACKUP_ARGS=status\n" in ssh_probe.probe_script(facts)
     assert "BACKUP_ARGS='status --verifications-only'\n" in ssh_probe.probe_script(facts, ssh_probe.VERIFICATIONS_ONLY)
+
+
+def test_host_result_fails_a_site_for_a_critical_fault_not_for_a_warning() -> None:
+    """A round with warnings only is an ok run: the reports' failed sites come from these host results."""
+    warned = ssh_probe.SiteProbe("w", "127.0.0.1:1", reachable=True,
+                                 faults=[ssh_probe.Fault("security_updates", ssh_probe.WARNING, "22 pending")])
+    broken = ssh_probe.SiteProbe("c", "127.0.0.1:2", reachable=True,
+                                 faults=[ssh_probe.Fault("spse_down", ssh_probe.CRITICAL, "SPSE inactive"),
+                                         ssh_probe.Fault("security_updates", ssh_probe.WARNING, "22 pending")])
+    gone = ssh_probe.SiteProbe("u", "127.0.0.1:3", reachable=False, error="unreachable",
+                               faults=[ssh_probe.Fault("unreachable", ssh_probe.CRITICAL, "no route")])
+    assert fleet_status.host_result(warned) == {"status": "ok", "unreachable": 0, "failed": 0, "warnings": 1,
+                                                "faults": ["security_updates"]}
+    assert fleet_status.host_result(broken)["status"] == "failed" and fleet_status.host_result(broken)["failed"] == 1
+    assert fleet_status.host_result(gone)["status"] == "unreachable"

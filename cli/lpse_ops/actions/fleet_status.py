@@ -81,6 +81,15 @@ def exit_code(probes: list[ssh_probe.SiteProbe]) -> int:
     return EXIT_WARNING if faults else EXIT_OK
 
 
+def host_result(site: ssh_probe.SiteProbe) -> dict[str, Any]:
+    """A probed site as the run records it: ``failed`` only for a critical fault (a warning, such as pending
+    security updates, leaves it ``ok`` with its ``warnings`` counted), ``unreachable`` when it did not answer."""
+    critical = [fault for fault in site.faults if fault.severity != ssh_probe.WARNING]
+    return {"status": "unreachable" if not site.reachable else "failed" if critical else "ok",
+            "unreachable": int(not site.reachable), "failed": len(critical),
+            "warnings": len(site.faults) - len(critical), "faults": [fault.code for fault in site.faults]}
+
+
 def worst_first(probes: list[ssh_probe.SiteProbe]) -> list[ssh_probe.SiteProbe]:
     """Unreachable sites, then critical faults, then warnings, then healthy; more faults first; then by name."""
     return sorted(probes, key=lambda p: (p.worst, -len(p.faults), p.host))
@@ -143,10 +152,8 @@ class _Round:
         code = exit_code(ordered)
         for site in ordered:
             self.store.record_probe(site.host, stored(site), run_id=self.run_id)
-        self.store.finish_run(self.run_id, "ok" if code == EXIT_OK else "failed", host_results={
-            site.host: {"status": "unreachable" if not site.reachable else "failed" if site.faults else "ok",
-                        "unreachable": int(not site.reachable), "failed": len(site.faults),
-                        "faults": [fault.code for fault in site.faults]} for site in ordered},
+        self.store.finish_run(self.run_id, "ok" if code in (EXIT_OK, EXIT_WARNING) else "failed", host_results={
+            site.host: host_result(site) for site in ordered},
             summary={"exit_code": code, "sites": len(ordered), "duration_s": round(duration, 3),
                      "cpu_s": round(cpu, 3)})
         return FleetStatus(self.run_id, ordered, code, duration, cpu)
