@@ -321,9 +321,7 @@ def ingest_site_verifications(store, host: str, output: dict, run_id: int | None
     a verification the site's timer ran reaches the store the next time the site is read, once.
     """
     reported = site_verifications(output)
-    if not reported:
-        return []
-    known = {v["site_verification_id"] for v in store.list_verifications(host, limit=200)}
+    known = store.known_site_verifications(host, [v["id"] for v in reported])
     return [record_site_verification(store, host, v, run_id, "site") for v in reported if v["id"] not in known]
 
 

@@ -26,15 +26,19 @@ def main(settings: Settings, args) -> dict:
     """
     if getattr(args, "verifications_only", False):
         return {"action": "status", "ok": True, "site_code": settings.site_code, "time": iso(now_utc()),
-                "verifications_only": True, "last_verify": last_verify_facts(settings),
-                "verifications": [verification_summary(result) for result in verify.history(settings, RECENT)]}
+                "verifications_only": True, **verification_facts(settings)}
     stanza, info_failure = _read_stanza(settings)
     return {"action": "status", "ok": True, "site_code": settings.site_code, "time": iso(now_utc()),
             "pgbackrest": pgbackrest_facts(settings, stanza, info_failure),
             "wal_archiving": wal_facts(settings, stanza),
             "spool_queue": spool_facts(settings),
             "restic": {name: restic_facts(settings, name) for name in ("local", "offsite")},
-            "last_verify": last_verify_facts(settings),
+            **verification_facts(settings)}
+
+
+def verification_facts(settings: Settings) -> dict:
+    """``last_verify`` and the newest ``verifications`` (each with its id and checks), from the site's own files."""
+    return {"last_verify": last_verify_facts(settings),
             "verifications": [verification_summary(result) for result in verify.history(settings, RECENT)]}
 
 

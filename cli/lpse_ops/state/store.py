@@ -402,6 +402,15 @@ class StateStore:
         self._anchor(entry)
         return row.id
 
+    def known_site_verifications(self, host: str, site_ids: list[str]) -> set[str]:
+        """Which of *site_ids* (a site's own verification ids) the store already holds for *host*."""
+        if not site_ids:
+            return set()
+        query = select(RestoreVerification.site_verification_id).where(
+            RestoreVerification.host == host, RestoreVerification.site_verification_id.in_(site_ids))
+        with self._read() as session:
+            return set(session.scalars(query))
+
     def list_verifications(self, host: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         """Return the newest restore verifications (of one *host*, or all), newest first (by when they finished)."""
         query = select(RestoreVerification).order_by(RestoreVerification.verified_at.desc(),
