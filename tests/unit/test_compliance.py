@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
-import json
+import os
 import subprocess
-import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -213,33 +211,30 @@ def test_site_parsers_read_real_tool_output():
     assert site_audit.parse_lynis_report(lynis)["warnings"] == ["FIRE-4512"]
 
 
-def _bundle(base: Path, files: dict[str, bytes]) -> Path:
-    (base / "bundles").mkdir(parents=True)
-    release = base / "releases" / "1.0"
-    for name, content in files.items():
-        (release / name).parent.mkdir(parents=True, exist_ok=True)
-        (release / name).write_bytes(content)
-    (base / "current").symlink_to(release)
-    manifest = {"version": "1.0", "files": [{"path": name, "sha256": hashlib.sha256(content).hexdigest()}
-                                            for name, content in files.items()]}
-    bundle = base / "bundles" / "spse-1.0.tar.gz"
-    with tarfile.open(bundle, "w:gz") as archive:
-        data = json.dumps(manifest).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return release
-
-
+@pytest.mark.skipif(os.geteuid() != 0, reason="the site's unpack sets owners: it runs as root")
 def test_release_facts_name_the_modified_missing_and_extra_files(tmp_path):
-    release = _bundle(tmp_path, {"lib/spse.jar": b"jar", "VERSION": b"1.0\n", "migrations/001.sql": b"create"})
-    assert site_audit.release_facts(str(tmp_path))["modified"] == []
+    """The audit compares the release with the signed manifest its unpack kept (site/release.py), no copy."""
+    from lpse_ops import bundle
+    from lpse_ops.site import release as site_release
+    from tests.unit.test_bundle import make_source
+
+    bundle.keygen(tmp_path / "keys" / "r.key", tmp_path / "keys" / "r.pub", "test")
+    built = bundle.build(make_source(tmp_path), tmp_path / "keys" / "r.key", tmp_path / "out")
+    base = tmp_path / "spse"
+    (base / "releases").mkdir(parents=True)
+    keys = site_release.trusted_keys([(tmp_path / "keys" / "r.pub").read_text()])
+    site_release.unpack(str(built), hashlib.sha256(built.read_bytes()).hexdigest(), "1.1", str(base), keys)
+    release = base / "releases" / "1.1"
+    (base / "current").symlink_to(release)
+    assert site_audit.release_facts(str(base))["modified"] == []
     (release / "lib" / "spse.jar").write_bytes(b"jar with a backdoor")
-    (release / "migrations" / "001.sql").unlink()
+    (release / "migrations" / "0001_initial.sql").unlink()
     (release / "lib" / "extra.class").write_bytes(b"x")
-    found = site_audit.release_facts(str(tmp_path))
-    assert (found["modified"], found["missing"], found["extra"]) == (["lib/spse.jar"], ["migrations/001.sql"],
+    found = site_audit.release_facts(str(base))
+    assert (found["modified"], found["missing"], found["extra"]) == (["lib/spse.jar"], ["migrations/0001_initial.sql"],
                                                                       ["lib/extra.class"])
+    (base / "manifests" / "1.1.json").unlink()
+    assert "cannot read the signed manifest of SPSE 1.1" in site_audit.release_facts(str(base))["error"]
 
 
 @pytest.mark.parametrize(("kind", "text", "ok"), [

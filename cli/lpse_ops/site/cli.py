@@ -12,6 +12,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup traffic --since EPOCH [--until EPOCH] [--log PATH]   (requests to SPSE in a window)
     lpse-backup audit [--lynis] [--no-aide]   (compliance facts; lpse-ops audit decides the controls)
     lpse-backup upgrade-prepare | upgrade-apply | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
+    lpse-backup release-unpack --bundle F --sha256 H --version V --base DIR [--check]   (site/release.py)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
 what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
@@ -25,7 +26,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from lpse_ops.site import audit, checkpoint, listing, nginxlog, restore, run, settings, status, upgrade, verify
+from lpse_ops.site import audit, checkpoint, listing, nginxlog, release, restore, run, settings, status, upgrade, verify
 from lpse_ops.site.errors import Failure
 
 Action = Callable[[settings.Settings, argparse.Namespace], dict]
@@ -34,9 +35,9 @@ ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": s
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
                               "traffic": nginxlog.main, "audit": audit.main,
                               "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
-                              "upgrade-bake": upgrade.bake}
+                              "upgrade-bake": upgrade.bake, "release-unpack": release.main}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
-WITHOUT_SETTINGS = {"audit", "upgrade-prepare", "upgrade-bake", "upgrade-apply"}
+WITHOUT_SETTINGS = {"audit", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
@@ -76,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
     check_site.add_argument("--lynis", action="store_true", help="also run Lynis and report its hardening index")
     check_site.add_argument("--no-aide", action="store_true", help="skip AIDE's check")
     upgrade.add_parsers(sub)
+    release.add_parser(sub)
     return top
 
 
