@@ -64,3 +64,26 @@ def test_a_restore_rolls_back_when_a_step_raises_something_else_than_a_failure(
     assert result["code"] == "unexpected" and "ValueError" in result["error"], result
     assert (Path(config.pg_data) / "PG_VERSION").read_text() == "15\n", "the previous data dir is not back"
     assert ["start", config.pg_unit] in calls and ["start", config.spse_unit] in calls
+
+
+def test_an_upgrade_s_database_rollback_puts_the_data_dir_back_when_postgres_takes_its_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """postgres owns the data dir's parent: right after rollback-db moved the data dir aside it can make a
+    folder (or a link) at the name; make_data_dir's mkdir then raised FileExistsError, rollback_database
+    caught only Failure, and the site was left with PostgreSQL stopped and its data dir moved aside."""
+    from lpse_ops.site import checkpoint, safefs
+
+    config = _restore_site(tmp_path)
+    calls = _no_services(monkeypatch)
+    monkeypatch.setattr(checkpoint, "run_command", lambda argv, **_k: calls.append(argv))
+    monkeypatch.setattr(checkpoint, "load", lambda _s, name: {"name": name, "label": "20260101-000000F",
+                                                              "restore_point": "lpse-20260101-000000F"})
+
+    def postgres_wins_the_race(pgdata: str) -> None:
+        os.mkdir(pgdata)  # what postgres does between the rename and root's mkdir
+        safefs.make_owned_dir(pgdata, 65534, 65534, 0o700)
+    monkeypatch.setattr(checkpoint.restore, "make_data_dir", postgres_wins_the_race)
+    result = checkpoint.rollback_database(config, SimpleNamespace(name="before-upgrade"))
+    assert result["ok"] is False and result["code"] == "unexpected", result
+    assert (Path(config.pg_data) / "PG_VERSION").read_text() == "15\n", "the data dir was left moved aside"
+    assert ["start", config.pg_unit] in calls
