@@ -10,6 +10,8 @@ from types import SimpleNamespace
 import pytest
 
 from lpse_ops.site import documents, restore
+from tests.unit import test_postgresql_role as pg
+from tests.unit.test_postgresql_role import cluster  # noqa: F401 (the real PostgreSQL 15 fixture)
 from tests.unit.test_site_status import site_settings
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the site tool runs as root")
@@ -36,32 +38,29 @@ def _no_services(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     return calls
 
 
-def _move_database_aside(current: restore.Restore) -> None:
-    """The real step's effect, without pwd's postgres account: the data dir aside, an empty one made."""
-    aside = f"{current.settings.pg_data}.before-restore-{current.stamp}-test"
-    os.rename(current.settings.pg_data, aside)
-    current.result["moved_aside"]["pgdata"] = {"from": current.settings.pg_data, "to": aside}
-    os.mkdir(current.settings.pg_data, 0o700)
-
-
 ARGS = SimpleNamespace(repo=1, target_time="2026-01-01 00:00:00+00", repo2_path=None, repo2_bucket=None,
                        restic_repo=None)
 
 
 def test_a_restore_rolls_back_when_a_step_raises_something_else_than_a_failure(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """spse writes the documents table: a row whose stored_path holds a newline printed as two psql lines,
-    parse_rows raised ValueError, main caught only Failure, and the site stayed down with its data dir
-    moved aside. Any exception after the first change must roll the site back."""
+    """postgres owns the data dir's parent: right after the restore moved the data dir aside it can make a
+    folder (or a link) at the name; make_data_dir's mkdir raised FileExistsError, main caught only Failure,
+    and the site stayed down with its data dir moved aside and no record (a documents row whose path held a
+    newline did the same with a ValueError). Any exception after the first change must roll the site back."""
+    from lpse_ops.site import safefs
+
     config = _restore_site(tmp_path)
     calls = _no_services(monkeypatch)
 
-    def reconcile(_current: restore.Restore) -> None:
-        documents.parse_rows([f"1\t{SHA}\tab/first line", "second line.pdf"])
-    monkeypatch.setattr(restore, "STEPS", (_move_database_aside, reconcile))
+    def postgres_wins_the_race(pgdata: str) -> None:
+        os.mkdir(pgdata)  # what postgres does between the rename and root's mkdir
+        safefs.make_owned_dir(pgdata, 65534, 65534, 0o700)
+    monkeypatch.setattr(restore, "make_data_dir", postgres_wins_the_race)
+    monkeypatch.setattr(restore, "STEPS", (restore.move_database_aside, restore.restore_database))
     result = restore.main(config, ARGS)
     assert result["ok"] is False and result.get("rolled_back") is True, result
-    assert result["code"] == "unexpected" and "ValueError" in result["error"], result
+    assert result["code"] == "unexpected" and "FileExistsError" in result["error"], result
     assert (Path(config.pg_data) / "PG_VERSION").read_text() == "15\n", "the previous data dir is not back"
     assert ["start", config.pg_unit] in calls and ["start", config.spse_unit] in calls
 
@@ -87,3 +86,45 @@ def test_an_upgrade_s_database_rollback_puts_the_data_dir_back_when_postgres_tak
     assert result["ok"] is False and result["code"] == "unexpected", result
     assert (Path(config.pg_data) / "PG_VERSION").read_text() == "15\n", "the data dir was left moved aside"
     assert ["start", config.pg_unit] in calls
+
+
+@pytest.mark.skipif(not (pg.PG_BIN / "postgres").exists(), reason="needs PostgreSQL 15 (Debian)")
+def test_a_document_whose_name_holds_a_newline_and_a_tab_is_read_as_one_row_by_real_psql(tmp_path: Path,
+                                                                                       cluster: pg.Cluster):  # noqa: F811
+    """spse names the documents (and their rows): a stored_path with a newline or a tab came out of psql as
+    two lines or four fields, so every restore and verify of that site crashed (and, before the rollback fix,
+    left it down). The rows are read through the real psql of a real PostgreSQL 15 and come out whole."""
+    import hashlib
+
+    from lpse_ops.site import postgres
+
+    name = "ab/first line\nsecond\tline.pdf"
+    folder = tmp_path / "docs" / "ab"
+    folder.mkdir(parents=True)
+    (folder / "first line\nsecond\tline.pdf").write_bytes(b"%PDF- a tender")
+    digest = hashlib.sha256(b"%PDF- a tender").hexdigest()
+    cluster.sql("CREATE DATABASE review22")
+    as_postgres_psql(cluster.port, "CREATE TABLE documents (id bigserial PRIMARY KEY, sha256 char(64) NOT NULL, "
+                     "stored_path text NOT NULL);\nINSERT INTO documents (sha256, stored_path) "
+                     "VALUES (:'sha', :'name');\n", sha=digest, name=name)
+    config = site_settings(tmp_path)
+    rows = postgres.psql(config, documents.QUERY, database="review22", port=cluster.port)
+    found = documents.parse_rows(rows)
+    assert [(d.sha256, d.stored_path) for d in found] == [(digest, name)]
+    assert documents.check(found, str(tmp_path / "docs")) == ([], [])
+
+
+def as_postgres_psql(port: int, sql: str, **variables: str) -> None:
+    """Run *sql* in database review22 as the postgres user; *variables* are psql variables (``:'name'``
+    quotes one as an SQL literal), so the test's odd names reach the table as data."""
+    user = pg.pwd.getpwnam("postgres")
+
+    def drop() -> None:
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+
+    argv = ["psql", f"--port={port}", "--no-psqlrc", "--dbname=review22", "--set=ON_ERROR_STOP=1",
+            *[f"--set={key}={value}" for key, value in variables.items()]]
+    done = pg.subprocess.run(argv, input=sql, capture_output=True, text=True, check=False, timeout=60,
+                             preexec_fn=drop, cwd="/")  # noqa: PLW1509
+    assert done.returncode == 0, done.stderr
