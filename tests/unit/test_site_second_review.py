@@ -128,3 +128,45 @@ def as_postgres_psql(port: int, sql: str, **variables: str) -> None:
     done = pg.subprocess.run(argv, input=sql, capture_output=True, text=True, check=False, timeout=60,
                              preexec_fn=drop, cwd="/")  # noqa: PLW1509
     assert done.returncode == 0, done.stderr
+
+
+def test_a_bundle_replaced_after_its_sha256_was_checked_is_never_unpacked(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch):
+    """release-unpack hashed the file, then opened it again by name to read and unpack it, and never compared
+    the sha256 of the bytes it unpacked: another signed build of the same version put at the name in between
+    (a second run copying its own bundle) was unpacked, not the bytes the control node verified."""
+    import hashlib
+    import shutil
+
+    from lpse_ops import bundle as b
+    from lpse_ops.site import release as r
+    from lpse_ops.site.errors import Failure
+    from tests.unit.test_bundle import make_source
+
+    key_id = b.keygen(tmp_path / "keys" / "release.key", tmp_path / "keys" / "release.pub", "test release key")
+    assert key_id
+    verified = b.build(make_source(tmp_path / "a"), tmp_path / "keys" / "release.key", tmp_path / "out-a")
+    other_source = make_source(tmp_path / "b")
+    (other_source / "payload" / "lib" / "spse.jar").write_bytes(b"another build of the same version")
+    other = b.build(other_source, tmp_path / "keys" / "release.key", tmp_path / "out-b")
+    (tmp_path / "trusted").mkdir()
+    shutil.copy(tmp_path / "keys" / "release.pub", tmp_path / "trusted" / "release.pub")
+    keys = r.trusted_keys(b.trusted_key_texts(tmp_path / "trusted"))
+    base = tmp_path / "spse"
+    (base / "releases").mkdir(parents=True)
+    site_copy = tmp_path / "bundles" / "spse-1.1.tar.gz"
+    site_copy.parent.mkdir()
+    shutil.copy(verified, site_copy)
+    expected = hashlib.sha256(verified.read_bytes()).hexdigest()
+    hash_then_swap = r.file_sha256
+
+    def swapped_after_the_hash(path: str) -> str:
+        digest = hash_then_swap(path)
+        shutil.copy(other, tmp_path / "swap")
+        os.replace(tmp_path / "swap", path)
+        return digest
+    monkeypatch.setattr(r, "file_sha256", swapped_after_the_hash)
+    with pytest.raises(Failure) as caught:
+        r.unpack(str(site_copy), expected, "1.1", str(base), keys)
+    assert caught.value.code == "bundle_sha256_mismatch", caught.value.message
+    assert os.listdir(base / "releases") == [] and not (base / "manifests").exists()
