@@ -213,6 +213,7 @@ def unpack(bundle: str, sha256: str, version: str, base: str, keys: dict[str, by
         check_signature = openssl_check(keys, work)
         if present or check:
             found = _read_or_refuse(bundle, check_signature)
+            _same_bytes(found, bundle, sha256)
             _same_version(found, version)
             problems = [difference.text for difference in compare_tree(target, found.listing)] if present else []
             if problems:
@@ -233,6 +234,7 @@ def unpack(bundle: str, sha256: str, version: str, base: str, keys: dict[str, by
             found = _read_or_refuse(bundle, check_signature, on_directory, on_file)
         finally:
             os.close(staging_fd)
+        _same_bytes(found, bundle, sha256)
         _same_version(found, version)
         os.chmod(staging, 0o755)  # noqa: S103 (a release folder, root-owned, like /usr/lib)
         problems = [difference.text for difference in compare_tree(staging, found.listing)]
@@ -259,6 +261,16 @@ def _read_or_refuse(bundle: str, check_signature: SignatureCheck, on_directory=N
         except BundleRefused as error:
             raise Failure("bundle_refused", f"{bundle} refused, nothing was unpacked: {error}",
                           step="read") from None
+
+
+def _same_bytes(found: Read, bundle: str, sha256: str) -> None:
+    """The bytes read (and unpacked) must be the verified ones: the file is opened again after its first hash,
+    so another file put at the name in between is refused here (its tree is still only in the staging folder)."""
+    if found.sha256 != sha256:
+        raise Failure("bundle_sha256_mismatch",
+                      f"{bundle} changed while it was read: the bytes read hash to {found.sha256}, not {sha256}, the "
+                      "sha256 the control node verified: nothing was unpacked; verify the bundle again and rerun",
+                      step="read")
 
 
 def _same_version(found: Read, version: str) -> None:
