@@ -78,6 +78,22 @@ def test_backup_verify_restores_and_checks_everything(backed_up, repo):
     assert latest["ok"] and latest["repo"] == repo and latest["recovery_point"]
 
 
+def test_a_differential_set_and_a_random_verification_as_pgbackrest_lists_them(backed_up):
+    """``backup run --type diff`` takes a differential set (pgBackRest's own info says so, on both repos);
+    ``backup verify --random`` proves one of the sets pgBackRest lists, and says which and of what type."""
+    code, report, output = backup_cli("run", "--type", "diff")
+    assert code == 0, output
+    taken = report["outputs"][SITE]["pgbackrest"]
+    info = {repo: {b["label"]: b["type"] for b in json.loads(on_site(
+        f"pgbackrest --stanza=spse --repo={repo} --output=json info"))[0]["backup"]} for repo in ("1", "2")}
+    for repo in ("1", "2"):
+        assert info[repo][taken[repo]["label"]] == "diff", (repo, taken[repo], info[repo])
+    code, report, output = backup_cli("verify", "--random")
+    assert code == 0, output
+    result = report["outputs"][SITE]
+    assert result["ok"] and result["set"] in info["1"] and result["backup_type"] == info["1"][result["set"]], result
+
+
 def test_backup_status_reports_the_ages_of_backups_wal_and_verified_restore(backed_up):
     code, report, output = backup_cli("status")
     assert code in (0, 5), output
