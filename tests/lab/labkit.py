@@ -20,12 +20,12 @@ CLI = str(Path(sys.executable).with_name("lpse-ops"))
 
 
 def run_cli(*args: str, check_json: bool = True, timeout: float = 1800,
-            answer: str | None = None) -> tuple[int, dict | None, str]:
+            answer: str | None = None) -> tuple[int, dict | list | None, str]:
     """Run the real ``lpse-ops`` command (*answer* typed at its prompt); return (exit code, JSON stdout, output)."""
     done = subprocess.run([CLI, *args], capture_output=True, text=True, timeout=timeout, check=False,
                           input=answer)
     data = None
-    if check_json and done.stdout.strip().startswith("{"):
+    if check_json and done.stdout.strip()[:1] in ("{", "["):
         data = json.loads(done.stdout)
     return done.returncode, data, done.stderr + done.stdout
 
