@@ -67,7 +67,11 @@ class Release:
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    root = tmp_path_factory.mktemp("release")
+    return make_release(tmp_path_factory.mktemp("release"))
+
+
+def make_release(root: Path) -> Release:
+    """A key pair, its trusted-keys folder, the source of release 1.1 and its signed bundle, under *root*."""
     key_id = b.keygen(root / "keys" / "release.key", root / "keys" / "release.pub", "test release key")
     trusted = root / "trusted"
     trusted.mkdir()

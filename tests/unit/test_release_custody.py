@@ -20,19 +20,12 @@ import pytest
 from lpse_ops import bundle as b
 from lpse_ops.site import release as r
 from lpse_ops.site.errors import Failure
-from tests.unit.test_bundle import Release, edit_manifest, entry, make_source, member, private_key, rejected, tampered
+from tests.unit.test_bundle import Release, edit_manifest, entry, make_release, member, private_key, rejected, tampered
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory: pytest.TempPathFactory) -> Release:
-    root = tmp_path_factory.mktemp("custody")
-    key_id = b.keygen(root / "keys" / "release.key", root / "keys" / "release.pub", "test release key")
-    trusted = root / "trusted"
-    trusted.mkdir()
-    (trusted / "release.pub").write_bytes((root / "keys" / "release.pub").read_bytes())
-    source = make_source(root)
-    return Release(root, source, root / "keys" / "release.key", trusted, key_id,
-                   b.build(source, root / "keys" / "release.key", root / "out"))
+    return make_release(tmp_path_factory.mktemp("custody"))
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="the site's unpack sets owners: it runs as root")
