@@ -258,3 +258,56 @@ def test_validator_accepts_good_files_and_names_the_bad_line(tmp_path, kind, tex
     assert (done.returncode == 0) is ok, done.stderr
     if not ok:
         assert "line " in done.stderr
+
+
+def _release(base: Path, version: str, files: dict[str, bytes]) -> Path:
+    """A release folder *version* under *base*/releases with its bundle's manifest (no current link)."""
+    (base / "bundles").mkdir(parents=True, exist_ok=True)
+    release = base / "releases" / version
+    for name, content in files.items():
+        (release / name).parent.mkdir(parents=True, exist_ok=True)
+        (release / name).write_bytes(content)
+    manifest = {"version": version, "files": [{"path": name, "sha256": hashlib.sha256(content).hexdigest()}
+                                              for name, content in files.items()]}
+    with tarfile.open(base / "bundles" / f"spse-{version}.tar.gz", "w:gz") as archive:
+        data = json.dumps(manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return release
+
+
+def test_releases_facts_judge_every_release_folder_not_only_current(tmp_path):
+    _bundle(tmp_path, {"lib/spse.jar": b"jar", "VERSION": b"1.0\n"})
+    older = _release(tmp_path, "0.9", {"lib/spse.jar": b"old jar", "VERSION": b"0.9\n"})
+    (older / "lib" / "spse.jar").write_bytes(b"old jar with a backdoor")
+    (tmp_path / "releases" / "9.9").mkdir()
+    (tmp_path / "releases" / "9.9" / "README").write_text("not signed")
+    (tmp_path / "releases" / "stray").write_text("a file, not a release folder")
+    found = site_audit.releases_facts(str(tmp_path))
+    by_name = {Path(release["release_dir"]).name: release for release in found["releases"]}
+    assert sorted(by_name) == ["0.9", "1.0", "9.9"] and found["unexpected"] == ["stray"]
+    assert by_name["0.9"]["modified"] == ["lib/spse.jar"] and by_name["0.9"]["release_dir"] == str(older)
+    assert by_name["1.0"]["modified"] == [] and by_name["1.0"]["ok"] is True
+    assert by_name["9.9"]["ok"] is False and str(tmp_path / "bundles" / "spse-9.9.tar.gz") in by_name["9.9"]["error"]
+    assert "lpse-release-view" not in by_name["9.9"]["error"]
+    assert (tmp_path / "current").resolve() == tmp_path / "releases" / "1.0"  # the real current is untouched
+
+
+def test_release_integrity_fails_naming_an_older_tampered_release_and_an_unknown_folder(tmp_path):
+    _bundle(tmp_path, {"lib/spse.jar": b"jar", "VERSION": b"1.0\n"})
+    older = _release(tmp_path, "0.9", {"lib/spse.jar": b"old jar"})
+    clean = facts(releases=site_audit.releases_facts(str(tmp_path)))
+    status, evidence = compliance.release_integrity(clean)
+    assert status == compliance.PASS and "(0.9, 1.0)" in evidence, evidence
+    (older / "lib" / "spse.jar").write_bytes(b"old jar with a backdoor")
+    (tmp_path / "releases" / "9.9").mkdir()
+    status, evidence = compliance.release_integrity(facts(releases=site_audit.releases_facts(str(tmp_path))))
+    assert status == compliance.FAIL
+    assert f"{older} (SPSE 0.9): modified: lib/spse.jar" in evidence, evidence
+    assert str(tmp_path / "releases" / "9.9") in evidence and "cannot read the manifest" in evidence, evidence
+
+
+def test_release_integrity_without_releases_facts_judges_the_running_release_alone():
+    status, evidence = compliance.release_integrity(facts())
+    assert status == compliance.PASS and "4 files match" in evidence
