@@ -8,9 +8,9 @@ generator (started after hardening) is out of the baseline's scope in the lab; a
 `lpse-ops upgrade run` leaves both controls passing and records its refresh; then an unrecorded change to a
 file of the older release folder, an unknown release folder and a binary under /usr/bin fails both controls,
 each naming its own paths (the release folders belong to spse-release-integrity, /usr/bin to AIDE), and
-undoing it passes again.
+undoing it passes again; rolling the upgrade back through `lpse-ops upgrade rollback` passes too.
 
-Runs after test_hardening.py (LATE_MODULES): it hardens SITE for good and moves it one release on.
+Runs after test_hardening.py (LATE_MODULES): it hardens SITE for good (and leaves it on the release it found).
 """
 
 from __future__ import annotations
@@ -161,4 +161,14 @@ def test_unrecorded_changes_fail_under_their_owning_control_until_undone(upgrade
     finally:
         on_site(f"cat /root/release-file.orig > {tampered}; cat /root/binary.orig > {BINARY}; rm -rf {unknown}; "
                 "rm -f /root/release-file.orig /root/binary.orig")
+    assert_integrity_passes(audit())
+
+
+def test_rollback_through_lpse_ops_keeps_both_integrity_controls_passing_and_records_its_refresh(upgraded):
+    code, report, output = run_cli("upgrade", "rollback", "--site", SITE, "--yes", "--json", timeout=1800)
+    assert code == 0, output
+    assert report["outcome"] == "rolled_back", report
+    refresh = report["record"]["integrity_baseline"]
+    assert refresh["ran"] is True and refresh.get("error") is None and refresh["left"] == [], refresh
+    assert running_version() == upgraded["from"]
     assert_integrity_passes(audit())
