@@ -21,10 +21,11 @@ Each round, alternating, on the site:
    that time went (the plan's ``site_state`` playbook, the locks and records, the ``upgrade.yml`` run and
    its tasks).
 2. ``lpse-ops upgrade rollback --site SITE --yes --json`` back to ``--from`` (timed, its downtime polled).
-3. **Raw steps**: the same work without Ansible: one ``scp`` of the bundle (and the role's
-   ``verify_release.py``), then ONE ``ssh`` session running a Python script on the site that times each
+3. **Raw steps**: the same work without Ansible: one ``scp`` of the bundle (and the
+   trusted keys), then ONE ``ssh`` session running a Python script on the site that times each
    step: the traffic baseline, the smoke-test query, the maintenance flag, ``lpse-backup checkpoint``,
-   unpack, verify, ``systemctl stop spse``, the release's ``spse.jar migrate`` as the spse user with
+   ``lpse-backup release-unpack`` (sha256, signature, unpack, the tree against the signed manifest),
+   ``systemctl stop spse``, the release's ``spse.jar migrate`` as the spse user with
    ``/etc/spse/spse.env``, ``ln -sfn`` current, ``systemctl start spse``, ``/health`` polled every 0.1 s
    until it reports the target, the smoke reads, the read-only flag, the bake's traffic reading, the flags
    down. Downtime polled the same way.
@@ -46,6 +47,7 @@ once the estimate of one more would pass it.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import http.client
 import json
 import os
@@ -55,6 +57,7 @@ import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from datetime import UTC, datetime
@@ -66,7 +69,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CLI = ROOT / ".venv" / "bin" / "lpse-ops"
 HOME = Path(os.environ.get("LPSE_OPS_HOME", Path.home() / ".local" / "share" / "lpse-ops"))
 OUT = ROOT / "bench" / "results" / "upgrade_wave.json"
-VERIFY_SCRIPT = ROOT / "roles" / "spse" / "files" / "verify_release.py"
 TARGET_DOWNTIME_S = 15.0
 TARGET_OVERHEAD = 0.10
 MAX_ROUNDS = 10
@@ -75,7 +77,7 @@ POLL_INTERVAL_S = 0.1
 # Runs on the site as root (one ssh session): the upgrade's steps by hand, each timed; prints JSON.
 RAW_STEPS = r"""
 import hashlib, json, os, shutil, subprocess, sys, time, urllib.request
-version, upload, verify_upload, checkpoint, port = sys.argv[1:6]
+version, upload, keys_upload, sha256, checkpoint, port = sys.argv[1:7]
 base, tool, flags = "/opt/spse", "/usr/local/sbin/lpse-backup", "/etc/nginx/spse-maintenance"
 release = f"{base}/releases/{version}"
 bundle = f"{base}/bundles/spse-{version}.tar.gz"
@@ -110,15 +112,10 @@ def place_bundle():
     os.chmod(bundle, 0o640)
 
 def unpack():
-    manifest = json.loads(run(["tar", "--extract", "--gzip", "--to-stdout", "--file", bundle, "manifest.json"]))
-    assert str(manifest["version"]) == version, manifest["version"]
-    staging = release + ".unpacking"
-    shutil.rmtree(staging, ignore_errors=True)
-    os.mkdir(staging, 0o755)
-    run(["tar", "--extract", "--gzip", "--file", bundle, "--directory", staging, "--strip-components=1",
-         "--no-same-owner", "--same-permissions", "payload"])
-    run(["chown", "-R", "root:root", staging])
-    os.rename(staging, release)
+    with open(keys_upload) as handle:
+        keys = handle.read()
+    run([tool, "release-unpack", "--bundle", bundle, "--sha256", sha256, "--version", version, "--base", base],
+        input=keys)
 
 def health(url, want):
     deadline = time.monotonic() + 90
@@ -153,8 +150,7 @@ known = step("smoke query: newest tender and document", lambda: run(
      "(SELECT coalesce(sha256, '') FROM documents ORDER BY id DESC LIMIT 1)"], cwd="/"))
 step("maintenance page up (flag full)", lambda: flag("full"))
 step("checkpoint: lpse-backup checkpoint", lambda: run([tool, "checkpoint", "--name", checkpoint]))
-step("unpack the bundle beside current", unpack)
-step("verify the release against its manifest", lambda: run(["python3", verify_upload, release, bundle]))
+step("unpack and verify: lpse-backup release-unpack (sha256, signature, tree vs signed manifest)", unpack)
 marks["stopped"] = time.time()
 step("systemctl stop spse", lambda: run(["systemctl", "stop", "spse.service"]))
 step("migrate (spse.jar migrate as spse)", lambda: run(
@@ -169,7 +165,7 @@ step("read-only maintenance (flag read-only)", lambda: flag("read-only"))
 bake_start = str(int(time.time()))
 step("bake traffic reading: lpse-backup traffic", lambda: run([tool, "traffic", "--since", bake_start]))
 step("maintenance page down (flags removed)", lambda: flag("off"))
-os.remove(verify_upload)
+os.remove(keys_upload)
 print(json.dumps({"steps": steps, "session_s": round(time.monotonic() - session_began, 3),
                   "downtime_s": round(marks["serving"] - marks["stopped"], 2)}))
 """
@@ -398,13 +394,16 @@ def raw_steps(site: Site, args: argparse.Namespace, index: int) -> dict:
 
     def work() -> tuple[float, float, subprocess.CompletedProcess]:
         began = time.monotonic()
-        copied = subprocess.run([*site.scp_argv, str(bundle), str(VERIFY_SCRIPT),
+        keys = Path(tempfile.mkdtemp()) / "bench-keys.json"
+        keys.write_text(json.dumps({"trusted_keys": [p.read_text() for p in sorted(args.trusted_keys.glob("*.pub"))]}))
+        digest = hashlib.sha256(bundle.read_bytes()).hexdigest()
+        copied = subprocess.run([*site.scp_argv, str(bundle), str(keys),
                                  f"{site.user}@{site.address}:/tmp/"], capture_output=True, text=True, check=False,
                                 timeout=300)
         if copied.returncode != 0:
             raise SystemExit(f"scp failed: {copied.stderr}")
         scp_s = time.monotonic() - began
-        session = site.sudo(f"python3 - {shlex.quote(args.to)} /tmp/{bundle.name} /tmp/verify_release.py "
+        session = site.sudo(f"python3 - {shlex.quote(args.to)} /tmp/{bundle.name} /tmp/bench-keys.json {digest} "
                             f"{checkpoint} 8080", script=RAW_STEPS)
         return scp_s, time.monotonic() - began, session
 
@@ -413,7 +412,7 @@ def raw_steps(site: Site, args: argparse.Namespace, index: int) -> dict:
         out = json.loads(session.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         out = {"unparsed": session.stdout[-1500:], "stderr": session.stderr[-1500:]}
-    steps = [{"step": "scp the bundle and verify_release.py (one connection)", "s": round(scp_s, 3)},
+    steps = [{"step": "scp the bundle and the trusted keys (one connection)", "s": round(scp_s, 3)},
              *out.get("steps", [])]
     total = sum(s["s"] for s in steps)
     return {"ok": session.returncode == 0 and "failed" not in out, "rc": session.returncode,

@@ -1,12 +1,13 @@
 """The SPSE release bundle: build, sign, verify and show ``spse-<version>.tar.gz``.
 
-A bundle is a gzip tar holding exactly ``manifest.json``, ``manifest.sig`` and ``payload/``.
-``manifest.json`` lists every payload file with its sha256, size and mode, the ordered database
-migrations and how to run the release; ``manifest.sig`` is the base64 ed25519 signature over the
-exact bytes of ``manifest.json``. See docs/release-bundle.md for the contract.
+A bundle is a gzip tar holding exactly ``manifest.json``, ``manifest.sig`` and ``payload/``, in that
+order. ``manifest.json`` lists every payload directory and file with its mode and owner (files with
+their sha256 and size), the ordered database migrations and how to run the release; ``manifest.sig`` is
+the base64 ed25519 signature over the exact bytes of ``manifest.json``. See docs/release-bundle.md.
 
-:func:`verify` reads the tar as a stream (never extracting to disk) and raises :class:`BundleError`
-with a message that says what is wrong and what to do.
+:func:`verify` reads the tar as a stream (never extracting to disk) with the strict reader the site
+unpacks with (:mod:`lpse_ops.site.bundle_reader`), and raises :class:`BundleError` with a message that says
+what is wrong and what to do.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import re
 import stat
 import tarfile
 import tempfile
-import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -40,8 +40,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from lpse_ops import jsonlimits
 from lpse_ops.settings import current as current_settings
+from lpse_ops.site import bundle_reader as reader
 
-FORMAT = 1
+FORMAT = reader.FORMAT
 PRODUCT = "spse"
 MANIFEST_NAME = "manifest.json"
 SIGNATURE_NAME = "manifest.sig"
@@ -64,7 +65,8 @@ MANIFEST_SCHEMA: dict[str, Any] = {
     "title": "SPSE release bundle manifest (format 1)",
     "type": "object",
     "additionalProperties": False,
-    "required": ["format", "product", "version", "min_upgrade_from", "created", "key_id", "files", "migrations", "run"],
+    "required": ["format", "product", "version", "min_upgrade_from", "created", "key_id", "directories", "files",
+                 "migrations", "run"],
     "properties": {
         "format": {"const": FORMAT},
         "product": {"const": PRODUCT},
@@ -72,17 +74,33 @@ MANIFEST_SCHEMA: dict[str, Any] = {
         "min_upgrade_from": {"type": "string", "pattern": _VERSION_PATTERN},
         "created": {"type": "string", "pattern": r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z$"},
         "key_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        "directories": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["path", "mode", "owner", "group"],
+                "properties": {
+                    "path": {"type": "string", "minLength": 1, "maxLength": 4096},
+                    "mode": {"type": "string", "pattern": "^0[0-7]{3}$"},
+                    "owner": {"const": reader.OWNER},
+                    "group": {"const": reader.OWNER},
+                },
+            },
+        },
         "files": {
             "type": "array",
             "items": {
                 "type": "object",
                 "additionalProperties": False,
-                "required": ["path", "sha256", "size", "mode"],
+                "required": ["path", "sha256", "size", "mode", "owner", "group"],
                 "properties": {
                     "path": {"type": "string", "minLength": 1, "maxLength": 4096},
                     "sha256": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                     "size": {"type": "integer", "minimum": 0},
                     "mode": {"type": "string", "pattern": "^0[0-7]{3}$"},
+                    "owner": {"const": reader.OWNER},
+                    "group": {"const": reader.OWNER},
                 },
             },
         },
@@ -160,12 +178,24 @@ def display_order(value: str | None) -> tuple:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One payload file: *path* is relative to ``payload/``."""
+    """One payload file: *path* is relative to ``payload/``; unpacked owned by *owner*:*group*."""
 
     path: str
     sha256: str
     size: int
     mode: str
+    owner: str = reader.OWNER
+    group: str = reader.OWNER
+
+
+@dataclass(frozen=True)
+class DirectoryEntry:
+    """One payload directory: *path* is relative to ``payload/``."""
+
+    path: str
+    mode: str
+    owner: str = reader.OWNER
+    group: str = reader.OWNER
 
 
 @dataclass(frozen=True)
@@ -196,6 +226,7 @@ class Manifest:
     min_upgrade_from: str
     created: str
     key_id: str
+    directories: tuple[DirectoryEntry, ...]
     files: tuple[FileEntry, ...]
     migrations: tuple[Migration, ...]
     run: RunSpec
@@ -217,6 +248,7 @@ class Manifest:
     def to_dict(self) -> dict[str, Any]:
         """Return the manifest as the JSON-ready dict written to ``manifest.json``."""
         data = asdict(self)
+        data["directories"] = [asdict(entry) for entry in self.directories]
         data["files"] = [asdict(entry) for entry in self.files]
         data["migrations"] = [asdict(migration) for migration in self.migrations]
         return data
@@ -231,6 +263,7 @@ class Manifest:
             min_upgrade_from=data["min_upgrade_from"],
             created=data["created"],
             key_id=data["key_id"],
+            directories=tuple(DirectoryEntry(**entry) for entry in data["directories"]),
             files=tuple(FileEntry(**entry) for entry in data["files"]),
             migrations=tuple(Migration(**migration) for migration in data["migrations"]),
             run=RunSpec(**data["run"]),
@@ -239,20 +272,6 @@ class Manifest:
 
 def _malformed(detail: str) -> BundleError:
     return BundleError(f"manifest.json is malformed: {detail}; {_REDO}")
-
-
-def _unsafe_relative_path(path: str) -> str | None:
-    """Return why *path* is not a safe, normalised relative POSIX path, or None if it is."""
-    if path.startswith("/"):
-        return "is absolute"
-    if "\\" in path or "\x00" in path or "\n" in path:
-        return "contains a backslash, NUL or newline"
-    parts = path.split("/")
-    if ".." in parts:
-        return "contains '..'"
-    if "" in parts or "." in parts:
-        return "is not normalised (empty or '.' component)"
-    return None
 
 
 def _strings(value: Any, where: str) -> Iterator[tuple[str, str]]:
@@ -287,16 +306,21 @@ def validate_manifest(data: Any) -> Manifest:
         raise _malformed(str(error)) from None
     if compare_versions(data["min_upgrade_from"], data["version"]) > 0:
         raise _malformed(f"min_upgrade_from {data['min_upgrade_from']} is newer than version {data['version']}")
-    paths = [entry["path"] for entry in data["files"]]
-    for path in paths:
-        reason = _unsafe_relative_path(path)
-        if reason:
-            raise _malformed(f"file path {path!r} {reason}")
-    if len(set(paths)) != len(paths):
-        duplicate = next(path for path in paths if paths.count(path) > 1)
-        raise _malformed(f"file {duplicate} is listed twice")
-    if paths != sorted(paths):
-        raise _malformed("files are not sorted by path")
+    for kind in ("directories", "files"):
+        paths = [entry["path"] for entry in data[kind]]
+        for path in paths:
+            reason = reader.unsafe_relative_path(path)
+            if reason:
+                raise _malformed(f"{kind} path {path!r} {reason}")
+        if len(set(paths)) != len(paths):
+            duplicate = next(path for path in paths if paths.count(path) > 1)
+            raise _malformed(f"{kind} entry {duplicate} is listed twice")
+        if paths != sorted(paths):
+            raise _malformed(f"{kind} are not sorted by path")
+    try:
+        reader.listing(data)  # what the site relies on: every folder listed, before what it holds
+    except reader.BundleRefused as error:
+        raise _malformed(str(error)) from None
     by_path = {entry["path"]: entry for entry in data["files"]}
     ids: set[str] = set()
     previous = 0
@@ -526,7 +550,7 @@ def _load_release(source: Path) -> dict[str, Any]:
             raise _release_error(source, f"migrations[{index}] must have exactly the keys id, path and schema_version")
         if not isinstance(migration["id"], str) or not re.fullmatch(_MIGRATION_ID, migration["id"]):
             raise _release_error(source, f"migrations[{index}].id must be a name like 0001_initial")
-        if not isinstance(migration["path"], str) or _unsafe_relative_path(migration["path"]):
+        if not isinstance(migration["path"], str) or reader.unsafe_relative_path(migration["path"]):
             raise _release_error(source, f"migrations[{index}].path must be a relative path inside payload/")
         version = migration["schema_version"]
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
@@ -534,7 +558,7 @@ def _load_release(source: Path) -> dict[str, Any]:
     run = release["run"]
     if not isinstance(run, dict) or set(run) != {"jar", "health_path"}:
         raise _release_error(source, "run must have exactly the keys jar and health_path")
-    if not isinstance(run["jar"], str) or _unsafe_relative_path(run["jar"]):
+    if not isinstance(run["jar"], str) or reader.unsafe_relative_path(run["jar"]):
         raise _release_error(source, "run.jar must be a relative path inside payload/, like lib/spse.jar")
     if not isinstance(run["health_path"], str) or not re.fullmatch(r"/\S*", run["health_path"]):
         raise _release_error(source, "run.health_path must be an URL path starting with /, like /health")
@@ -565,7 +589,7 @@ def _scan_payload(payload: Path) -> tuple[list[str], list[tuple[str, Path, int]]
                     relative.encode("utf-8")
                 except UnicodeEncodeError:
                     raise BundleError(f"payload/{relative!r}: file name is not valid UTF-8; rename it") from None
-                if _unsafe_relative_path(relative):
+                if reader.unsafe_relative_path(relative):
                     raise BundleError(f"payload/{relative!r}: unsupported file name; rename it")
                 info = entry.stat(follow_symlinks=False)
                 if stat.S_ISLNK(info.st_mode):
@@ -642,11 +666,12 @@ def build(source_dir: Path, private_key_path: Path, out_dir: Path) -> Path:
     key = load_private_key(Path(private_key_path))
     directories, files = _scan_payload(payload)
 
+    owner = {"owner": reader.OWNER, "group": reader.OWNER}
     entries = []
     for relative, path, _ in files:
         sha256, size = _hash_file(path)
         mode = "0755" if path.stat().st_mode & 0o111 else "0644"
-        entries.append({"path": relative, "sha256": sha256, "size": size, "mode": mode})
+        entries.append({"path": relative, "sha256": sha256, "size": size, "mode": mode, **owner})
     by_path = {entry["path"]: entry for entry in entries}
 
     migrations = []
@@ -676,6 +701,7 @@ def build(source_dir: Path, private_key_path: Path, out_dir: Path) -> Path:
         "min_upgrade_from": release["min_upgrade_from"],
         "created": created.strftime(_CREATED_FORMAT),
         "key_id": key_id(public_key),
+        "directories": [{"path": relative, "mode": "0755", **owner} for relative in directories],
         "files": entries,
         "migrations": migrations,
         "run": {"jar": release["run"]["jar"], "health_path": release["run"]["health_path"]},
@@ -708,14 +734,14 @@ def build(source_dir: Path, private_key_path: Path, out_dir: Path) -> Path:
                 entry = by_path[relative]
                 info = _tarinfo(name, directory=False, size=entry["size"], mode=int(entry["mode"], 8), mtime=mtime)
                 with open(path, "rb") as handle:
-                    reader = _HashingReader(handle)
+                    hashing = _HashingReader(handle)
                     try:
-                        tar.addfile(info, reader)
+                        tar.addfile(info, hashing)
                     except OSError as error:  # tarfile raises "unexpected end of data" if the file shrank
                         raise BundleError(
                             f"payload/{relative} changed during the build ({error}): build again"
                         ) from None
-                    if reader.digest.hexdigest() != entry["sha256"] or handle.read(1):
+                    if hashing.digest.hexdigest() != entry["sha256"] or handle.read(1):
                         raise BundleError(f"payload/{relative} changed during the build: build again")
         os.chmod(temporary, 0o644)
         os.replace(temporary, target)
@@ -727,169 +753,111 @@ def build(source_dir: Path, private_key_path: Path, out_dir: Path) -> Path:
     return target
 
 
+class _ManifestRead(Exception):
+    def __init__(self, raw: bytes) -> None:
+        super().__init__("manifest read")
+        self.raw = raw
+
+
 # --------------------------------------------------------------------------------------------- reading
 
 
-@dataclass
-class _Contents:
-    manifest: bytes | None = None
-    signature: bytes | None = None
-    payload: dict[str, tuple[str, int, str]] | None = None  # path -> (sha256, size, mode)
-
-
-def _member_kind(member: tarfile.TarInfo) -> str | None:
-    """Return the kind of an unsafe member type, or None for a regular file or directory."""
-    if member.isreg() or member.isdir():
-        return None
-    if member.issym():
-        return "a symlink"
-    if member.islnk():
-        return "a hardlink"
-    if member.ischr() or member.isblk():
-        return "a device"
-    if member.isfifo():
-        return "a FIFO"
-    return f"an unsupported entry (tar type {member.type!r})"
-
-
-def _check_member(member: tarfile.TarInfo, seen: set[str]) -> None:
-    name = member.name
-    unsafe = f"unsafe entry {name!r} in the bundle"
-    if name.startswith("/"):
-        raise BundleError(f"{unsafe}: absolute path; {_REDO}")
-    if ".." in name.split("/"):
-        raise BundleError(f"{unsafe}: path contains '..'; {_REDO}")
-    kind = _member_kind(member)
-    if kind:
-        raise BundleError(f"{unsafe}: {kind} (bundles hold regular files and directories only); {_REDO}")
-    reason = _unsafe_relative_path(name)
-    if reason:
-        raise BundleError(f"{unsafe}: path {reason}; {_REDO}")
-    if name in seen:
-        raise BundleError(f"{unsafe}: appears more than once; {_REDO}")
-    seen.add(name)
-    if name in (MANIFEST_NAME, SIGNATURE_NAME):
-        if not member.isreg():
-            raise BundleError(f"{unsafe}: {name} must be a regular file; {_REDO}")
-    elif name == PAYLOAD_DIR:
-        if not member.isdir():
-            raise BundleError(f"{unsafe}: payload must be a directory; {_REDO}")
-    elif not name.startswith(PAYLOAD_DIR + "/"):
-        raise BundleError(
-            f"unexpected entry {name!r} in the bundle: a bundle holds only manifest.json, manifest.sig and "
-            f"payload/; {_REDO}"
-        )
-
-
-def _read_small(handle: IO[bytes], limit: int, name: str) -> bytes:
-    data = handle.read(limit + 1)
-    if len(data) > limit:
-        raise BundleError(f"{name} is larger than {limit} bytes, which no real bundle has; {_REDO}")
-    return data
-
-
-def _read_bundle(bundle_path: Path, *, hash_payload: bool) -> _Contents:
-    """Read a bundle as a stream: check every member, keep manifest and signature, hash payload files."""
+def _open_bundle(bundle_path: Path) -> IO[bytes]:
     path = Path(bundle_path)
-    contents = _Contents(payload={})
-    seen: set[str] = set()
     unreadable = f"cannot read bundle {path}"
     try:
-        with tarfile.open(path, mode="r|gz") as tar:
-            for member in tar:
-                _check_member(member, seen)
-                if not member.isreg():
-                    continue
-                handle = tar.extractfile(member)
-                assert handle is not None  # a regular file always has data
-                if member.name == MANIFEST_NAME:
-                    contents.manifest = _read_small(handle, _MAX_MANIFEST_BYTES, MANIFEST_NAME)
-                elif member.name == SIGNATURE_NAME:
-                    contents.signature = _read_small(handle, _MAX_SIGNATURE_BYTES, SIGNATURE_NAME)
-                elif hash_payload:
-                    digest = hashlib.sha256()
-                    size = 0
-                    while chunk := handle.read(_CHUNK):
-                        digest.update(chunk)
-                        size += len(chunk)
-                    relative = member.name[len(PAYLOAD_DIR) + 1:]
-                    contents.payload[relative] = (digest.hexdigest(), size, f"{member.mode & 0o7777:04o}")
+        return open(path, "rb")  # noqa: SIM115 (the caller closes it)
     except FileNotFoundError:
         raise BundleError(f"{unreadable}: no such file; check the path") from None
     except IsADirectoryError:
         raise BundleError(f"{unreadable}: it is a directory; pass the spse-<version>.tar.gz file") from None
     except PermissionError:
         raise BundleError(f"{unreadable}: permission denied; fix its permissions or run as its owner") from None
-    except (tarfile.TarError, EOFError, OSError, zlib.error) as error:
-        detail = str(error) or type(error).__name__
-        raise BundleError(
-            f"{unreadable}: not a valid gzip tar ({detail}), so it is truncated, corrupt or not a bundle; {_REDO}"
-        ) from None
-    if contents.manifest is None:
-        raise BundleError(f"{path} has no manifest.json: it is not an SPSE release bundle or was damaged; {_REDO}")
-    if contents.signature is None:
-        raise BundleError(f"{path} has no manifest.sig: the bundle is unsigned and cannot be trusted; {_REDO}")
-    return contents
+    except OSError as error:
+        raise BundleError(f"{unreadable}: {error.strerror}") from None
 
 
-def _verify_with_keys(bundle_path: Path, keys: dict[str, Ed25519PublicKey], keys_source: str) -> Manifest:
-    contents = _read_bundle(bundle_path, hash_payload=True)
-    assert contents.manifest is not None and contents.signature is not None and contents.payload is not None
-    try:
-        signature = base64.b64decode(contents.signature.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise BundleError(f"manifest.sig is not valid base64: the signature is damaged; {_REDO}") from None
-    if len(signature) != 64:
-        raise BundleError(f"manifest.sig is not an ed25519 signature ({len(signature)} bytes, expected 64); {_REDO}")
-    data = _load_manifest_json(contents.manifest)
-    if not isinstance(data, dict):
-        raise _malformed("top level is not a JSON object")
-    claimed = data.get("key_id")
-    if not isinstance(claimed, str) or not re.fullmatch(r"[0-9a-f]{16}", claimed):
-        raise _malformed("key_id must be 16 lowercase hex characters")
-    public_key = keys.get(claimed)
-    if public_key is None:
-        held = "" if keys else " (it holds no *.pub keys now)"
-        raise BundleError(f"unknown key {claimed}: add its public key to {keys_source} if you trust it{held}")
-    try:
-        public_key.verify(signature, contents.manifest)
-    except InvalidSignature:
-        raise BundleError(
-            f"signature does not match: the manifest was altered or signed by another key (key id {claimed}); {_REDO}"
-        ) from None
-    manifest = validate_manifest(data)
-    listed = manifest.files_by_path()
-    for path, entry in listed.items():
-        actual = contents.payload.get(path)
-        name = f"{PAYLOAD_DIR}/{path}"
-        if actual is None:
-            raise BundleError(f"{name}: listed in the manifest but missing from the bundle; {_REDO}")
-        sha256, size, mode = actual
-        if size != entry.size:
+def _read(bundle_path: Path, check_signature: reader.SignatureCheck) -> reader.Read:
+    """Read the bundle with the site's strict reader; its refusals become BundleError."""
+    with _open_bundle(bundle_path) as handle:
+        try:
+            return reader.read(handle, check_signature)
+        except reader.BundleRefused as error:
+            raise BundleError(f"{error}; {_REDO}") from None
+        except OSError as error:
+            raise BundleError(f"cannot read bundle {bundle_path}: {error}; {_REDO}") from None
+
+
+def _signature_check(keys: dict[str, Ed25519PublicKey], keys_source: str) -> reader.SignatureCheck:
+    """Check manifest.sig over manifest.json with *keys*; return the validated manifest's dict."""
+
+    def check(raw_manifest: bytes, raw_signature: bytes) -> Any:
+        try:
+            signature = base64.b64decode(raw_signature.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise BundleError(f"manifest.sig is not valid base64: the signature is damaged; {_REDO}") from None
+        if len(signature) != 64:
             raise BundleError(
-                f"{name}: size mismatch ({size} bytes, manifest says {entry.size}) (tampered or corrupt); {_REDO}"
-            )
-        if sha256 != entry.sha256:
-            raise BundleError(f"{name}: sha256 mismatch (tampered or corrupt); {_REDO}")
-        if mode != entry.mode:
-            raise BundleError(f"{name}: mode {mode} differs from the manifest's {entry.mode} (tampered); {_REDO}")
-    for path in sorted(set(contents.payload) - set(listed)):
-        raise BundleError(
-            f"{PAYLOAD_DIR}/{path}: in the bundle but not listed in the manifest (added after signing); {_REDO}"
-        )
-    return manifest
+                f"manifest.sig is not an ed25519 signature ({len(signature)} bytes, expected 64); {_REDO}")
+        data = _load_manifest_json(raw_manifest)
+        if not isinstance(data, dict):
+            raise _malformed("top level is not a JSON object")
+        claimed = data.get("key_id")
+        if not isinstance(claimed, str) or not re.fullmatch(r"[0-9a-f]{16}", claimed):
+            raise _malformed("key_id must be 16 lowercase hex characters")
+        public_key = keys.get(claimed)
+        if public_key is None:
+            held = "" if keys else " (it holds no *.pub keys now)"
+            raise BundleError(f"unknown key {claimed}: add its public key to {keys_source} if you trust it{held}")
+        try:
+            public_key.verify(signature, raw_manifest)
+        except InvalidSignature:
+            raise BundleError(
+                f"signature does not match: the manifest was altered or signed by another key (key id {claimed}); "
+                f"{_REDO}") from None
+        if data.get("format") != FORMAT:
+            raise _malformed(f"format {data.get('format')!r}: this lpse-ops reads format {FORMAT}, which also signs "
+                             "every directory, mode and owner (rebuild the bundle with `lpse-ops bundle build`)")
+        validate_manifest(data)
+        return data
+
+    return check
+
+
+def _verify_with_keys(bundle_path: Path, keys: dict[str, Ed25519PublicKey], keys_source: str) -> tuple[Manifest, str]:
+    found = _read(bundle_path, _signature_check(keys, keys_source))
+    return Manifest.from_dict(found.manifest), found.sha256
+
+
+def verify_digest(bundle_path: Path, trusted_keys_dir: Path) -> tuple[Manifest, str]:
+    """Verify a bundle (:func:`verify`); return its manifest and the sha256 of the exact bytes verified.
+
+    The sha256 is what the site checks before it unpacks (``lpse-backup release-unpack``), so the bytes
+    the site unpacks are the bytes verified here, even if the file changes meanwhile.
+    """
+    keys = load_trusted_keys(Path(trusted_keys_dir))
+    return _verify_with_keys(Path(bundle_path), keys, str(trusted_keys_dir))
+
+
+def trusted_key_texts(trusted_keys_dir: Path) -> list[str]:
+    """The text of every trusted ``*.pub`` (each readable as an ed25519 key), for the site's own check."""
+    directory = Path(trusted_keys_dir)
+    load_trusted_keys(directory)  # refuses a folder that is missing or holds an unreadable key
+    return [path.read_text(encoding="ascii", errors="replace") for path in sorted(directory.glob("*.pub"))
+            if path.is_file()]
 
 
 def verify(bundle_path: Path, trusted_keys_dir: Path) -> Manifest:
     """Verify a bundle against the ``*.pub`` keys in *trusted_keys_dir* and return its manifest.
 
-    Checks, in order: readable gzip tar; every member safe (relative, no '..', regular file or
-    directory); manifest.json and manifest.sig present; signature is base64; key id trusted;
-    signature valid; manifest well-formed (schema + semantics); every payload file matches its
-    size, sha256 and mode, none missing and none extra. Raises :class:`BundleError` otherwise.
+    Checks, in order (:func:`lpse_ops.site.bundle_reader.read`): a readable gzip tar starting with
+    manifest.json and manifest.sig; the signature (base64, key id trusted, valid); the manifest
+    (format 2, schema and semantics); then every payload member, as it streams: a regular file or
+    directory owned by root, listed with its mode (files with size and sha256), none twice, none
+    missing, none extra, no PAX feature a bundle never uses, nothing after the archive's end but
+    zeros. Raises :class:`BundleError` otherwise.
     """
-    keys = load_trusted_keys(Path(trusted_keys_dir))
-    return _verify_with_keys(Path(bundle_path), keys, str(trusted_keys_dir))
+    return verify_digest(bundle_path, trusted_keys_dir)[0]
 
 
 def summary(manifest: Manifest) -> dict[str, Any]:
@@ -900,6 +868,7 @@ def summary(manifest: Manifest) -> dict[str, Any]:
         "min_upgrade_from": manifest.min_upgrade_from,
         "created": manifest.created,
         "key_id": manifest.key_id,
+        "directories": len(manifest.directories),
         "files": len(manifest.files),
         "payload_bytes": manifest.payload_size,
         "migrations": [migration.id for migration in manifest.migrations],
@@ -910,9 +879,16 @@ def summary(manifest: Manifest) -> dict[str, Any]:
 
 def show(bundle_path: Path) -> dict[str, Any]:
     """Return a summary of the bundle's manifest WITHOUT checking the signature or payload (display only)."""
-    contents = _read_bundle(Path(bundle_path), hash_payload=False)
-    assert contents.manifest is not None
-    data = _load_manifest_json(contents.manifest)
+    def stop(raw_manifest: bytes, _signature: bytes) -> Any:
+        raise _ManifestRead(raw_manifest)
+
+    try:
+        _read(Path(bundle_path), stop)
+    except _ManifestRead as read:
+        raw = read.raw
+    else:  # pragma: no cover - the reader always calls the check before the payload
+        raise BundleError(f"{bundle_path} has no manifest.json; {_REDO}")
+    data = _load_manifest_json(raw)
     result = summary(validate_manifest(data))
     result["bundle"] = str(bundle_path)
     result["verified"] = False
@@ -925,6 +901,7 @@ __all__ = [
     "PASSPHRASE_ENV",
     "TRUSTED_KEYS_ENV",
     "BundleError",
+    "DirectoryEntry",
     "FileEntry",
     "Manifest",
     "Migration",
@@ -942,6 +919,8 @@ __all__ = [
     "parse_version",
     "show",
     "summary",
+    "trusted_key_texts",
     "validate_manifest",
     "verify",
+    "verify_digest",
 ]

@@ -31,6 +31,8 @@ class SiteFacts:
     spse_base_dir: str
     spse_conf_dir: str
     spse_data_dir: str
+    spse_docs_dir: str
+    db_name: str
     pg_unit: str
     pg_port: int
     pg_data_dir: str
@@ -70,6 +72,8 @@ def site_facts(hostvars: Mapping[str, Any], project_dir: Path | None = None) -> 
         spse_unit=_render("site_spse_unit", variables), spse_url=_render("site_spse_url", variables),
         spse_base_dir=_render("site_spse_base_dir", variables),
         spse_conf_dir=_render("site_spse_conf_dir", variables),
-        spse_data_dir=_render("site_spse_data_dir", variables), pg_unit=_render("site_pg_unit", variables),
+        spse_data_dir=_render("site_spse_data_dir", variables),
+        spse_docs_dir=_render("site_spse_docs_dir", variables), db_name=_render("site_db_name", variables),
+        pg_unit=_render("site_pg_unit", variables),
         pg_port=int(_render("site_pg_port", variables)), pg_data_dir=_render("site_pg_data_dir", variables),
         nginx_cert_path=_render("__nginx_cert_path", variables))

@@ -183,3 +183,27 @@ def test_grant_works_until_it_expires_and_not_a_second_after(access, tmp_path):
         assert any(code == 0 and end >= valid_before - 3 for code, _, end in tries), (site, tries)
         assert after and all(code == 255 for code in after), (site, tries)
         assert "Certificate invalid: expired" in _poll_log(site, valid_before, "expired"), site
+
+
+def test_ca_show_is_the_key_every_site_trusts_and_list_shows_the_grant(access):
+    """``access ca show``: the same key (and the fingerprint ssh-keygen computes on the site) every site's sshd
+    trusts; ``access list``: the grant with its sites, reason and window, filtered by engineer and --active."""
+    code, shown, output = run_cli("access", "ca", "show", "--json")
+    assert code == 0, output
+    for site in access["sites"]:
+        trusted = subprocess.run(["docker", "exec", container_of(site), "cat", "/etc/ssh/lpse-access/lkpp-ca.pub"],
+                                 capture_output=True, text=True, check=True).stdout
+        assert trusted.split()[:2] == shown["public_key"].split()[:2], site
+        fingerprint = subprocess.run(["docker", "exec", container_of(site), "ssh-keygen", "-lf",
+                                      "/etc/ssh/lpse-access/lkpp-ca.pub"], capture_output=True, text=True,
+                                     check=True).stdout.split()[1]
+        assert fingerprint == shown["fingerprint"], site
+    code, grants, output = run_cli("access", "list", "--engineer", "ani", "--active", "--json")
+    assert code == 0, output
+    grant = next(g for g in grants if g["serial"] == access["grant"]["serial"])
+    assert grant["sites"] == [access["first"]] and grant["reason"] == "uji: pemutakhiran macet di situs pertama"
+    assert grant["active"] and not grant["revoked"] and "certificate" not in grant
+    code, others, output = run_cli("access", "list", "--engineer", "nobody-by-this-name", "--json")
+    assert code == 0 and others == [], output
+    code, _, table = run_cli("access", "list", "--engineer", "ani", check_json=False)
+    assert code == 0 and "uji: pemutakhiran macet di situs pertama" in table and "active" in table, table

@@ -8,6 +8,7 @@ This module runs last (it moves the sites off 1.0). The lab drives steady read t
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import os
@@ -155,8 +156,12 @@ def test_plain_ansible_playbook_upgrades_a_site_as_awx_would(fleet, lab_home, tm
     """AWX parity: the upgrade playbook with only the inventory and documented extra variables."""
     from lpse_ops.lab import lab as lab_actions
 
+    bundle_1_1 = fleet["bundles"]["1.1"]
     extra = {"upgrade_from_version": "1.0", "upgrade_checkpoint": "awx-parity",
-             "upgrade_path": [{"version": "1.1", "bundle": str(fleet["bundles"]["1.1"])}],
+             # what an AWX job template is given: the bundle, the sha256 its verification printed, the trusted keys
+             "upgrade_path": [{"version": "1.1", "bundle": str(bundle_1_1),
+                               "sha256": hashlib.sha256(bundle_1_1.read_bytes()).hexdigest()}],
+             "upgrade_trusted_keys": [path.read_text() for path in sorted(Path(fleet["trusted"]).glob("*.pub"))],
              "upgrade_to_schema": 2, "upgrade_bake_seconds": 10, "upgrade_baseline_seconds": 60,
              "upgrade_canary_min_requests": 10}
     vars_file = tmp_path / "upgrade-vars.json"

@@ -180,7 +180,7 @@ def test_build_writes_contract_layout(release: Release) -> None:
     data = json.loads(raw)
     assert raw == b.manifest_bytes(data)  # keys sorted, as the builder writes it
     assert list(data) == sorted(data)
-    assert data["format"] == 1 and data["product"] == "spse"
+    assert data["format"] == 2 and data["product"] == "spse"
     assert data["version"] == "1.1" and data["min_upgrade_from"] == "1.0"
     assert data["key_id"] == release.key_id
     public = serialization.load_ssh_public_key((release.trusted / "release.pub").read_bytes())
@@ -194,7 +194,11 @@ def test_build_writes_contract_layout(release: Release) -> None:
     jar = (release.source / "payload" / "lib" / "spse.jar").read_bytes()
     assert files["lib/spse.jar"] == {
         "path": "lib/spse.jar", "sha256": hashlib.sha256(jar).hexdigest(), "size": len(jar), "mode": "0644",
+        "owner": "root", "group": "root",
     }
+    # every folder is signed too, with its mode and owner (the site creates exactly these)
+    assert [(d["path"], d["mode"], d["owner"], d["group"]) for d in data["directories"]] == [
+        (name, "0755", "root", "root") for name in ("bin", "empty", "lib", "migrations")]
     assert files["bin/start.sh"]["mode"] == "0755"  # modes normalised: any execute bit -> 0755
     assert [m["id"] for m in data["migrations"]] == ["0001_initial", "0002_add_index"]
     assert data["migrations"][1]["sha256"] == files["migrations/0002_add_index.sql"]["sha256"]
@@ -350,7 +354,7 @@ def test_verify_accepts_good_bundle(release: Release, monkeypatch: pytest.Monkey
     monkeypatch.setattr(tarfile.TarFile, "extractall", no_extraction)
     manifest = b.verify(release.bundle, release.trusted)
     assert isinstance(manifest, b.Manifest)
-    assert manifest.version == "1.1" and manifest.min_upgrade_from == "1.0" and manifest.format == 1
+    assert manifest.version == "1.1" and manifest.min_upgrade_from == "1.0" and manifest.format == 2
     assert manifest.key_id == release.key_id
     assert manifest.files_by_path()["lib/spse.jar"].mode == "0644"
     assert [m.schema_version for m in manifest.migrations] == [1, 2]
@@ -434,7 +438,7 @@ def test_verify_missing_manifest_rejected(release: Release, tmp_path: Path) -> N
 
 def test_verify_missing_signature_rejected(release: Release, tmp_path: Path) -> None:
     path = tampered(release, tmp_path, lambda ms: ms.remove(member(ms, "manifest.sig")))
-    assert "has no manifest.sig: the bundle is unsigned" in rejected(path, release)
+    assert "has no manifest.sig after manifest.json" in rejected(path, release)
 
 
 def test_verify_signature_not_base64_rejected(release: Release, tmp_path: Path) -> None:
@@ -518,7 +522,7 @@ def _migration_sha_differs(data: dict[str, Any]) -> None:
 
 
 def _extra_file_field(data: dict[str, Any]) -> None:
-    data["files"][0]["owner"] = "root"
+    data["files"][0]["uid"] = 0
 
 
 def _unsafe_file_path(data: dict[str, Any]) -> None:
@@ -535,7 +539,7 @@ def _jar_not_in_files(data: dict[str, Any]) -> None:
         (_drop("run"), "(top level): 'run' is a required property"),
         (_set("signed_by", "lkpp"), "Additional properties are not allowed ('signed_by' was unexpected)"),
         (_set("files", {"lib/spse.jar": {}}), "files: {'lib/spse.jar': {}} is not of type 'array'"),
-        (_set("format", 2), "format: 1 was expected"),
+        (_set("format", 1), "format 1: this lpse-ops reads format 2"),
         (_set("product", "sirup"), "product: 'spse' was expected"),
         (_set("version", "1.1-rc1"), "version: '1.1-rc1' does not match"),
         (_set("version", 11), "version: 11 is not of type 'string'"),
@@ -545,8 +549,8 @@ def _jar_not_in_files(data: dict[str, Any]) -> None:
         (_migration_not_in_files, "migration 0001_initial: path migrations/0000_ghost.sql is not in files"),
         (_migration_sha_differs, "migration 0001_initial: sha256 differs from the files entry"),
         (_unsorted, "files are not sorted by path"),
-        (_extra_file_field, "files/0: Additional properties are not allowed ('owner' was unexpected)"),
-        (_unsafe_file_path, "file path '../escape' contains '..'"),
+        (_extra_file_field, "files/0: Additional properties are not allowed ('uid' was unexpected)"),
+        (_unsafe_file_path, "files path '../escape' contains '..'"),
         (_jar_not_in_files, "run.jar lib/missing.jar is not in files"),
         (_set("size_float", 1.5), "non-integer number 1.5"),
         (lambda data: data["run"].__setitem__("health_path", "/health\n"), "run/health_path: control character"),
@@ -630,7 +634,7 @@ def test_show_summarises_without_trust(release: Release, tmp_path: Path) -> None
 
 
 def test_show_rejects_unsafe_and_malformed(release: Release, tmp_path: Path) -> None:
-    path = tampered(release, tmp_path, lambda ms: ms.append(entry("/abs", b"x")))
+    path = tampered(release, tmp_path, lambda ms: ms.insert(0, entry("/abs", b"x")))
     with pytest.raises(b.BundleError, match="absolute path"):
         b.show(path)
     key = private_key(release.key)

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import io
-import json
+import os
 import subprocess
-import tarfile
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -213,33 +211,30 @@ def test_site_parsers_read_real_tool_output():
     assert site_audit.parse_lynis_report(lynis)["warnings"] == ["FIRE-4512"]
 
 
-def _bundle(base: Path, files: dict[str, bytes]) -> Path:
-    (base / "bundles").mkdir(parents=True)
-    release = base / "releases" / "1.0"
-    for name, content in files.items():
-        (release / name).parent.mkdir(parents=True, exist_ok=True)
-        (release / name).write_bytes(content)
-    (base / "current").symlink_to(release)
-    manifest = {"version": "1.0", "files": [{"path": name, "sha256": hashlib.sha256(content).hexdigest()}
-                                            for name, content in files.items()]}
-    bundle = base / "bundles" / "spse-1.0.tar.gz"
-    with tarfile.open(bundle, "w:gz") as archive:
-        data = json.dumps(manifest).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return release
-
-
+@pytest.mark.skipif(os.geteuid() != 0, reason="the site's unpack sets owners: it runs as root")
 def test_release_facts_name_the_modified_missing_and_extra_files(tmp_path):
-    release = _bundle(tmp_path, {"lib/spse.jar": b"jar", "VERSION": b"1.0\n", "migrations/001.sql": b"create"})
-    assert site_audit.release_facts(str(tmp_path))["modified"] == []
+    """The audit compares the release with the signed manifest its unpack kept (site/release.py), no copy."""
+    from lpse_ops import bundle
+    from lpse_ops.site import release as site_release
+    from tests.unit.test_bundle import make_source
+
+    bundle.keygen(tmp_path / "keys" / "r.key", tmp_path / "keys" / "r.pub", "test")
+    built = bundle.build(make_source(tmp_path), tmp_path / "keys" / "r.key", tmp_path / "out")
+    base = tmp_path / "spse"
+    (base / "releases").mkdir(parents=True)
+    keys = site_release.trusted_keys([(tmp_path / "keys" / "r.pub").read_text()])
+    site_release.unpack(str(built), hashlib.sha256(built.read_bytes()).hexdigest(), "1.1", str(base), keys)
+    release = base / "releases" / "1.1"
+    (base / "current").symlink_to(release)
+    assert site_audit.release_facts(str(base))["modified"] == []
     (release / "lib" / "spse.jar").write_bytes(b"jar with a backdoor")
-    (release / "migrations" / "001.sql").unlink()
+    (release / "migrations" / "0001_initial.sql").unlink()
     (release / "lib" / "extra.class").write_bytes(b"x")
-    found = site_audit.release_facts(str(tmp_path))
-    assert (found["modified"], found["missing"], found["extra"]) == (["lib/spse.jar"], ["migrations/001.sql"],
+    found = site_audit.release_facts(str(base))
+    assert (found["modified"], found["missing"], found["extra"]) == (["lib/spse.jar"], ["migrations/0001_initial.sql"],
                                                                       ["lib/extra.class"])
+    (base / "manifests" / "1.1.json").unlink()
+    assert "cannot read the signed manifest of SPSE 1.1" in site_audit.release_facts(str(base))["error"]
 
 
 @pytest.mark.parametrize(("kind", "text", "ok"), [
@@ -260,53 +255,56 @@ def test_validator_accepts_good_files_and_names_the_bad_line(tmp_path, kind, tex
         assert "line " in done.stderr
 
 
-def _release(base: Path, version: str, files: dict[str, bytes]) -> Path:
-    """A release folder *version* under *base*/releases with its bundle's manifest (no current link)."""
-    (base / "bundles").mkdir(parents=True, exist_ok=True)
-    release = base / "releases" / version
-    for name, content in files.items():
-        (release / name).parent.mkdir(parents=True, exist_ok=True)
-        (release / name).write_bytes(content)
-    manifest = {"version": version, "files": [{"path": name, "sha256": hashlib.sha256(content).hexdigest()}
-                                              for name, content in files.items()]}
-    with tarfile.open(base / "bundles" / f"spse-{version}.tar.gz", "w:gz") as archive:
-        data = json.dumps(manifest).encode()
-        info = tarfile.TarInfo("manifest.json")
-        info.size = len(data)
-        archive.addfile(info, io.BytesIO(data))
-    return release
+
+def _unpacked(tmp_path: Path, versions: tuple[str, ...]) -> Path:
+    """A site base with each of *versions* unpacked by the site tool (its signed manifest kept); current: the last."""
+    from lpse_ops import bundle
+    from lpse_ops.site import release as site_release
+    from tests.unit.test_bundle import RELEASE_YML, make_source
+
+    bundle.keygen(tmp_path / "keys" / "r.key", tmp_path / "keys" / "r.pub", "test")
+    keys = site_release.trusted_keys([(tmp_path / "keys" / "r.pub").read_text()])
+    base = tmp_path / "spse"
+    (base / "releases").mkdir(parents=True)
+    for version in versions:
+        release_yml = RELEASE_YML.replace('version: "1.1"', f'version: "{version}"')
+        source = make_source(tmp_path / f"src-{version}", release_yml)
+        built = bundle.build(source, tmp_path / "keys" / "r.key", tmp_path / f"out-{version}")
+        site_release.unpack(str(built), hashlib.sha256(built.read_bytes()).hexdigest(), version, str(base), keys)
+    (base / "current").symlink_to(base / "releases" / versions[-1])
+    return base
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the site's unpack sets owners: it runs as root")
 def test_releases_facts_judge_every_release_folder_not_only_current(tmp_path):
-    _bundle(tmp_path, {"lib/spse.jar": b"jar", "VERSION": b"1.0\n"})
-    older = _release(tmp_path, "0.9", {"lib/spse.jar": b"old jar", "VERSION": b"0.9\n"})
+    base = _unpacked(tmp_path, ("1.1", "1.2"))
+    older = base / "releases" / "1.1"
     (older / "lib" / "spse.jar").write_bytes(b"old jar with a backdoor")
-    (tmp_path / "releases" / "9.9").mkdir()
-    (tmp_path / "releases" / "9.9" / "README").write_text("not signed")
-    (tmp_path / "releases" / "stray").write_text("a file, not a release folder")
-    found = site_audit.releases_facts(str(tmp_path))
+    (base / "releases" / "9.9").mkdir()
+    (base / "releases" / "9.9" / "README").write_text("not signed")
+    (base / "releases" / "stray").write_text("a file, not a release folder")
+    found = site_audit.releases_facts(str(base))
     by_name = {Path(release["release_dir"]).name: release for release in found["releases"]}
-    assert sorted(by_name) == ["0.9", "1.0", "9.9"] and found["unexpected"] == ["stray"]
-    assert by_name["0.9"]["modified"] == ["lib/spse.jar"] and by_name["0.9"]["release_dir"] == str(older)
-    assert by_name["1.0"]["modified"] == [] and by_name["1.0"]["ok"] is True
-    assert by_name["9.9"]["ok"] is False and str(tmp_path / "bundles" / "spse-9.9.tar.gz") in by_name["9.9"]["error"]
+    assert sorted(by_name) == ["1.1", "1.2", "9.9"] and found["unexpected"] == ["stray"]
+    assert by_name["1.1"]["modified"] == ["lib/spse.jar"] and by_name["1.1"]["release_dir"] == str(older)
+    assert by_name["1.2"]["modified"] == [] and by_name["1.2"]["ok"] is True
+    assert by_name["9.9"]["ok"] is False and str(base / "manifests" / "9.9.json") in by_name["9.9"]["error"]
     assert "lpse-release-view" not in by_name["9.9"]["error"]
-    assert (tmp_path / "current").resolve() == tmp_path / "releases" / "1.0"  # the real current is untouched
+    assert (base / "current").resolve() == base / "releases" / "1.2"  # the real current is untouched
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="the site's unpack sets owners: it runs as root")
 def test_release_integrity_fails_naming_an_older_tampered_release_and_an_unknown_folder(tmp_path):
-    _bundle(tmp_path, {"lib/spse.jar": b"jar", "VERSION": b"1.0\n"})
-    older = _release(tmp_path, "0.9", {"lib/spse.jar": b"old jar"})
-    clean = facts(releases=site_audit.releases_facts(str(tmp_path)))
-    status, evidence = compliance.release_integrity(clean)
-    assert status == compliance.PASS and "(0.9, 1.0)" in evidence, evidence
+    base = _unpacked(tmp_path, ("1.1", "1.2"))
+    status, evidence = compliance.release_integrity(facts(releases=site_audit.releases_facts(str(base))))
+    assert status == compliance.PASS and "(1.1, 1.2)" in evidence, evidence
+    older = base / "releases" / "1.1"
     (older / "lib" / "spse.jar").write_bytes(b"old jar with a backdoor")
-    (tmp_path / "releases" / "9.9").mkdir()
-    status, evidence = compliance.release_integrity(facts(releases=site_audit.releases_facts(str(tmp_path))))
+    (base / "releases" / "9.9").mkdir()
+    status, evidence = compliance.release_integrity(facts(releases=site_audit.releases_facts(str(base))))
     assert status == compliance.FAIL
-    assert f"{older} (SPSE 0.9): modified: lib/spse.jar" in evidence, evidence
-    assert str(tmp_path / "releases" / "9.9") in evidence and "cannot read the manifest" in evidence, evidence
-
+    assert f"{older} (SPSE 1.1): modified: lib/spse.jar" in evidence, evidence
+    assert str(base / "releases" / "9.9") in evidence and "cannot read the signed manifest" in evidence, evidence
 
 def test_release_integrity_without_releases_facts_judges_the_running_release_alone():
     status, evidence = compliance.release_integrity(facts())

@@ -228,3 +228,34 @@ def test_the_drill_report_shows_the_steps_the_runbook_passed(capsys):
     err = capsys.readouterr().err
     assert "runbook steps failed and the runbook went on" in err and "site-healthy (exit 3)" in err, err
     assert "completed_with_failures" in err
+
+
+def test_a_drill_works_on_the_sites_own_folders_and_database_not_the_labs():
+    """An inventory that moves the documents, the database and the cluster: every fault script and check follows."""
+    from lpse_ops.actions import drill_rebuild
+
+    hostvars = {"ansible_host": "10.0.0.5", "site_spse_docs_dir": "/srv/spse data/dokumen", "site_db_name": "spse_prod",
+                "site_pg_cluster": "spse"}
+    shell = drill_action.SiteShell("site9", hostvars)
+    try:
+        assert (shell.facts.spse_docs_dir, shell.facts.db_name) == ("/srv/spse data/dokumen", "spse_prod")
+        assert (shell.facts.pg_data_dir, shell.facts.pg_unit) == ("/var/lib/postgresql/15/spse",
+                                                                  "postgresql@15-spse.service")
+    finally:
+        shell.close()
+    script = drill_action.consistency_script(shell.facts.spse_docs_dir, shell.facts.db_name)
+    assert script.startswith("cd '/srv/spse data/dokumen' && ") and script.count("-d spse_prod") == 2
+
+    class Recorder:
+        def __init__(self):
+            self.scripts = []
+
+        def run(self, script, timeout=300.0, check=True):
+            self.scripts.append(script)
+            return "done"
+
+    recorder = Recorder()
+    drill_rebuild.ransomware("site9", recorder, hostvars)
+    encrypt = recorder.scripts[1]
+    assert encrypt.startswith("docs='/srv/spse data/dokumen'\npgdata=/var/lib/postgresql/15/spse\n")
+    assert "/var/lib/spse" not in encrypt and "15/main" not in encrypt

@@ -150,7 +150,10 @@ def test_locking_second_holder_gets_lock_busy(tmp_path: Path):
 def test_documents_check_finds_missing_and_changed(tmp_path: Path):
     (tmp_path / "a.pdf").write_bytes(b"A")
     (tmp_path / "b.pdf").write_bytes(b"B")
-    rows = [f"1\t{documents.sha256_file(tmp_path / 'a.pdf')}\ta.pdf", "2\t00ff\tb.pdf", "3\t00ff\tc.pdf"]
+    def row(doc_id: int, sha: str, path: str) -> str:  # as documents.QUERY prints it
+        return f"{doc_id}\t{sha.encode().hex()}\t{path.encode().hex()}"
+    rows = [row(1, documents.sha256_file(tmp_path / "a.pdf"), "a.pdf"), row(2, "00ff", "b.pdf"),
+            row(3, "00ff", "c.pdf")]
     assert documents.check(documents.parse_rows(rows), str(tmp_path)) == (["3:c.pdf"], ["2:b.pdf"])
 
 

@@ -133,7 +133,7 @@ def test_catalogue_unsigned_bundle_refused_with_bundle_error(signed: dict, tmp_p
             if info.name != "manifest.sig":
                 tar.addfile(info, io.BytesIO(data) if data is not None else None)
     loaded = up.load_catalogue(folder, signed["trusted"])
-    assert "has no manifest.sig: the bundle is unsigned" in str(loaded.refused[0].error)
+    assert "has no manifest.sig" in str(loaded.refused[0].error)
 
 
 def test_catalogue_missing_folder_refused(tmp_path: Path, signed: dict) -> None:

@@ -25,8 +25,8 @@ def test_bad_budget_is_refused_with_what_to_write(text: str) -> None:
 
 
 def _plan(waves: list[list[SitePlan]], excluded: list[Exclusion] | None = None) -> UpgradePlan:
-    releases = [Release("1.1", "1.0", Path("/b/spse-1.1.tar.gz"), 2),
-                Release("1.2", "1.1", Path("/b/spse-1.2.tar.gz"), 3)]
+    releases = [Release("1.1", "1.0", Path("/b/spse-1.1.tar.gz"), 2, sha256="1" * 64),
+                Release("1.2", "1.1", Path("/b/spse-1.2.tar.gz"), 3, sha256="2" * 64)]
     return UpgradePlan(target="1.2", waves=waves, excluded=excluded or [], releases=releases)
 
 
@@ -38,8 +38,9 @@ def test_a_wave_runs_once_per_starting_version_and_path() -> None:
     extra = rollout.extravars(_plan([wave]), groups[0], "upgrade-7", rollout.RolloutOptions(Path("inv")),
                               datetime(2026, 11, 28, 15, 0, tzinfo=UTC))
     assert extra["upgrade_from_version"] == "1.0" and extra["upgrade_checkpoint"] == "upgrade-7"
-    assert extra["upgrade_path"] == [{"version": "1.1", "bundle": "/b/spse-1.1.tar.gz"},
-                                     {"version": "1.2", "bundle": "/b/spse-1.2.tar.gz"}]
+    # each hop carries the sha256 of the bytes verified: the site refuses any other
+    assert extra["upgrade_path"] == [{"version": "1.1", "bundle": "/b/spse-1.1.tar.gz", "sha256": "1" * 64},
+                                     {"version": "1.2", "bundle": "/b/spse-1.2.tar.gz", "sha256": "2" * 64}]
     assert extra["upgrade_to_schema"] == 3
     assert extra["upgrade_maintenance_reason"] == "pemutakhiran SPSE 1.0 ke 1.2"
 

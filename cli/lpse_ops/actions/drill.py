@@ -209,7 +209,10 @@ class SiteShell:
     def __init__(self, host: str, hostvars: dict[str, Any]) -> None:
         import tempfile
 
+        from lpse_ops.site_facts import site_facts
+
         self.host = host
+        self.facts = site_facts(hostvars)  # where the database and documents live on this site (not the lab's)
         self.control_dir = tempfile.mkdtemp(prefix="lpse-drill-ssh-")
         self.argv = ssh_argv(hostvars, f"{self.control_dir}/c")
 
@@ -225,8 +228,8 @@ class SiteShell:
         return done.stdout
 
     def sql(self, query: str, timeout: float = 120.0) -> str:
-        return self.run(f"runuser -u postgres -- psql -d spse -AtX -v ON_ERROR_STOP=1 -c {shlex.quote(query)}",
-                        timeout).strip()
+        return self.run(f"runuser -u postgres -- psql -d {shlex.quote(self.facts.db_name)} -AtX -v ON_ERROR_STOP=1 "
+                        f"-c {shlex.quote(query)}", timeout).strip()
 
     def close(self) -> None:
         import shutil
@@ -250,18 +253,18 @@ def ssh_argv(hostvars: dict[str, Any], control_path: str) -> list[str]:
     return [*argv, f"{user}@{address}" if user else address]
 
 
-DOCUMENTS_DIR = "/var/lib/spse/documents"
-CONSISTENCY_SCRIPT = (
-    f"cd {DOCUMENTS_DIR} && runuser -u postgres -- psql -d spse -AtX -F ' ' "  # noqa: S608 - no input in it
-    "-c \"SELECT sha256, stored_path FROM documents\" | awk '{print $1 \"  \" $2}' "
-    "| sha256sum --check --quiet 2>/dev/null | sed -n 's/: FAILED.*$//p'; "
-    "echo \"referenced $(runuser -u postgres -- psql -d spse -AtX -c 'SELECT count(*) FROM documents')\"")
-"""Print every stored_path the database references whose file is missing or differs, then the count."""
+def consistency_script(docs_dir: str, db_name: str) -> str:
+    """Print every stored_path the database references whose file is missing or differs, then the count."""
+    docs, db = shlex.quote(docs_dir), shlex.quote(db_name)
+    return (f"cd {docs} && runuser -u postgres -- psql -d {db} -AtX -F ' ' "  # noqa: S608 - site facts, quoted
+            "-c \"SELECT sha256, stored_path FROM documents\" | awk '{print $1 \"  \" $2}' "
+            "| sha256sum --check --quiet 2>/dev/null | sed -n 's/: FAILED.*$//p'; "
+            f"echo \"referenced $(runuser -u postgres -- psql -d {db} -AtX -c 'SELECT count(*) FROM documents')\"")
 
 
 def consistency(shell: SiteShell) -> dict[str, Any]:
     """Every document the site's database references, checked against its sha256 (the restore's own rule)."""
-    out = shell.run(CONSISTENCY_SCRIPT, timeout=1800)
+    out = shell.run(consistency_script(shell.facts.spse_docs_dir, shell.facts.db_name), timeout=1800)
     lines = [line for line in out.splitlines() if line.strip()]
     referenced = next((int(line.split()[1]) for line in lines if line.startswith("referenced ")), None)
     bad = [line.strip() for line in lines if not line.startswith("referenced ")]
@@ -571,13 +574,15 @@ def _inject(request: DrillRequest, shell: SiteShell, prefix: str, timeline: _Tim
         return fault_at, {"target_time": floor_second(deleted_at).strftime("%Y-%m-%dT%H:%M:%SZ")}, None
     if request.scenario == "documents-lost":
         # SPSE recreates the folder for an upload arriving meanwhile (the workload's): remove until it is gone
-        shell.run(f"for attempt in 1 2 3 4 5 6 7 8 9 10; do rm -rf {DOCUMENTS_DIR} 2>/dev/null && exit 0; "
+        docs = shell.facts.spse_docs_dir
+        shell.run(f"for attempt in 1 2 3 4 5 6 7 8 9 10; do rm -rf {shlex.quote(docs)} 2>/dev/null && exit 0; "
                   "sleep 0.1; done; exit 1")
-        timeline.add("fault_injected", at=fault_at, fault=f"rm -rf {DOCUMENTS_DIR}")
+        timeline.add("fault_injected", at=fault_at, fault=f"rm -rf {docs}")
         return fault_at, {}, None
     if request.scenario == "database-corrupted":
-        shell.run("systemctl stop postgresql@15-main && "
-                  "for f in $(find /var/lib/postgresql/15/main/base /var/lib/postgresql/15/main/global -type f "
+        data = shlex.quote(shell.facts.pg_data_dir)
+        shell.run(f"systemctl stop {shlex.quote(shell.facts.pg_unit)} && "
+                  f"for f in $(find {data}/base {data}/global -type f "
                   "-size +8k | head -200); do dd if=/dev/urandom of=$f bs=8192 count=2 conv=notrunc status=none; "
                   "done")
         timeline.add("fault_injected", at=fault_at, fault="PostgreSQL stopped; 16 KiB of random bytes written over "

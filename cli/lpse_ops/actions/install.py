@@ -43,14 +43,32 @@ class InstallOutcome:
         return health_by_host(self.found)
 
 
-def verified_bundle(bundle_path: Path, trusted_keys: Path):
-    """Verify the bundle's signature and every file; return its manifest, or refuse (nothing touched)."""
-    from lpse_ops.bundle import BundleError, verify
+@dataclass(frozen=True)
+class VerifiedBundle:
+    """A bundle as verified here: its manifest, the sha256 of the bytes read, the trusted keys' texts.
+
+    The play sends the sha256 and the keys to the site, which refuses other bytes and checks the signature
+    itself before it unpacks (docs/release-bundle.md, "Chain of custody").
+    """
+
+    manifest: object
+    sha256: str
+    trusted_keys: list[str]
+
+    def extravars(self) -> dict:
+        """The spse role's inputs that carry the custody: the bundle's sha256 and the trusted keys."""
+        return {"spse_bundle_sha256": self.sha256, "spse_trusted_keys": self.trusted_keys}
+
+
+def verified_bundle(bundle_path: Path, trusted_keys: Path) -> VerifiedBundle:
+    """Verify the bundle's signature and every member; return it as verified, or refuse (nothing touched)."""
+    from lpse_ops.bundle import BundleError, trusted_key_texts, verify_digest
 
     if not bundle_path.exists():
         raise operation.OperationRefused(f"bundle {bundle_path} does not exist: build one with `lpse-ops bundle build`")
     try:
-        return verify(bundle_path, trusted_keys)
+        manifest, sha256 = verify_digest(bundle_path, trusted_keys)
+        return VerifiedBundle(manifest, sha256, trusted_key_texts(trusted_keys))
     except BundleError as error:
         raise operation.OperationRefused(f"bundle {bundle_path} refused, no host was touched: {error}") from error
 
@@ -60,18 +78,21 @@ def health_by_host(found: records.HostRecords) -> dict[str, dict]:
     return {host: record["health"] for host, record in found.found.items() if isinstance(record.get("health"), dict)}
 
 
-def install(request: InstallRequest, manifest=None) -> InstallOutcome:
-    """Verify the bundle (unless its *manifest* is given), then install it on the sites; return what happened.
+def install(request: InstallRequest, verified: VerifiedBundle | None = None) -> InstallOutcome:
+    """Verify the bundle (unless *verified* is given), then install it on the sites; return what happened.
 
     Raises OperationRefused before any host is touched (bad bundle, inventory or option, a locked site).
     """
-    manifest = manifest or verified_bundle(request.bundle, request.trusted_keys)
+    verified = verified or verified_bundle(request.bundle, request.trusted_keys)
+    manifest = verified.manifest
     bundle = str(request.bundle.resolve())
     ctx = operation.OperationContext(
         operation="install", playbook="install.yml", inventory=request.inventory, limit=request.limit,
-        extravars={"spse_bundle": bundle, "spse_version": manifest.version}, check=request.check,
+        extravars={"spse_bundle": bundle, "spse_version": manifest.version, **verified.extravars()},
+        check=request.check,
         forks=request.forks, progress=request.progress, lock_sites=True, state_url=request.state_url,
-        record_args={"bundle": bundle, "version": manifest.version, "key_id": manifest.key_id})
+        record_args={"bundle": bundle, "version": manifest.version, "key_id": manifest.key_id,
+                     "sha256": verified.sha256})
     result = operation.run(ctx)
     found = records.read(result, KIND)
     result.exit_code = found.exit_code(result.exit_code)

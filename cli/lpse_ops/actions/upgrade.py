@@ -160,7 +160,9 @@ def extravars(plan: UpgradePlan, group: list[SitePlan], checkpoint: str, options
     end = start + options.window
     return {
         "upgrade_from_version": group[0].current,
-        "upgrade_path": [{"version": version, "bundle": str(releases[version].path)} for version in steps],
+        "upgrade_path": [{"version": version, "bundle": str(releases[version].path), "sha256": releases[version].sha256}
+                         for version in steps],
+        "upgrade_trusted_keys": plan.trusted_keys,
         "upgrade_checkpoint": checkpoint,
         **({"upgrade_to_schema": target.schema_version} if target and target.schema_version is not None else {}),
         "upgrade_bake_seconds": options.bake_seconds,

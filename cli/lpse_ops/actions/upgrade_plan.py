@@ -92,11 +92,12 @@ class Release:
     key_id: str | None = None
     verified: bool = True
     error: str | None = None
+    sha256: str | None = None  # of the bytes verified: the site refuses any other (docs/release-bundle.md)
 
     def as_dict(self) -> dict:
         return {"version": self.version, "min_upgrade_from": self.min_upgrade_from, "bundle": str(self.path),
                 "schema_version": self.schema_version, "payload_bytes": self.payload_bytes,
-                "key_id": self.key_id, "verified": self.verified, "error": self.error}
+                "key_id": self.key_id, "verified": self.verified, "error": self.error, "sha256": self.sha256}
 
 
 @dataclass
@@ -137,7 +138,7 @@ def _claimed(path: Path) -> tuple[str, str]:
 
 
 def load_catalogue(releases_dir: Path, trusted_keys: Path,
-                   verify: Callable[[Path, Path], bundle.Manifest] = bundle.verify) -> Catalogue:
+                   verify: Callable[[Path, Path], tuple[bundle.Manifest, str]] = bundle.verify_digest) -> Catalogue:
     """Verify every ``spse-*.tar.gz`` in *releases_dir* against *trusted_keys* and return the catalogue.
 
     A bundle that fails is kept in ``refused`` with the bundle's own error naming the file; raises
@@ -152,14 +153,14 @@ def load_catalogue(releases_dir: Path, trusted_keys: Path,
         raise PlanRefused(f"release folder {folder} holds no spse-*.tar.gz bundle")
     for path in paths:
         try:
-            manifest = verify(path, trusted_keys)
+            manifest, sha256 = verify(path, trusted_keys)
         except bundle.BundleError as error:
             version, minimum = _claimed(path)
             catalogue.refused.append(Release(version, minimum, path, verified=False,
                                              error=f"bundle {path} refused: {error}"))
             continue
         release = Release(manifest.version, manifest.min_upgrade_from, path, manifest.schema_version,
-                          manifest.payload_size, manifest.key_id)
+                          manifest.payload_size, manifest.key_id, sha256=sha256)
         key = version_key(manifest.version)
         if key in catalogue.releases:
             catalogue.warnings.append(f"{path.name} holds SPSE {manifest.version} like "
@@ -434,6 +435,7 @@ class UpgradePlan:
     states: dict[str, SiteState] = field(default_factory=dict)
     run_id: int | None = None
     options: dict = field(default_factory=dict)
+    trusted_keys: list[str] = field(default_factory=list)  # their texts: the site checks the signatures itself
 
     @property
     def steps(self) -> dict[str, list[str]]:
@@ -731,6 +733,7 @@ def plan(ctx: PlanContext) -> UpgradePlan:
                 state.frozen = True
     upgrade_plan = compute_plan(catalogue, states, read.groups, options)
     upgrade_plan.run_id = run_id
+    upgrade_plan.trusted_keys = bundle.trusted_key_texts(ctx.trusted_keys)
     return upgrade_plan
 
 

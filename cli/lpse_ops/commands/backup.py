@@ -9,9 +9,10 @@ import click
 from rich.markup import escape
 from rich.table import Table
 
-from lpse_ops import inventory, progress, terminal
+from lpse_ops import progress, terminal
 from lpse_ops.actions import backup as actions
 from lpse_ops.actions import offsite, operation
+from lpse_ops.actions import restore as restoring
 from lpse_ops.commands._options import (
     inventory_option,
     json_option,
@@ -194,43 +195,18 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     the copy is removed when the restore ends, whatever its outcome. --json needs --yes.
     """
     latest = target_time.strip().lower() == "latest"
-    target = datetime.now(UTC).replace(microsecond=0) if latest else _parse_time(target_time)
-    as_of = _parse_time(offsite_as_of) if offsite_as_of else None
     if as_json and not yes:
         raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to restore without asking")
-    ctx = _ctx(inventory_path, limit, as_json)
+    request = restoring.RestoreRequest(_ctx(inventory_path, limit, as_json), limit,
+                                       None if latest else _parse_time(target_time), source,
+                                       _parse_time(offsite_as_of) if offsite_as_of else None)
     with refusal_as_error():
-        hosts = operation.target_hosts(ctx.inventory, "sites", limit)
-        if len(hosts) != 1:
-            raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
-        operation.refuse_if_locked("backup.restore", hosts, {
-            "inventory": str(ctx.inventory), "limit": limit, "action": "restore",
-            "target_time": "latest" if latest else target.isoformat(),
-            "source": source, "offsite_as_of": as_of.isoformat() if as_of else None})
-        args = ["--target-time", "latest" if latest else target.strftime("%Y-%m-%d %H:%M:%S+00")]
-        view = None
-        if as_of:
-            site_code = inventory.validate(ctx.inventory, "backup").sites[hosts[0]].get("site_code")
-            view = offsite.plan_view(offsite.ViewRequest(site_code, as_of))
-        elif source == "offsite":
-            args += ["--repo", "2"]
+        plan = restoring.plan(request)
         if not yes:
-            _show_restore_plan(hosts[0], "the end of the archived WAL" if latest else target.isoformat(), source,
-                               view)
+            for line in plan.describe():
+                terminal.info(line)
             click.confirm("Go ahead?", abort=True, err=True)
-        try:
-            if view:
-                offsite.copy_view(view)
-                args += view.restore_args
-            result, outputs = actions.execute(ctx, "restore", args, record={
-                "target_time": "latest" if latest else target.isoformat(), "source": "offsite" if view else source,
-                "view": view.as_dict() if view else None})
-        finally:
-            if view and view.copied:
-                offsite.remove_view(view)
-    if view:
-        for output in outputs.values():
-            output["offsite_view"] = view.as_dict()
+        result, outputs = restoring.execute(plan)
     details = {h: o.get("error") or f"recovered to {(o.get('recovery_point') or {}).get('target_time', target_time)}"
                for h, o in outputs.items()}
     _finish(result, outputs, as_json, "backup restore", details)
@@ -253,37 +229,22 @@ def offsite_put_back_command(inventory_path: Path | None, limit: str, as_of: str
         raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1)")
     ctx = _ctx(inventory_path, limit, as_json)
     with refusal_as_error():
-        hosts = operation.target_hosts(ctx.inventory, "sites", limit)
-        if len(hosts) != 1:
-            raise terminal.fail(f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
-        site_code = inventory.validate(ctx.inventory, "backup").sites[hosts[0]].get("site_code")
+        host = restoring.one_site(ctx, limit)
+        site_code = restoring.site_code(ctx, host)
         plan = offsite.plan_put_back(offsite.ViewRequest(site_code, when))
     if not yes:
-        terminal.info(f"Put the offsite repositories of {hosts[0]} ({site_code}) back as of {when.isoformat()}: "
+        terminal.info(f"Put the offsite repositories of {host} ({site_code}) back as of {when.isoformat()}: "
                       f"{len(plan.copy_forward)} object(s) copied forward, {len(plan.hide)} hidden.")
         click.confirm("Go ahead?", abort=True, err=True)
     try:
-        done = offsite.put_back(plan, hosts[0])
+        done = offsite.put_back(plan, host)
     except Exception as error:  # the S3 client's errors: one line, what failed
         raise terminal.fail(f"putting the offsite repositories back failed (recorded): {error}") from error
     if as_json:
         terminal.emit_json(done)
     else:
-        terminal.info(f"{hosts[0]}: {done['copied_forward']} object(s) copied forward, {done['hidden']} hidden "
+        terminal.info(f"{host}: {done['copied_forward']} object(s) copied forward, {done['hidden']} hidden "
                       f"(run {done['run_id']})")
-
-
-def _show_restore_plan(host: str, target: str, source: str, view: offsite.OffsiteView | None) -> None:
-    lines = [f"Restore {host} to {target} from {'offsite' if view else source}.",
-             "SPSE stops meanwhile; the current database and documents are moved aside, not deleted."]
-    if view:
-        plan = view.as_dict()
-        lines.append(f"The offsite repositories as of {plan['as_of']}: {plan['objects']['pgbackrest']} pgBackRest "
-                     f"and {plan['objects']['restic']} restic objects, {plan['bytes'] / 1e6:.1f} MB, newest "
-                     f"{plan['newest_object']}; copied to {plan['views_bucket']}/{plan['prefix']} (no Object Lock) "
-                     "and removed when the restore ends.")
-    for line in lines:
-        terminal.info(line)
 
 
 @backup.command(name="status")

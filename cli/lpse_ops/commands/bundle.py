@@ -27,6 +27,8 @@ def _table(title: str, data: dict[str, Any]) -> Table:
         "migrations",
         f"{len(migrations)} (schema {data['schema_version']}): {', '.join(migrations)}" if migrations else "none",
     )
+    if data.get("sha256"):
+        table.add_row("sha256", data["sha256"])
     return table
 
 
@@ -137,16 +139,18 @@ def verify_command(bundle_path: Path, trusted_keys: Path | None, as_json: bool) 
             )
         trusted_keys = configured
     try:
-        manifest = bundles.verify(bundle_path, trusted_keys)
+        manifest, sha256 = bundles.verify_digest(bundle_path, trusted_keys)
     except bundles.BundleError as error:
         raise terminal.fail(str(error)) from error
     data = bundles.summary(manifest)
     data["bundle"] = str(bundle_path)
     data["verified"] = True
+    data["sha256"] = sha256  # of the bytes verified: what a site must receive (spse_bundle_sha256)
     if as_json:
         terminal.emit_json(data)
         return
-    terminal.info(f"signature by key {manifest.key_id} and {len(manifest.files)} payload file(s) verified")
+    terminal.info(f"signature by key {manifest.key_id}, {len(manifest.directories)} folder(s) and "
+                  f"{len(manifest.files)} payload file(s) verified")
     terminal.print_table(_table(f"verified {bundle_path.name}", data))
 
 

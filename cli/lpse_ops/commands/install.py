@@ -70,10 +70,12 @@ def install(bundle_path: Path, inventory_path: Path | None, limit: str | None, t
                                         trusted_keys=trusted_keys, limit=limit, check=check, forks=forks,
                                         progress=progress.live(not as_json))
     with refusal_as_error():
-        manifest = installing.verified_bundle(bundle_path, trusted_keys)
+        verified = installing.verified_bundle(bundle_path, trusted_keys)
+        manifest = verified.manifest
         if not as_json:
-            terminal.info(f"bundle verified: SPSE {manifest.version} signed by key {manifest.key_id}")
-        outcome = installing.install(request, manifest)
+            terminal.info(f"bundle verified: SPSE {manifest.version} signed by key {manifest.key_id} "
+                          f"(sha256 {verified.sha256})")
+        outcome = installing.install(request, verified)
     result, found = outcome.result, outcome.found
     if as_json:
         terminal.emit_json({**result.as_dict(), "version": manifest.version, "health": outcome.health,

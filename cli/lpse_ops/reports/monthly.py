@@ -1,4 +1,4 @@
-"""Render a :class:`~lpse_ops.actions.report.ReportData` as one self-contained HTML page in Bahasa Indonesia.
+"""Render a :class:`~lpse_ops.reports.data.ReportData` as one self-contained HTML page in Bahasa Indonesia.
 
 ``render_html(data)`` picks ``templates/monthly.html.j2`` or ``compliance.html.j2`` (both import the
 shared sections of ``monthly.macros.html.j2``), draws the charts as inline SVG (``charts.py``) and
@@ -22,7 +22,7 @@ from markupsafe import Markup
 from lpse_ops.reports import charts, dates, templating
 
 if TYPE_CHECKING:
-    from lpse_ops.actions.report import ReportData
+    from lpse_ops.reports.data import ReportData
 
 NATIONAL_ZONE = "Asia/Jakarta"
 TITLES = {"monthly": "Laporan Bulanan Pemantauan dan Evaluasi Layanan SPSE",

@@ -16,10 +16,10 @@ import json
 import os
 import re
 import subprocess
-import tarfile
 import tempfile
 import time
 
+from lpse_ops.site import release
 from lpse_ops.site.clock import iso, now_utc
 
 BASELINE = "/etc/lpse-hardening/baseline.json"
@@ -93,32 +93,26 @@ def suid_facts() -> dict:
 
 
 def release_facts(base: str = SPSE_BASE) -> dict:
-    """Compare the current SPSE release with its bundle's manifest: modified, missing and extra files."""
+    """Compare the current SPSE release with the signed manifest its unpack kept: modified, missing, extra.
+
+    The same comparison (``site.release.compare_tree``) as when the release was unpacked: every file and
+    folder, its mode and owner, nothing followed.
+    """
     current = os.path.join(base, "current")
     if not os.path.exists(current):
         return {"ok": False, "error": f"no SPSE release at {current}", "version": None}
-    release = os.path.realpath(current)
-    version = os.path.basename(release)
-    bundle = os.path.join(base, "bundles", f"spse-{version}.tar.gz")
+    release_dir = os.path.realpath(current)
+    version = os.path.basename(release_dir)
     try:
-        with tarfile.open(bundle, "r:gz") as archive:
-            manifest = json.load(archive.extractfile(archive.getmember("manifest.json")))
-    except (OSError, KeyError, ValueError, tarfile.TarError) as error:
-        return {"ok": False, "error": f"cannot read the manifest of {bundle}: {error}", "version": version}
-    modified, missing, listed = [], [], set()
-    for entry in manifest.get("files", []):
-        relative = os.path.normpath(entry["path"])
-        listed.add(relative)
-        digest = sha256_of(os.path.join(release, relative))
-        if digest is None:
-            missing.append(relative)
-        elif digest != entry["sha256"]:
-            modified.append(relative)
-    extra = [os.path.relpath(os.path.join(folder, name), release)
-             for folder, _dirs, names in os.walk(release) for name in names]
-    extra = sorted(path for path in extra if path not in listed)
-    return {"ok": True, "error": None, "version": version, "release_dir": release, "files": len(listed),
-            "modified": sorted(modified), "missing": sorted(missing), "extra": extra}
+        signed = release.kept_listing(base, version)
+    except (OSError, ValueError, release.BundleRefused) as error:
+        return {"ok": False, "error": f"cannot read the signed manifest of SPSE {version} "
+                                      f"({release.manifest_paths(base, version)[0]}: {error}); install or upgrade "
+                                      "it again with lpse-ops, which keeps it", "version": version}
+    found = release.compare_tree(release_dir, signed)
+    by_kind = {kind: sorted({d.path for d in found if d.kind == kind}) for kind in ("modified", "missing", "extra")}
+    return {"ok": True, "error": None, "version": version, "release_dir": release_dir, "files": len(signed.files),
+            **by_kind}
 
 
 def release_dir_facts(base: str, release_dir: str) -> dict:
@@ -126,7 +120,7 @@ def release_dir_facts(base: str, release_dir: str) -> dict:
 
     ``release_facts`` judges the release ``<base>/current`` names; it is given a private view of *base*
     (a root-only temporary folder holding a link to every entry of *base*) whose ``current`` names
-    *release_dir*, so the bundle and manifest are found exactly where that function looks for them.
+    *release_dir*, so the signed manifest it kept is found exactly where that function looks for it.
     """
     with tempfile.TemporaryDirectory(prefix="lpse-release-view.") as view:
         for name in os.listdir(base):
@@ -140,10 +134,10 @@ def release_dir_facts(base: str, release_dir: str) -> dict:
 
 
 def releases_facts(base: str = SPSE_BASE) -> dict:
-    """Judge every entry of ``<base>/releases`` against its signed bundle's manifest (clause 6.2.19).
+    """Judge every entry of ``<base>/releases`` against its kept signed manifest (clause 6.2.19).
 
     Returns {ok, error, folder, releases: [release_dir_facts per folder, by name], unexpected: [entries that
-    are not folders, or are links]}. A folder with no bundle (an unknown release) has ``ok: false``.
+    are not folders, or are links]}. A folder with no signed manifest (an unknown release) has ``ok: false``.
     """
     folder = os.path.join(base, "releases")
     try:

@@ -150,7 +150,9 @@ def rollback_database(settings: Settings, args) -> dict:
                                step="pgbackrest restore", timeout=engine.DAY_S)
         services.start(settings.pg_unit, step="start postgresql")
         cols = restore.wait_promoted(settings, aside)
-    except Failure as failure:
+    except Exception as error:  # noqa: BLE001 (the data dir is aside: whatever failed, it goes back)
+        failure = error if isinstance(error, Failure) else \
+            Failure("unexpected", f"unexpected {type(error).__name__}: {error}", step="rollback-db")
         run_command(["systemctl", "stop", settings.pg_unit], step="roll back", check=False)
         failed = restore.swap_back(pgdata, aside, stamp)
         services.start(settings.pg_unit, step="roll back")

@@ -13,6 +13,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup audit [--lynis] [--no-aide]   (compliance facts; lpse-ops audit decides the controls)
     lpse-backup integrity-refresh --since EPOCH [--scope PATH ...]   (AIDE accepts lpse-ops's own change)
     lpse-backup upgrade-prepare | upgrade-apply | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
+    lpse-backup release-unpack --bundle F --sha256 H --version V --base DIR [--check]   (site/release.py)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
 what went wrong and what to do, "code" machine-readable, and "step"). Progress goes to stderr.
@@ -32,6 +33,7 @@ from lpse_ops.site import (
     integrity,
     listing,
     nginxlog,
+    release,
     restore,
     run,
     settings,
@@ -47,9 +49,9 @@ ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": s
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
                               "traffic": nginxlog.main, "audit": audit.main, "integrity-refresh": integrity.main,
                               "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
-                              "upgrade-bake": upgrade.bake}
+                              "upgrade-bake": upgrade.bake, "release-unpack": release.main}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
-WITHOUT_SETTINGS = {"audit", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply"}
+WITHOUT_SETTINGS = {"audit", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
@@ -90,6 +92,7 @@ def parser() -> argparse.ArgumentParser:
     check_site.add_argument("--no-aide", action="store_true", help="skip AIDE's check")
     integrity.add_parser(sub)
     upgrade.add_parsers(sub)
+    release.add_parser(sub)
     return top
 
 

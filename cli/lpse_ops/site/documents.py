@@ -11,8 +11,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from lpse_ops.site import safefs
+from lpse_ops.site.errors import Failure
 
-QUERY = "SELECT id, sha256, stored_path FROM documents ORDER BY id;"
+QUERY = ("SELECT id, encode(convert_to(sha256::text, 'UTF8'), 'hex'), encode(convert_to(stored_path, 'UTF8'), 'hex') "
+         "FROM documents ORDER BY id;")
+"""The text columns in hex: spse writes them, and a newline or a tab in a name would otherwise split one row
+into two psql lines or four fields (psql's unaligned output cannot quote them)."""
 
 
 @dataclass(frozen=True)
@@ -29,11 +33,22 @@ class Document:
 
 
 def parse_rows(rows: Iterable[str]) -> list[Document]:
-    """Parse psql's ``id<TAB>sha256<TAB>stored_path`` lines."""
+    """Parse the ``id<TAB>hex(sha256)<TAB>hex(stored_path)`` lines :data:`QUERY` prints.
+
+    A path's bytes are decoded as the file system's names are (``os.fsdecode``). Raises
+    Failure(documents_unreadable) for a line of any other shape.
+    """
     found = []
     for row in rows:
-        doc_id, sha, stored = row.split("\t")
-        found.append(Document(doc_id.strip(), sha.strip(), stored.strip()))
+        fields = row.split("\t")
+        try:
+            if len(fields) != 3:
+                raise ValueError(f"{len(fields)} fields")
+            sha, stored = (bytes.fromhex(field.strip()) for field in fields[1:])
+        except ValueError as error:
+            raise Failure("documents_unreadable", f"a documents row could not be read ({error}): {row[:200]!r}",
+                          step="documents") from None
+        found.append(Document(fields[0].strip(), sha.decode("utf-8", "replace").strip(), os.fsdecode(stored)))
     return found
 
 

@@ -97,12 +97,16 @@ def main(settings: Settings, args) -> dict:
     current = Restore(settings, str(args.repo), target, args.target_time, result,
                       started_at.strftime("%Y%m%dT%H%M%SZ"), args.repo2_path, args.restic_repo, extra=extra,
                       latest=latest)
+    step_name = "lock"
     try:
         with locking.exclusive(settings.lock_path, settings.lock_wait_s), \
                 locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
             for step in STEPS:
+                step_name = step.__name__
                 step(current)
-    except Failure as failure:
+    except Exception as error:  # noqa: BLE001 (any error after the first change must roll the site back)
+        failure = error if isinstance(error, Failure) else \
+            Failure("unexpected", f"unexpected {type(error).__name__} in {step_name}: {error}", step=step_name)
         result.update(failure.as_fields())
         if current.staging_thread:
             current.staging_thread.join()

@@ -1,0 +1,109 @@
+"""A point-in-time restore of one site: plan (check, nothing written), then execute.
+
+The command shows the plan and asks before :func:`execute`; a plan refuses (``OperationRefused``) before
+anything changes: not exactly one site, the site locked by another run, an unknown site code, an offsite
+view that cannot be read. With ``offsite_as_of``, :func:`execute` copies the offsite repositories as they
+stood then into the unlocked views bucket, restores from that copy, and removes it whatever the outcome.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from lpse_ops import inventory
+from lpse_ops.actions import backup, offsite, operation
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    """What to restore: *target* None is ``latest`` (the end of the archived WAL)."""
+
+    ctx: backup.BackupContext
+    limit: str
+    target: datetime | None
+    source: str = "local"
+    offsite_as_of: datetime | None = None
+
+
+@dataclass
+class RestorePlan:
+    """The one site, the site tool's arguments and, with an as-of time, the offsite view to copy first."""
+
+    request: RestoreRequest
+    host: str
+    args: list[str]
+    view: offsite.OffsiteView | None
+
+    @property
+    def target_text(self) -> str:
+        """``latest`` or the target time, as recorded and shown."""
+        return "latest" if self.request.target is None else self.request.target.isoformat()
+
+    def describe(self) -> list[str]:
+        """The plan in lines, for the operator to confirm."""
+        target = "the end of the archived WAL" if self.request.target is None else self.target_text
+        lines = [f"Restore {self.host} to {target} from {'offsite' if self.view else self.request.source}.",
+                 "SPSE stops meanwhile; the current database and documents are moved aside, not deleted."]
+        if self.view:
+            plan = self.view.as_dict()
+            lines.append(f"The offsite repositories as of {plan['as_of']}: {plan['objects']['pgbackrest']} pgBackRest "
+                         f"and {plan['objects']['restic']} restic objects, {plan['bytes'] / 1e6:.1f} MB, newest "
+                         f"{plan['newest_object']}; copied to {plan['views_bucket']}/{plan['prefix']} (no Object "
+                         "Lock) and removed when the restore ends.")
+        return lines
+
+
+def one_site(ctx: backup.BackupContext, limit: str) -> str:
+    """The one site *limit* names; refuse otherwise (restores and put-backs are per site)."""
+    hosts = operation.target_hosts(ctx.inventory, "sites", limit)
+    if len(hosts) != 1:
+        raise operation.OperationRefused(
+            f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
+    return hosts[0]
+
+
+def site_code(ctx: backup.BackupContext, host: str) -> str | None:
+    """The site's code in the inventory (its prefix in the offsite buckets)."""
+    return inventory.validate(ctx.inventory, "backup").sites[host].get("site_code")
+
+
+def plan(request: RestoreRequest) -> RestorePlan:
+    """Check the request and read what it needs (the offsite view's objects); nothing is written."""
+    ctx = request.ctx
+    host = one_site(ctx, request.limit)
+    target = "latest" if request.target is None else request.target.isoformat()
+    as_of = request.offsite_as_of.isoformat() if request.offsite_as_of else None
+    operation.refuse_if_locked("backup.restore", [host], {
+        "inventory": str(ctx.inventory), "limit": request.limit, "action": "restore", "target_time": target,
+        "source": request.source, "offsite_as_of": as_of}, state_url=ctx.state_url)
+    args = ["--target-time", "latest" if request.target is None else request.target.strftime("%Y-%m-%d %H:%M:%S+00")]
+    view = None
+    if request.offsite_as_of:
+        view = offsite.plan_view(offsite.ViewRequest(site_code(ctx, host), request.offsite_as_of))
+    elif request.source == "offsite":
+        args += ["--repo", "2"]
+    return RestorePlan(request, host, args, view)
+
+
+def execute(restore: RestorePlan) -> tuple[operation.OperationResult, dict[str, dict]]:
+    """Run the planned restore on its site; return the run and the site tool's JSON per host.
+
+    The offsite view, when planned, is copied first and removed afterwards, whatever the outcome; each
+    host's output then names it (``offsite_view``).
+    """
+    args, view = list(restore.args), restore.view
+    try:
+        if view:
+            offsite.copy_view(view)
+            args += view.restore_args
+        result, outputs = backup.execute(restore.request.ctx, "restore", args, record={
+            "target_time": restore.target_text, "source": "offsite" if view else restore.request.source,
+            "view": view.as_dict() if view else None})
+    finally:
+        if view and view.copied:
+            offsite.remove_view(view)
+    if view:
+        for output in outputs.values():
+            output["offsite_view"] = view.as_dict()
+    return result, outputs
