@@ -19,7 +19,7 @@ from tests.lab.labkit import LAB_NAME, PORT_BASE, REUSE_HOME, SITES, backup_cli,
 # the firewall, a freeze holds writes) run after every other lab test, in this order; then test_secrets.py,
 # which reads every artifact, the state store and the audit log for the secrets the runs before it used.
 LATE_MODULES = ("test_drills.py", "test_rebuild.py", "test_evidence.py", "test_freeze.py", "test_access.py",
-                "test_hardening.py", "test_secrets.py")
+                "test_hardening.py", "test_integrity_baseline.py", "test_secrets.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -149,8 +149,9 @@ def test_attacker_changes_fail_controls_and_aide_and_clamav_name_the_files(harde
         assert ATTACK["eicar"] in evidence["antivirus-clean"]
         relative = re.sub(r"^.*/releases/[^/]+/", "", resolved)  # the current release, any version
         assert f"modified: {relative}" in evidence["spse-release-integrity"]
-        for path in (ATTACK["suid"], ATTACK["sshd"], resolved):
+        for path in (ATTACK["suid"], ATTACK["sshd"]):
             assert path in evidence["aide-integrity"], evidence["aide-integrity"]
+        assert "/opt/spse" not in evidence["aide-integrity"]  # the releases are spse-release-integrity's
     finally:
         on_site(f"rm -f {ATTACK['suid']} {ATTACK['eicar']}; cat /root/sshd_config.orig > {ATTACK['sshd']}; "
                 f"cat /root/release-file.orig > {resolved}; rm -f /root/sshd_config.orig /root/release-file.orig")

@@ -253,3 +253,59 @@ def test_validator_accepts_good_files_and_names_the_bad_line(tmp_path, kind, tex
     assert (done.returncode == 0) is ok, done.stderr
     if not ok:
         assert "line " in done.stderr
+
+
+
+def _unpacked(tmp_path: Path, versions: tuple[str, ...]) -> Path:
+    """A site base with each of *versions* unpacked by the site tool (its signed manifest kept); current: the last."""
+    from lpse_ops import bundle
+    from lpse_ops.site import release as site_release
+    from tests.unit.test_bundle import RELEASE_YML, make_source
+
+    bundle.keygen(tmp_path / "keys" / "r.key", tmp_path / "keys" / "r.pub", "test")
+    keys = site_release.trusted_keys([(tmp_path / "keys" / "r.pub").read_text()])
+    base = tmp_path / "spse"
+    (base / "releases").mkdir(parents=True)
+    for version in versions:
+        release_yml = RELEASE_YML.replace('version: "1.1"', f'version: "{version}"')
+        source = make_source(tmp_path / f"src-{version}", release_yml)
+        built = bundle.build(source, tmp_path / "keys" / "r.key", tmp_path / f"out-{version}")
+        site_release.unpack(str(built), hashlib.sha256(built.read_bytes()).hexdigest(), version, str(base), keys)
+    (base / "current").symlink_to(base / "releases" / versions[-1])
+    return base
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the site's unpack sets owners: it runs as root")
+def test_releases_facts_judge_every_release_folder_not_only_current(tmp_path):
+    base = _unpacked(tmp_path, ("1.1", "1.2"))
+    older = base / "releases" / "1.1"
+    (older / "lib" / "spse.jar").write_bytes(b"old jar with a backdoor")
+    (base / "releases" / "9.9").mkdir()
+    (base / "releases" / "9.9" / "README").write_text("not signed")
+    (base / "releases" / "stray").write_text("a file, not a release folder")
+    found = site_audit.releases_facts(str(base))
+    by_name = {Path(release["release_dir"]).name: release for release in found["releases"]}
+    assert sorted(by_name) == ["1.1", "1.2", "9.9"] and found["unexpected"] == ["stray"]
+    assert by_name["1.1"]["modified"] == ["lib/spse.jar"] and by_name["1.1"]["release_dir"] == str(older)
+    assert by_name["1.2"]["modified"] == [] and by_name["1.2"]["ok"] is True
+    assert by_name["9.9"]["ok"] is False and str(base / "manifests" / "9.9.json") in by_name["9.9"]["error"]
+    assert "lpse-release-view" not in by_name["9.9"]["error"]
+    assert (base / "current").resolve() == base / "releases" / "1.2"  # the real current is untouched
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the site's unpack sets owners: it runs as root")
+def test_release_integrity_fails_naming_an_older_tampered_release_and_an_unknown_folder(tmp_path):
+    base = _unpacked(tmp_path, ("1.1", "1.2"))
+    status, evidence = compliance.release_integrity(facts(releases=site_audit.releases_facts(str(base))))
+    assert status == compliance.PASS and "(1.1, 1.2)" in evidence, evidence
+    older = base / "releases" / "1.1"
+    (older / "lib" / "spse.jar").write_bytes(b"old jar with a backdoor")
+    (base / "releases" / "9.9").mkdir()
+    status, evidence = compliance.release_integrity(facts(releases=site_audit.releases_facts(str(base))))
+    assert status == compliance.FAIL
+    assert f"{older} (SPSE 1.1): modified: lib/spse.jar" in evidence, evidence
+    assert str(base / "releases" / "9.9") in evidence and "cannot read the signed manifest" in evidence, evidence
+
+def test_release_integrity_without_releases_facts_judges_the_running_release_alone():
+    status, evidence = compliance.release_integrity(facts())
+    assert status == compliance.PASS and "4 files match" in evidence

@@ -140,16 +140,41 @@ def suid_baseline(facts: dict) -> Outcome:
     return (FAIL, "new SUID/SGID files: " + ", ".join(new)) if new else (PASS, f"{len(suid['files'])} as in baseline")
 
 
+def _release_problems(release: dict) -> list[str]:
+    return ([f"modified: {path}" for path in release.get("modified") or []]
+            + [f"missing: {path}" for path in release.get("missing") or []]
+            + [f"not in manifest: {path}" for path in release.get("extra") or []])
+
+
 def release_integrity(facts: dict) -> Outcome:
+    """Judge the running release and every other folder under ``releases/`` against its signed manifest.
+
+    A site tool that predates ``releases`` reports the running release only; that alone is then judged.
+    """
     release = facts.get("release") or {}
     if not release.get("ok"):
         return FAIL, str(release.get("error"))
-    problems = ([f"modified: {path}" for path in release.get("modified") or []]
-                + [f"missing: {path}" for path in release.get("missing") or []]
-                + [f"not in manifest: {path}" for path in release.get("extra") or []])
+    problems = _release_problems(release)
     if problems:
         return FAIL, f"SPSE {release.get('version')}: " + ", ".join(problems)
-    return PASS, f"SPSE {release.get('version')}: {release.get('files')} files match the manifest"
+    releases = facts.get("releases")
+    if releases is None:
+        return PASS, f"SPSE {release.get('version')}: {release.get('files')} files match the manifest"
+    if not releases.get("ok"):
+        return FAIL, str(releases.get("error"))
+    folder = releases.get("folder") or "releases"
+    found = [f"{folder}/{name}: not a release folder" for name in releases.get("unexpected") or []]
+    for other in releases.get("releases") or []:
+        where = other.get("release_dir") or f"{folder}/{other.get('version')}"
+        if not other.get("ok"):
+            found.append(f"{where}: {other.get('error')}")
+        elif problems := _release_problems(other):
+            found.append(f"{where} (SPSE {other.get('version')}): " + ", ".join(problems))
+    if found:
+        return FAIL, "; ".join(found)
+    versions = ", ".join(str(other.get("version")) for other in releases.get("releases") or [])
+    return PASS, (f"SPSE {release.get('version')}: {release.get('files')} files match the manifest; "
+                  f"every release folder ({versions}) matches its signed manifest")
 
 
 def aide_clean(facts: dict) -> Outcome:

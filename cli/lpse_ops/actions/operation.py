@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lpse_ops import config, inventory
+from lpse_ops.actions import integrity
 from lpse_ops.backends import ansible
 from lpse_ops.runner_events import PlayTracker
 
@@ -240,6 +241,15 @@ def _run_playbook(ctx: OperationContext, store: StateStore, run_id: int, hosts: 
         result, code = "failed", EXIT_HOSTS_FAILED
     else:
         result, code = "ok", EXIT_OK
-    store.finish_run(run_id, result, {name: s.as_dict() for name, s in states.items()}, artifact_dir,
+    host_results = {name: s.as_dict() for name, s in states.items()}
+    refreshed = integrity.refreshes(tracker.records)
+    for host, refresh in refreshed.items():
+        host_results.setdefault(host, {})["integrity_baseline"] = refresh
+    store.finish_run(run_id, result, host_results, artifact_dir,
                      summary={"hosts": tracker.summary(), "runner_status": outcome.status, "rc": outcome.rc})
+    actor = store.get_run(run_id).get("actor")
+    for host, refresh in refreshed.items():
+        detail = integrity.audit_detail(run_id, ctx.operation, host, refresh)
+        if detail is not None:
+            store.audit_append(integrity.AUDIT_OPERATION, detail, actor)
     return OperationResult(run_id, hosts, tracker, result, code, duration, artifact_dir)

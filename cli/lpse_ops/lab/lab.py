@@ -419,6 +419,10 @@ postgresql_spse_password: "{{ vault_spse_db_password }}"
 backup_cipher_pass: "{{ vault_backup_cipher_pass }}"
 backup_restic_password: "{{ vault_backup_restic_password }}"
 spse_server_name: "{{ inventory_hostname }}"
+# Lab only: the traffic generator (`lpse-ops lab traffic`, lab/traffic.py) is no part of a site's integrity
+# baseline; production sites keep the role's default (no extra exclusion).
+hardening_aide_exclude:
+  - '/etc/systemd/system/(multi-user\\.target\\.wants/)?lpse-lab-traffic\\.service$'
 """
 
 

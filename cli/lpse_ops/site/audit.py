@@ -16,6 +16,7 @@ import json
 import os
 import re
 import subprocess
+import tempfile
 import time
 
 from lpse_ops.site import release
@@ -112,6 +113,46 @@ def release_facts(base: str = SPSE_BASE) -> dict:
     by_kind = {kind: sorted({d.path for d in found if d.kind == kind}) for kind in ("modified", "missing", "extra")}
     return {"ok": True, "error": None, "version": version, "release_dir": release_dir, "files": len(signed.files),
             **by_kind}
+
+
+def release_dir_facts(base: str, release_dir: str) -> dict:
+    """Return ``release_facts`` for one release folder (not only ``current``), with the same keys.
+
+    ``release_facts`` judges the release ``<base>/current`` names; it is given a private view of *base*
+    (a root-only temporary folder holding a link to every entry of *base*) whose ``current`` names
+    *release_dir*, so the signed manifest it kept is found exactly where that function looks for it.
+    """
+    with tempfile.TemporaryDirectory(prefix="lpse-release-view.") as view:
+        for name in os.listdir(base):
+            if name != "current":
+                os.symlink(os.path.join(base, name), os.path.join(view, name))
+        os.symlink(release_dir, os.path.join(view, "current"))
+        facts = release_facts(view)
+    if facts.get("error"):
+        facts["error"] = str(facts["error"]).replace(view, base)
+    return {**facts, "release_dir": release_dir}
+
+
+def releases_facts(base: str = SPSE_BASE) -> dict:
+    """Judge every entry of ``<base>/releases`` against its kept signed manifest (clause 6.2.19).
+
+    Returns {ok, error, folder, releases: [release_dir_facts per folder, by name], unexpected: [entries that
+    are not folders, or are links]}. A folder with no signed manifest (an unknown release) has ``ok: false``.
+    """
+    folder = os.path.join(base, "releases")
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as error:
+        return {"ok": False, "error": f"cannot list {folder}: {error}", "folder": folder, "releases": [],
+                "unexpected": []}
+    releases, unexpected = [], []
+    for name in names:
+        path = os.path.join(folder, name)
+        if os.path.islink(path) or not os.path.isdir(path):
+            unexpected.append(name)
+        else:
+            releases.append(release_dir_facts(base, path))
+    return {"ok": True, "error": None, "folder": folder, "releases": releases, "unexpected": unexpected}
 
 
 _AIDE_SECTION = re.compile(r"^(Added|Removed|Changed) entries:$")
@@ -281,6 +322,7 @@ def collect(with_lynis: bool = False, with_aide: bool = True) -> dict:
     baseline = load_baseline()
     facts = {"action": "audit", "ok": True, "time": iso(now_utc()), "hostname": os.uname().nodename,
              "baseline": baseline, "ssh": ssh_facts(baseline), "suid": suid_facts(), "release": release_facts(),
+             "releases": releases_facts(),
              "aide": aide_facts((baseline or {}).get("aide_conf", AIDE_CONF), (baseline or {}).get("aide_db", AIDE_DB))
              if with_aide and baseline else {"ran": False, "error": "no hardening baseline" if with_aide
                                              else "not asked (--no-aide)"},

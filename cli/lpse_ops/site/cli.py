@@ -11,6 +11,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup checkpoint --name NAME | rollback-db --name NAME | compare --name NAME   (upgrades)
     lpse-backup traffic --since EPOCH [--until EPOCH] [--log PATH]   (requests to SPSE in a window)
     lpse-backup audit [--lynis] [--no-aide]   (compliance facts; lpse-ops audit decides the controls)
+    lpse-backup integrity-refresh --since EPOCH [--scope PATH ...]   (AIDE accepts lpse-ops's own change)
     lpse-backup upgrade-prepare | upgrade-apply | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
     lpse-backup release-unpack --bundle F --sha256 H --version V --base DIR [--check]   (site/release.py)
 
@@ -26,18 +27,31 @@ import os
 import sys
 from collections.abc import Callable
 
-from lpse_ops.site import audit, checkpoint, listing, nginxlog, release, restore, run, settings, status, upgrade, verify
+from lpse_ops.site import (
+    audit,
+    checkpoint,
+    integrity,
+    listing,
+    nginxlog,
+    release,
+    restore,
+    run,
+    settings,
+    status,
+    upgrade,
+    verify,
+)
 from lpse_ops.site.errors import Failure
 
 Action = Callable[[settings.Settings, argparse.Namespace], dict]
 ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
                               "restore": restore.main, "checkpoint": checkpoint.take,
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
-                              "traffic": nginxlog.main, "audit": audit.main,
+                              "traffic": nginxlog.main, "audit": audit.main, "integrity-refresh": integrity.main,
                               "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
                               "upgrade-bake": upgrade.bake, "release-unpack": release.main}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
-WITHOUT_SETTINGS = {"audit", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack"}
+WITHOUT_SETTINGS = {"audit", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
@@ -76,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     check_site = sub.add_parser("audit", help="compliance facts: sshd, SUID files, release, AIDE, firewall, ...")
     check_site.add_argument("--lynis", action="store_true", help="also run Lynis and report its hardening index")
     check_site.add_argument("--no-aide", action="store_true", help="skip AIDE's check")
+    integrity.add_parser(sub)
     upgrade.add_parsers(sub)
     release.add_parser(sub)
     return top
