@@ -621,22 +621,6 @@ def _created(source: Path, files: list[tuple[str, Path, int]]) -> datetime:
     return datetime.fromtimestamp(max(seconds, 0), UTC)
 
 
-class _HashingReader(io.RawIOBase):
-    """Wrap a file and hash what is read, so build can check the file did not change since it was listed."""
-
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle = handle
-        self.digest = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.handle.read(size)
-        self.digest.update(data)
-        return data
-
-
 def _tarinfo(name: str, *, directory: bool, size: int, mode: int, mtime: int) -> tarfile.TarInfo:
     info = tarfile.TarInfo(name)
     info.type = tarfile.DIRTYPE if directory else tarfile.REGTYPE
@@ -734,7 +718,7 @@ def build(source_dir: Path, private_key_path: Path, out_dir: Path) -> Path:
                 entry = by_path[relative]
                 info = _tarinfo(name, directory=False, size=entry["size"], mode=int(entry["mode"], 8), mtime=mtime)
                 with open(path, "rb") as handle:
-                    hashing = _HashingReader(handle)
+                    hashing = reader.HashingStream(handle)  # so the build sees the file did not change
                     try:
                         tar.addfile(info, hashing)
                     except OSError as error:  # tarfile raises "unexpected end of data" if the file shrank

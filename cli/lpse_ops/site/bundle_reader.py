@@ -319,7 +319,7 @@ def _payload_member(member: tarfile.TarInfo, tar: tarfile.TarFile, signed: Listi
         raise BundleRefused(f"{name}: mode {mode:04o} differs from the manifest's {listed_mode:04o} (tampered)")
     source = tar.extractfile(member)
     assert source is not None
-    hashing = _HashingStream(source)
+    hashing = HashingStream(source)
     if on_file:
         on_file(relative, mode, hashing)
     while hashing.read(CHUNK):
@@ -328,7 +328,9 @@ def _payload_member(member: tarfile.TarInfo, tar: tarfile.TarFile, signed: Listi
         raise BundleRefused(f"{name}: sha256 mismatch (tampered or corrupt)")
 
 
-class _HashingStream(io.RawIOBase):
+class HashingStream(io.RawIOBase):
+    """Pass a stream's bytes on, hashing them (sha256) on the way."""
+
     def __init__(self, source: IO[bytes]) -> None:
         self.source = source
         self.digest = hashlib.sha256()
