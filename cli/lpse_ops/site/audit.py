@@ -16,7 +16,6 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 import time
 
 from lpse_ops.site import release
@@ -92,23 +91,26 @@ def suid_facts() -> dict:
             "files": sorted(line for line in out.splitlines() if line)}
 
 
-def release_facts(base: str = SPSE_BASE) -> dict:
-    """Compare the current SPSE release with the signed manifest its unpack kept: modified, missing, extra.
+def release_facts(base: str = SPSE_BASE, release_dir: str | None = None) -> dict:
+    """Compare a release folder (the current one by default) with the signed manifest its unpack kept:
+    modified, missing, extra.
 
     The same comparison (``site.release.compare_tree``) as when the release was unpacked: every file and
     folder, its mode and owner, nothing followed.
     """
-    current = os.path.join(base, "current")
-    if not os.path.exists(current):
-        return {"ok": False, "error": f"no SPSE release at {current}", "version": None}
-    release_dir = os.path.realpath(current)
+    if release_dir is None:
+        current = os.path.join(base, "current")
+        if not os.path.exists(current):
+            return {"ok": False, "error": f"no SPSE release at {current}", "version": None}
+        release_dir = os.path.realpath(current)
     version = os.path.basename(release_dir)
     try:
         signed = release.kept_listing(base, version)
     except (OSError, ValueError, release.BundleRefused) as error:
         return {"ok": False, "error": f"cannot read the signed manifest of SPSE {version} "
                                       f"({release.manifest_paths(base, version)[0]}: {error}); install or upgrade "
-                                      "it again with lpse-ops, which keeps it", "version": version}
+                                      "it again with lpse-ops, which keeps it", "version": version,
+                "release_dir": release_dir}
     found = release.compare_tree(release_dir, signed)
     by_kind = {kind: sorted({d.path for d in found if d.kind == kind}) for kind in ("modified", "missing", "extra")}
     return {"ok": True, "error": None, "version": version, "release_dir": release_dir, "files": len(signed.files),
@@ -116,21 +118,8 @@ def release_facts(base: str = SPSE_BASE) -> dict:
 
 
 def release_dir_facts(base: str, release_dir: str) -> dict:
-    """Return ``release_facts`` for one release folder (not only ``current``), with the same keys.
-
-    ``release_facts`` judges the release ``<base>/current`` names; it is given a private view of *base*
-    (a root-only temporary folder holding a link to every entry of *base*) whose ``current`` names
-    *release_dir*, so the signed manifest it kept is found exactly where that function looks for it.
-    """
-    with tempfile.TemporaryDirectory(prefix="lpse-release-view.") as view:
-        for name in os.listdir(base):
-            if name != "current":
-                os.symlink(os.path.join(base, name), os.path.join(view, name))
-        os.symlink(release_dir, os.path.join(view, "current"))
-        facts = release_facts(view)
-    if facts.get("error"):
-        facts["error"] = str(facts["error"]).replace(view, base)
-    return {**facts, "release_dir": release_dir}
+    """Return ``release_facts`` for one release folder (not only ``current``), with the same keys."""
+    return release_facts(base, release_dir)
 
 
 def releases_facts(base: str = SPSE_BASE) -> dict:
