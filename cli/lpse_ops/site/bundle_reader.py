@@ -127,18 +127,18 @@ def listing(data: Any) -> Listing:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-class _Tap(io.RawIOBase):
-    """A raw reader that hashes every byte of the file it passes on (the bundle's sha256)."""
+class HashingStream(io.RawIOBase):
+    """Pass a stream's bytes on, hashing them (sha256) on the way: the bundle file's own bytes, a member's."""
 
-    def __init__(self, handle: IO[bytes]) -> None:
-        self.handle = handle
+    def __init__(self, source: IO[bytes]) -> None:
+        self.source = source
         self.digest = hashlib.sha256()
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self.handle.read(len(buffer))
+        data = self.source.read(len(buffer))
         self.digest.update(data)
         buffer[:len(data)] = data
         return len(data)
@@ -251,7 +251,7 @@ def read(handle: IO[bytes], check_signature: SignatureCheck, on_directory: Calla
     *on_file* returns, so the caller discards what it wrote). Raises BundleRefused, or whatever
     *check_signature* raises.
     """
-    tap = _Tap(handle)
+    tap = HashingStream(handle)
     result = Read()
     index = 0
     try:
@@ -326,22 +326,6 @@ def _payload_member(member: tarfile.TarInfo, tar: tarfile.TarFile, signed: Listi
         pass
     if hashing.digest.hexdigest() != sha256:
         raise BundleRefused(f"{name}: sha256 mismatch (tampered or corrupt)")
-
-
-class HashingStream(io.RawIOBase):
-    """Pass a stream's bytes on, hashing them (sha256) on the way."""
-
-    def __init__(self, source: IO[bytes]) -> None:
-        self.source = source
-        self.digest = hashlib.sha256()
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.source.read(size)
-        self.digest.update(data)
-        return data
 
 
 # ---------------------------------------------------------------------------------------------- keys
