@@ -60,3 +60,47 @@ def test_a_fifo_or_a_link_to_dev_zero_never_hangs_an_upgrade_checkpoint(backed_u
         on_site(f"rm -f {DOCS}/attack-fifo {DOCS}/attack-zero {DOCS}/attack-shadow "
                 "/var/lib/lpse-backup/checkpoints/attack-22.json")
     assert on_site("stat -c %U:%a /etc/shadow").strip() in ("root:640", "root:600"), "/etc/shadow changed hands"
+
+
+# The moment of the race, put where only the confinement can win: the 30-second delta listed
+# attack-swap/shadow as a regular file in a folder; spse then swapped the folder for a link to /etc before
+# restic read it. The site tool's own delta function is called with that listing on the real site.
+RACE = """
+import json, sys
+sys.path.insert(0, "/usr/local/sbin/lpse-backup")
+from lpse_ops.site import run, settings
+from lpse_ops.site.errors import Failure
+try:
+    print(json.dumps(run.snapshot_delta(settings.load(), "local", [sys.argv[1]])))
+except Failure as failure:
+    print(json.dumps({"code": failure.code, "message": str(failure)}))
+"""
+
+
+def test_a_folder_swapped_for_a_link_to_etc_after_the_listing_is_never_read_through(backed_up):
+    """spse swaps a listed folder for ``-> /etc`` between the listing and restic's read: restic (root) reads
+    the documents where no link is followed, so /etc/shadow never reaches a repository, and the delta
+    refuses with the reason."""
+    stop_documents_timers()
+    count = len(json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic snapshots --json")))
+    try:
+        as_spse(f"mkdir -p {DOCS}/attack-swap && echo decoy > {DOCS}/attack-swap/shadow")
+        as_spse(f"mv {DOCS}/attack-swap {DOCS}/attack-swap.listed && ln -s /etc {DOCS}/attack-swap")
+        out = on_site(f"python3 -c {json.dumps(RACE)} {DOCS}/attack-swap/shadow", timeout=600)
+        refused = json.loads(out)
+        assert refused.get("code") == "documents_unsafe", refused
+        assert "became a symbolic link" in refused["message"] and "too many levels of symbolic links" in \
+            refused["message"], refused
+        snapshots = json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic snapshots --json"))
+        assert len(snapshots) == count, "a snapshot was stored through the link"
+        found = json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic find --json "
+                                   f"'{DOCS}/attack-swap/*'") or "[]")
+        assert not any(entry.get("matches") for entry in found), found
+        # the next real delta lists the link for what it is and backs the rest up
+        result = site_tool("run", "--type", "delta")
+        assert result["ok"], result
+        assert {"path": "attack-swap", "reason": "a symlink, not a regular file"} in result["skipped_files"], result
+    finally:
+        on_site(f"rm -rf {DOCS}/attack-swap {DOCS}/attack-swap.listed")
+        start_documents_timers()
+    assert "nosymfollow" not in on_site("cat /proc/self/mountinfo"), "the confinement leaked out of its namespace"

@@ -348,11 +348,13 @@ def test_the_delta_takes_only_regular_files_and_reports_the_rest(delta_site, mon
         os.symlink("/etc/shadow", "link", dir_fd=fd)
     as_attacker(docs, plant)
     calls = []
-    monkeypatch.setattr(engine, "restic_call", lambda settings, name, args, **k: calls.append(listed_paths(args))
-                        or SimpleNamespace(returncode=0, stdout="", stderr=""))
+    confined = []
+    monkeypatch.setattr(engine, "restic_call", lambda settings, name, args, **k: confined.append(k.get("confine"))
+                        or calls.append(listed_paths(args)) or SimpleNamespace(returncode=0, stdout="", stderr=""))
     with deadline(10):
         result = run.main(delta_site, SimpleNamespace(type="delta"))
     assert result["ok"] and calls == [[os.fsencode(str(docs / "real.pdf"))]] * 2, (result, calls)
+    assert confined == [delta_site.docs_dir] * 2  # restic reads them where no link is followed
     assert result["skipped_files"] == [{"path": "link", "reason": "a symlink, not a regular file"},
                                  {"path": "pipe", "reason": "a fifo, not a regular file"}], result
 
@@ -561,3 +563,32 @@ def test_documents_on_their_own_spse_owned_disk_are_staged_at_a_random_name_with
         assert current.result["staging_warning"] == warning
     finally:
         subprocess.run(["umount", str(disk)], check=False)
+
+
+def test_restic_reads_the_documents_where_no_link_is_followed_whenever_spse_swaps_one_in(tmp_path: Path):
+    """The race the listing cannot close: spse swaps a listed folder for a link to a root-only folder after
+    the listing and before restic reads. Under ``confined_argv`` the read through the link fails with
+    ELOOP while a regular file next to it reads, and the link itself still reads as a link."""
+    import subprocess
+
+    from lpse_ops.site import restic
+
+    secret = tmp_path / "root-only"
+    secret.mkdir()
+    (secret / "shadow").write_text("root:$6$secret\n")
+    docs = tmp_path / "documents; $(touch pwned)"  # a folder name is data, never shell
+    docs.mkdir()
+    (docs / "real.pdf").write_text("%PDF-1.4 real\n")
+    os.symlink(secret, docs / "swapped")  # the folder spse swapped for a link after the listing
+    read = "cat -- \"$1\"/real.pdf; cat -- \"$1\"/swapped/shadow; echo rc=$?; readlink -- \"$1\"/swapped"
+    argv = ["sh", "-c", read, "reader", str(docs)]
+    plain = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert "root:$6$secret" in plain.stdout  # the fault the confinement exists for, without it
+    confined = subprocess.run(restic.confined_argv(str(docs), argv), capture_output=True, text=True, timeout=30,
+                              cwd=tmp_path)
+    assert confined.stdout.splitlines() == ["%PDF-1.4 real", "rc=1", str(secret)], (confined.stdout, confined.stderr)
+    assert "Too many levels of symbolic links" in confined.stderr, confined.stderr
+    assert not (tmp_path / "pwned").exists()
+    assert "nosymfollow" not in Path("/proc/self/mountinfo").read_text()  # the mount stayed in its namespace
+    with pytest.raises(ValueError, match="not an absolute path"):
+        restic.confined_argv("documents", argv)

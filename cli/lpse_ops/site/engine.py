@@ -76,15 +76,18 @@ def restic_env(settings: Settings) -> dict[str, str]:
 
 
 def restic_call(settings: Settings, name: str, args: list[str], *, url: str | None = None, check: bool = True,
-                step: str | None = None, timeout: float | None = None) -> subprocess.CompletedProcess:
+                step: str | None = None, timeout: float | None = None,
+                confine: str | None = None) -> subprocess.CompletedProcess:
     """Run restic on repository *name* ('local' or 'offsite'), or on an explicit *url*.
 
     An explicit *url* is a restore view: a copy the site may read but never write, so restic takes no
-    lock there (``--no-lock``; only reads are ever run on a view).
+    lock there (``--no-lock``; only reads are ever run on a view). With *confine* (a folder a lesser
+    account owns, read by a backup), no path under it follows a link (``restic.confined_argv``).
     """
     repo = restic.repo_args(url or settings.restic_repos[name], settings.s3_ca_file, settings.restic_s3_options)
     no_lock = ["--no-lock"] if url else []
-    return run(["restic", *repo, *no_lock, *args], env=restic_env(settings), check=check,
+    argv = ["restic", *repo, *no_lock, *args]
+    return run(restic.confined_argv(confine, argv) if confine else argv, env=restic_env(settings), check=check,
                step=step or f"restic {name}", timeout=timeout, hints=hints(settings))
 
 

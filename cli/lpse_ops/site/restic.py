@@ -115,6 +115,24 @@ def backup_args(tags: list[str], paths: list[str]) -> list[str]:
     return ["backup", "--json", "--one-file-system", "--exclude-caches", *tagged, *paths]
 
 
+# restic reads the documents as root, by path: every component of each path is resolved by the kernel
+# when restic opens it, long after the site tool listed it. spse owns the folder and could swap a
+# subfolder for a link to /etc in between, and root's restic would store /etc/shadow under a document's
+# name. So restic runs in a private mount namespace where the documents folder is bind-mounted onto itself
+# with ``nosymfollow`` (Linux 5.10): no lookup through that mount follows a link, whenever the swap happens
+# (a link is still stored as a link; a path through one fails with ELOOP and is left out). The folder is
+# passed as a positional parameter of the fixed script, never pasted into it.
+CONFINE_SCRIPT = 'mount --bind -- "$1" "$1" && mount -o remount,bind,nosymfollow -- "$1" && shift && exec "$@"'
+
+
+def confined_argv(folder: str, argv: list[str]) -> list[str]:
+    """*argv* run where no path under *folder* follows a symbolic link (see ``CONFINE_SCRIPT``)."""
+    if not folder.startswith("/"):
+        raise ValueError(f"{folder!r} is not an absolute path")
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", CONFINE_SCRIPT, "lpse-confine",
+            folder, *argv]
+
+
 DELTA_TAG = "delta"
 """The tag of a snapshot of just the documents added since the one before (``lpse-backup run --type delta``)."""
 

@@ -46,5 +46,31 @@ def start(unit: str, step: str, timeout: float = 900) -> None:
                f"was not active after {timeout:.0f} s" if time.monotonic() > deadline else None)
         if why:
             run(["systemctl", "stop", unit], check=False, step=step, timeout=120)
-            raise Failure("service_failed", f"{unit} {why}: read `journalctl -u {unit}`", step=step)
+            logged = log_tail(unit)
+            reason = last_complaint(logged)
+            raise Failure("service_failed", f"{unit} {why}" + (f": {reason}" if reason else "") +
+                          f" (read `journalctl -u {unit}`)", step=step, detail=logged[-2000:])
         time.sleep(POLL_S)
+
+
+def log_tail(unit: str, lines: int = 40) -> str:
+    """The unit's last *lines* journal lines (best effort: empty when the journal cannot be read)."""
+    done = run(["journalctl", "-u", unit, "-n", str(lines), "--no-pager", "-o", "cat"], check=False,
+               step=f"read the journal of {unit}", timeout=30)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
+COMPLAINTS = ("PANIC:", "FATAL:", "ERROR:", "error:", "failed")
+
+
+def last_complaint(logged: str) -> str:
+    """The last line of *logged* that states why a start failed (PostgreSQL's FATAL, say), or ''.
+
+    Pure. Debian's pg_ctlcluster copies the server log's tail into the journal when the server will not
+    start, so "recovery ended before configured recovery target was reached" lands here.
+    """
+    for marker in COMPLAINTS:
+        found = [line.strip() for line in logged.splitlines() if marker in line]
+        if found:
+            return found[-1][:300]
+    return ""
