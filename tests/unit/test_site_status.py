@@ -157,6 +157,27 @@ def test_verify_gives_every_result_a_new_id_and_says_whether_systemd_started_it(
     assert [v["id"] for v in status.main(site, None)["verifications"]] == [first["id"], second["id"]]
 
 
+def test_a_verification_that_crashes_is_kept_as_failed_and_its_scratch_removed(site, monkeypatch):
+    """The weekly timer's run must leave a record whatever goes wrong: a crash (here a full disk while the
+    scratch instance is built) is the newest verification, failed, naming the step; never the week-old pass."""
+    from types import SimpleNamespace
+
+    from lpse_ops.site import verify
+
+    def disk_full(current):
+        raise OSError(28, "No space left on device")
+
+    removed = []
+    verify.keep(site, {"action": "verify", "ok": True, "id": "old", "repo": 1, "set": "S",
+                       "finished_at": "2026-11-28T04:05:00+00:00", "checks": []})
+    monkeypatch.setattr(verify, "STEPS", (disk_full,))
+    monkeypatch.setattr(verify.scratch, "remove", lambda settings, scratch: removed.append(scratch))
+    result = verify.main(site, SimpleNamespace(repo=1, set=None, random=False))
+    assert not result["ok"] and result["code"] == "unexpected" and result["step"] == "disk_full", result
+    assert "No space left on device" in result["error"] and removed
+    assert status.main(site, None)["last_verify"]["id"] == result["id"]
+
+
 def test_status_verifications_only_runs_no_engine(site, monkeypatch):
     """What the upgrade plan asks: the site's own verification files, never pgBackRest or restic."""
     from types import SimpleNamespace

@@ -66,13 +66,18 @@ def main(settings: Settings, args) -> dict:
               "started_at": iso(started_at), "trigger": "systemd" if invocation else "command",
               "invocation_id": invocation, "checks": []}
     current = Verify(settings, repo, result, scratch.Scratch.of(settings), args.set, args.random)
+    step_name = "lock"
     try:
         with locking.exclusive(settings.lock_path, settings.lock_wait_s):
             for step in STEPS:
+                step_name = step.__name__
                 step(current)
             judge(current)
     except Failure as failure:
         failed_with(current, failure)
+    except Exception as error:  # noqa: BLE001 (a crash is a failed verification, kept like any other)
+        failed_with(current, Failure("unexpected", f"unexpected {type(error).__name__} in {step_name}: {error}",
+                                     step=step_name))
     finally:
         with contextlib.suppress(Exception):
             scratch.remove(settings, current.scratch)
