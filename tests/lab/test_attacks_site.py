@@ -6,6 +6,7 @@ Site: site1 of the test lab."""
 from __future__ import annotations
 
 import json
+import shlex
 
 from tests.lab.labkit import on_site, start_documents_timers, stop_documents_timers
 
@@ -86,7 +87,7 @@ def test_a_folder_swapped_for_a_link_to_etc_after_the_listing_is_never_read_thro
     try:
         as_spse(f"mkdir -p {DOCS}/attack-swap && echo decoy > {DOCS}/attack-swap/shadow")
         as_spse(f"mv {DOCS}/attack-swap {DOCS}/attack-swap.listed && ln -s /etc {DOCS}/attack-swap")
-        out = on_site(f"python3 -c {json.dumps(RACE)} {DOCS}/attack-swap/shadow", timeout=600)
+        out = on_site(f"python3 -c {shlex.quote(RACE)} {DOCS}/attack-swap/shadow", timeout=600)
         refused = json.loads(out)
         assert refused.get("code") == "documents_unsafe", refused
         assert "became a symbolic link" in refused["message"] and "too many levels of symbolic links" in \

@@ -117,6 +117,22 @@ def test_second_harden_run_changes_nothing(hardened):
     assert host["changed"] == 0 and host["failed"] == 0, host
 
 
+def test_harden_check_names_the_one_drifted_file_and_leaves_it_drifted(hardened):
+    """``harden --check`` on a hardened site where one managed file drifted: exactly that change is reported
+    (the second real run changed nothing, so any other would be a false one), and the file stays as it was."""
+    conf = "/etc/security/pwquality.conf"
+    on_site(f"cp -p {conf} /root/pwquality.orig && echo 'minlen = 4' >> {conf}")
+    try:
+        drifted = on_site(f"sha256sum {conf}")
+        code, report, output = run_cli("harden", "--limit", SITE, "--check", "--json")
+        assert code == 0, output
+        host = report["hosts"][SITE]
+        assert (host["changed"], host["failed"]) == (1, 0), host
+        assert on_site(f"sha256sum {conf}") == drifted, "check mode changed the file"
+    finally:
+        on_site(f"cat /root/pwquality.orig > {conf}; rm -f /root/pwquality.orig")
+
+
 def test_hardened_site_scores_at_least_90_and_drifts_better(hardened):
     wait_for_scan(None)  # the role started the first scan in the background
     after = audit(*(["--lynis"] if LYNIS else []))

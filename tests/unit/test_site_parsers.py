@@ -204,6 +204,37 @@ def test_services_dead_start_is_activating_with_no_process_left(state, dead):
     assert services.dead_start(state) is dead
 
 
+PG_REFUSED_RECOVERY = """\
+2026-12-04 06:15:10.447 WIB [17446] LOG:  database system is ready to accept read-only connections
+2026-12-04 06:15:10.462 WIB [17449] LOG:  restored log file "00000002000000000000001F" from archive
+2026-12-04 06:15:10.709 WIB [17449] LOG:  redo done at 0/1F002918 system usage: CPU: user: 0.00 s, system: 0.00 s, \
+elapsed: 0.76 s
+2026-12-04 06:15:10.709 WIB [17449] LOG:  last completed transaction was at log time 2026-12-04 06:14:19.979297+07
+2026-12-04 06:15:10.709 WIB [17449] FATAL:  recovery ended before configured recovery target was reached
+2026-12-04 06:15:10.712 WIB [17446] LOG:  startup process (PID 17449) exited with exit code 1
+2026-12-04 06:15:10.712 WIB [17446] LOG:  terminating any other active server processes
+2026-12-04 06:15:10.713 WIB [17446] LOG:  shutting down due to startup process failure
+2026-12-04 06:15:10.716 WIB [17446] LOG:  database system is shut down
+pam_unix(runuser:session): session opened for user postgres(uid=102) by (uid=0)
+psql: error: connection to server on socket "/var/run/postgresql/.s.PGSQL.5432" failed: No such file or directory
+	Is the server running locally and accepting connections on that socket?
+pam_unix(runuser:session): session closed for user postgres
+postgresql@15-main.service: Can't open PID file /run/postgresql/15-main.pid (yet?) after start-post: \
+No such file or directory
+Cluster is not running.
+postgresql@15-main.service: Control process exited, code=exited, status=2/INVALIDARGUMENT
+postgresql@15-main.service: Failed with result 'protocol'.
+"""  # journalctl -u postgresql@15-main -o cat, a lab site, a restore past the archive
+
+
+def test_services_last_complaint_is_postgresqls_fatal_not_the_noise_after_it():
+    from lpse_ops.site import services
+
+    assert services.last_complaint(PG_REFUSED_RECOVERY).endswith(
+        "FATAL:  recovery ended before configured recovery target was reached")
+    assert services.last_complaint("Started x.service\nStopped x.service") == ""
+
+
 FIND_OUTPUT = (  # restic 0.14.0 `find --json` of two paths: one in both snapshots, one in the older only
     '[{"matches":[{"path":"/d/a/f2","type":"file","size":4}],"hits":1,"snapshot":"35e9f83a3a4b96a1"},'
     '{"matches":[{"path":"/d/a/f1","type":"file","size":4},{"path":"/d/a/f2","type":"file","size":4}],'
