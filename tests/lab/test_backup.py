@@ -251,6 +251,19 @@ def s3_clients():
     return site, admin, settings["bucket"]
 
 
+def offsite_segment_stored(admin, bucket: str, segment: str, timeout: float = 120) -> datetime:
+    """Wait (bounded) until WAL *segment* is in the offsite pgBackRest archive; return its LastModified."""
+    prefix = "pgbackrest/lab01/archive/spse/"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for page in admin.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []) or []:
+                if f"/{segment[:16]}/{segment}-" in item["Key"]:
+                    return item["LastModified"]
+        time.sleep(1)
+    raise AssertionError(f"WAL segment {segment} never reached the offsite archive under {prefix}")
+
+
 def test_site_credentials_cannot_destroy_offsite_backups_which_still_restore(backed_up):
     """Runs last: it attacks the offsite repository with the site's own keys, then restores from it."""
     from botocore.exceptions import ClientError
@@ -270,7 +283,9 @@ def test_site_credentials_cannot_destroy_offsite_backups_which_still_restore(bac
     segment = sql("SELECT pg_walfile_name(pg_current_wal_lsn())")
     sql("SELECT pg_switch_wal()")
     wait_until_archived(segment)
-    before_attack = datetime.now(UTC)
+    # The view is cut by the bucket's own clock (each version's LastModified, whole seconds): the moment
+    # "before the attack" is taken from the offsite copy of the segment holding LATE, never from ours.
+    before_attack = max(datetime.now(UTC), offsite_segment_stored(admin, bucket, segment) + timedelta(seconds=1))
     time.sleep(2)
     refused = []
     for attempt in (lambda: site.delete_object(Bucket=bucket, Key=key, VersionId=version),
