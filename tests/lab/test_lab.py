@@ -58,3 +58,34 @@ def test_sites_run_in_indonesian_zones_in_the_os_and_postgresql(installed):
         assert on_site("cat /etc/timezone", site=site).strip() == zone
         assert on_site("date +%z", site=site).strip() in ("+0700", "+0800", "+0900")
         assert sql("SHOW timezone", site=site) == zone, site
+
+
+def test_lab_down_keeps_the_lab_folder_and_purge_removes_it_and_only_that_labs_hosts(lab, tmp_path):
+    """``lab down`` keeps the SSH key and credentials for the next ``lab up``; ``--purge`` deletes them too.
+    Neither touches another lab (the test lab's own hosts keep running)."""
+    env = {**os.environ, "LPSE_OPS_HOME": str(tmp_path), "LPSE_OPS_LAB_NAME": "lpse-purge"}
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    (folder / "id_ed25519").write_text("a key the next lab up would reuse\n")
+
+    def host() -> None:
+        subprocess.run(["docker", "run", "-d", "--name", "lpse-purge-site1", "--label", "lpse-ops.lab=lpse-purge",
+                        lab["image"], "sleep", "600"], check=True, capture_output=True)
+    try:
+        host()
+        down = subprocess.run([CLI, "lab", "down"], env=env, capture_output=True, text=True, check=False)
+        assert down.returncode == 0 and "lpse-purge-site1" in down.stderr, down.stderr
+        assert (folder / "id_ed25519").exists(), "lab down without --purge deleted the lab folder"
+        host()
+        purged = subprocess.run([CLI, "lab", "down", "--purge"], env=env, capture_output=True, text=True,
+                                check=False)
+        assert purged.returncode == 0 and "lpse-purge-site1" in purged.stderr, purged.stderr
+        assert str(folder) in purged.stderr and not folder.exists(), purged.stderr
+        running = subprocess.run(["docker", "ps", "-a", "--filter", "name=lpse-purge-", "--format", "{{.Names}}"],
+                                 capture_output=True, text=True, check=True).stdout
+        assert running.strip() == "", running
+    finally:
+        subprocess.run(["docker", "rm", "-f", "lpse-purge-site1"], capture_output=True, check=False)
+    state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container_of("site1")],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    assert state == "true", "lab down of another lab stopped this one"

@@ -118,12 +118,23 @@ def test_bad_release_rolls_back_the_canary_by_itself_and_halts_the_rollout(fleet
     before = {site: data_of(site) for site in ALL}
     folder = releases_dir(tmp_path / "releases", fleet["bundles"]["1.1"], fleet["bundles"][kind])
     target = version_of_bundle(fleet["bundles"][kind])
+    # One kind runs with a failure budget of 1 and waves of one site: the canary's failure is within the
+    # budget, so the next wave runs; its failure is the second, past the budget, so the third never starts.
+    budget = kind == "unhealthy"
+    waves = ["--failure-budget", "1", "--wave-size", "1"] if budget else ["--wave-size", "100%"]
     code, report, output = run_cli("upgrade", "run", "--to", target, "--releases", str(folder), "--trusted-keys",
-                                   str(fleet["trusted"]), "--canary", "1", "--wave-size", "100%", "--no-notice",
+                                   str(fleet["trusted"]), "--canary", "1", *waves, "--no-notice",
                                    *FAST, "--yes", "--json", timeout=1800)
     assert code == 3, output
     assert report["halted"] and "failure budget" in report["halted"], report
-    assert report["not_started"] == [ALL[1:]], report
+    if budget:
+        assert "2 site(s) failed, more than the failure budget (1 = 1 site(s))" in report["halted"], report
+        assert report["not_started"] == [ALL[2:]], report
+        [second] = report["waves"][1]["sites"]
+        assert second["host"] == "site2" and second["outcome"] == "rolled_back", second
+        assert second["record"]["failed_step"] == "health", second["record"]
+    else:
+        assert report["not_started"] == [ALL[1:]], report
     [canary] = report["waves"][0]["sites"]
     assert canary["host"] == "site1" and canary["outcome"] == "rolled_back", canary
     record = canary["record"]
