@@ -19,6 +19,11 @@ def as_spse(script: str) -> str:
     return on_site(f"runuser -u spse -- bash -c {json.dumps(script)}")
 
 
+def as_postgres(script: str) -> str:
+    """Run *script* as the postgres account (the database's, which owns the data folder)."""
+    return on_site(f"runuser -u postgres -- bash -c {json.dumps(script)}")
+
+
 def site_tool(*args: str, timeout: float = 900) -> dict:
     """Run ``lpse-backup ARGS`` on the site as root, bounded; return its JSON record."""
     out = on_site(f"timeout {int(timeout)} lpse-backup {' '.join(args)}", check=False, timeout=timeout + 60)
@@ -105,3 +110,23 @@ def test_a_folder_swapped_for_a_link_to_etc_after_the_listing_is_never_read_thro
         on_site(f"rm -rf {DOCS}/attack-swap {DOCS}/attack-swap.listed")
         start_documents_timers()
     assert "nosymfollow" not in on_site("cat /proc/self/mountinfo"), "the confinement leaked out of its namespace"
+
+
+def test_spse_cannot_swap_its_documents_folder_nor_postgres_the_folders_root_writes_config_into(backed_up):
+    """The folders holding what spse or postgres own are root's (roles spse, postgresql, backup): spse cannot
+    rename its documents folder to put a link in its place (root's restic, restores and the install would
+    follow it), and postgres cannot plant a link where root writes lpse.conf, pg_hba.conf, lpse_backup.conf."""
+    tries = {
+        "spse": as_spse(f"mv {DOCS} {DOCS}.x 2>&1; ln -s /etc /var/lib/spse/planted 2>&1; true"),
+        "postgres": as_postgres("ln -s /etc/bash_completion.d /etc/postgresql/15/main/conf.d/planted.conf 2>&1; "
+                                "mv /etc/postgresql/15/main/conf.d /tmp/conf.d 2>&1; "
+                                "mv /etc/postgresql/15/main /etc/postgresql/15/moved 2>&1; "
+                                "mv /etc/postgresql/15 /etc/postgresql/moved 2>&1; true"),
+    }
+    assert tries["spse"].count("Permission denied") == 2, tries["spse"]
+    assert tries["postgres"].count("Permission denied") == 4, tries["postgres"]
+    owners = on_site("stat -c '%n %U:%G %a' /var/lib/spse /var/lib/spse/documents /etc/postgresql /etc/postgresql/15 "
+                     "/etc/postgresql/15/main /etc/postgresql/15/main/conf.d").splitlines()
+    assert owners == ["/var/lib/spse root:spse 750", "/var/lib/spse/documents spse:spse 750",
+                      "/etc/postgresql root:postgres 755", "/etc/postgresql/15 root:postgres 755",
+                      "/etc/postgresql/15/main root:postgres 755", "/etc/postgresql/15/main/conf.d root:postgres 755"]
