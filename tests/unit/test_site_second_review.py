@@ -170,3 +170,33 @@ def test_a_bundle_replaced_after_its_sha256_was_checked_is_never_unpacked(tmp_pa
         r.unpack(str(site_copy), expected, "1.1", str(base), keys)
     assert caught.value.code == "bundle_sha256_mismatch", caught.value.message
     assert os.listdir(base / "releases") == [] and not (base / "manifests").exists()
+
+
+def test_a_version_folder_postgres_swaps_for_a_link_never_moves_or_chowns_what_it_points_to(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Third review (F4): postgres owns the data folder's parent (Debian's /var/lib/postgresql/15). It swaps
+    that folder for a link to a root folder holding a ``main``: the restore used to rename root's ``main``
+    aside and make a new ``main`` there, postgres's. The parent is now opened from / without following a
+    link, so the restore refuses and rolls back, and the root folder is untouched."""
+    from lpse_ops.site import safefs
+
+    config = _restore_site(tmp_path)
+    _no_services(monkeypatch)
+    victim = tmp_path / "root-folder"
+    (victim / "main").mkdir(parents=True)
+    (victim / "main" / "keep").write_text("root's\n")
+    version = tmp_path / "postgresql" / "15"
+    (version / "main").mkdir(parents=True)
+    (version / "main" / "PG_VERSION").write_text("15\n")
+    os.rename(version, tmp_path / "postgresql" / "15.real")  # what postgres can do: it owns the folder above
+    os.symlink(victim, version)
+    config = config.__class__(**{**config.__dict__, "pg_data": str(version / "main")})
+    monkeypatch.setattr(restore, "STEPS", (restore.move_database_aside, restore.restore_database))
+    result = restore.main(config, ARGS)
+    assert result["ok"] is False and "is a symlink, not a directory" in result["error"], result
+    assert result["step"] == "move_database_aside" and not result["moved_aside"], result
+    assert sorted(os.listdir(victim)) == ["main"] and (victim / "main" / "keep").read_text() == "root's\n"
+    assert os.stat(victim / "main").st_uid == 0
+    with pytest.raises(safefs.Unsafe, match="is a symlink, not a directory"):
+        safefs.make_owned_dir(str(version / "new"), 65534, 65534, 0o700)
+    assert not (victim / "new").exists()

@@ -142,7 +142,15 @@ def rollback_database(settings: Settings, args) -> dict:
     log(f"rolling the database back to {record['restore_point']} (set {record['label']})")
     run_command(["systemctl", "stop", settings.spse_unit], step="stop spse")
     run_command(["systemctl", "stop", settings.pg_unit], step="stop postgresql")
-    os.rename(pgdata, aside)
+    try:
+        safefs.rename_beside(pgdata, aside)
+    except (OSError, safefs.Unsafe) as error:  # nothing moved: the site runs on as it was
+        services.start(settings.pg_unit, step="roll back")
+        run_command(["systemctl", "start", settings.spse_unit], step="roll back", check=False)
+        return {**result, "code": "unsafe_path" if isinstance(error, safefs.Unsafe) else "move_failed",
+                "step": "move the data folder aside",
+                "error": f"the data folder {pgdata} was not moved aside ({error}): nothing changed, the database "
+                         "and SPSE were started again as they were"}
     result["steps"].append(f"moved {pgdata} aside to {aside}")
     try:
         restore.make_data_dir(pgdata)

@@ -235,7 +235,7 @@ def move_database_aside(current: Restore) -> None:
     """Move the data dir aside (kept, never deleted) and create an empty one."""
     pgdata = current.settings.pg_data
     aside = safefs.aside_name(pgdata, "before-restore", current.stamp)  # postgres owns the parent
-    os.rename(pgdata, aside)
+    safefs.rename_beside(pgdata, aside)
     current.result["moved_aside"]["pgdata"] = {"from": pgdata, "to": aside}
     current.step(f"moved {pgdata} aside to {aside}")
     make_data_dir(pgdata)
@@ -487,10 +487,10 @@ def roll_back(current: Restore) -> None:
 def swap_back(live: str, aside: str, stamp: str) -> str | None:
     """Rename *live* to ``*.failed-restore-<stamp>`` (if present) and *aside* back to *live*; return the kept path."""
     failed = None
-    if os.path.lexists(live):
+    if safefs.lexists_beside(live):
         failed = safefs.aside_name(live, "failed-restore", stamp)
-        os.rename(live, failed)
-    os.rename(aside, live)
+        safefs.rename_beside(live, failed)
+    safefs.rename_beside(aside, live)
     return failed
 
 

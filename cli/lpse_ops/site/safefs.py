@@ -302,10 +302,67 @@ def root_only(path: str) -> bool:
     return True
 
 
+def open_parent(path: str) -> tuple[int, str]:
+    """Open the folder holding *path* from / one name at a time, never through a link; return (fd, name).
+
+    Another account may own a folder on the way (postgres owns /var/lib/postgresql and its version
+    folder on Debian) and could swap in a link to make root rename or create in a folder of its choice:
+    that raises Unsafe. Once opened, the folder is the one worked in, whatever is renamed later. The
+    caller closes the descriptor.
+    """
+    parts = [part for part in os.path.abspath(path).split("/") if part]
+    if not parts:
+        raise Unsafe("/ has no parent folder")
+    top = os.open("/", DIRECTORY)
+    try:
+        return open_dirs(top, parts[:-1]), parts[-1]
+    finally:
+        os.close(top)
+
+
+def rename_beside(path: str, new_path: str) -> None:
+    """Rename *path* to *new_path* in the same folder, that folder opened by ``open_parent``."""
+    if os.path.dirname(os.path.abspath(path)) != os.path.dirname(os.path.abspath(new_path)):
+        raise ValueError(f"{new_path} is not beside {path}")
+    folder, name = open_parent(path)
+    try:
+        os.rename(name, os.path.basename(new_path), src_dir_fd=folder, dst_dir_fd=folder)
+    finally:
+        os.close(folder)
+
+
+def lexists_beside(path: str) -> bool:
+    """Whether *path* exists (a link counts), looked up in its folder opened by ``open_parent``."""
+    folder, name = open_parent(path)
+    try:
+        os.stat(name, dir_fd=folder, follow_symlinks=False)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        os.close(folder)
+
+
 def make_owned_dir(path: str, uid: int, gid: int, mode: int) -> None:
-    """Make the directory *path* (its parent must exist) owned by *uid*/*gid* with *mode*, safely."""
-    os.mkdir(path, 0o700)
-    chown_new_dir(path, uid, gid, mode)
+    """Make the directory *path* (its parent must exist) owned by *uid*/*gid* with *mode*, safely: in its
+    parent opened by ``open_parent``, chowned by descriptor only while it is still root's and empty."""
+    folder, name = open_parent(path)
+    try:
+        os.mkdir(name, 0o700, dir_fd=folder)
+        try:
+            made = os.open(name, DIRECTORY, dir_fd=folder)
+        except OSError as error:
+            _refuse_open(error, path, "the folder root just made", name, folder)
+            raise
+        try:
+            if os.fstat(made).st_uid != 0 or os.listdir(made):
+                raise OSError(f"{path} is no longer the empty folder root just made: refusing to chown it")
+            os.fchown(made, uid, gid)
+            os.fchmod(made, mode)
+        finally:
+            os.close(made)
+    finally:
+        os.close(folder)
 
 
 def remove_tree(path: str, timeout: float = 3600) -> None:
