@@ -23,7 +23,7 @@ def main(argv):
     local = sorted(os.path.basename(p) for p in glob.glob(os.path.join(DB_DIR, "lpse-*")))
     started = datetime.datetime.now(datetime.UTC)
     done = subprocess.run(["clamscan", "--recursive", "--infected", "--no-summary", "--stdout", *paths],
-                          capture_output=True, text=True, check=False)
+                          capture_output=True, text=True, errors="replace", check=False)  # spse names files
     infected = [line.rsplit(": ", 1)[0] for line in done.stdout.splitlines() if line.endswith(" FOUND")]
     record = {"started_at": started.isoformat(timespec="seconds"),
               "finished_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
