@@ -200,3 +200,33 @@ def test_a_version_folder_postgres_swaps_for_a_link_never_moves_or_chowns_what_i
     with pytest.raises(safefs.Unsafe, match="is a symlink, not a directory"):
         safefs.make_owned_dir(str(version / "new"), 65534, 65534, 0o700)
     assert not (victim / "new").exists()
+
+
+def test_a_backup_label_postgres_writes_into_backup_info_never_names_a_file_root_writes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Fourth review (F5): postgres owns repository 1 and can read its cipher pass, so it can rewrite
+    backup.info and rename the new set ``../../postgresql/x``; the backup run then wrote its manifest to
+    ``manifests/../../postgresql/x.json.tmp``, through a link postgres planted there (root's .bashrc, say).
+    A label pgBackRest never makes now stops the run before anything is named after it."""
+    from lpse_ops.site import engine, manifest, pgbackrest, run
+    from lpse_ops.site.errors import Failure
+
+    config = _restore_site(tmp_path)
+    sets = [{"label": "20261203-045951F", "type": "full", "database": {"repo-key": 1}}]
+    monkeypatch.setattr(engine, "pgbackrest_info", lambda *_a, **_k: [{"name": config.stanza, "backup": sets}])
+    monkeypatch.setattr(engine, "pgbackrest_call",
+                        lambda *_a, **_k: sets.append({"label": "../../postgresql/x", "type": "full",
+                                                       "database": {"repo-key": 1}}))
+    victim = tmp_path / "bashrc"
+    victim.write_text("root's\n")
+    (tmp_path / "x.json.tmp").symlink_to(victim)
+    with pytest.raises(Failure) as refused:
+        run.back_up_repo(config, "1", "full")
+    assert refused.value.code == "backup_label_invalid" and "'../../postgresql/x'" in refused.value.message
+    assert victim.read_text() == "root's\n"
+    assert pgbackrest.odd_labels({"backup": [{"label": "20261203-045951F_20261203-050553I"},
+                                             {"label": "20261203-045951F_20261203-050553D"}]}) == []
+    assert pgbackrest.odd_labels({"backup": [{"label": "20261203-045951F\n"}, {"label": None}]}) == [
+        "'20261203-045951F\\n'", "None"]
+    with pytest.raises(ValueError, match="not a pgBackRest backup label"):
+        manifest.save({"label": "../x"}, str(tmp_path / "manifests"))

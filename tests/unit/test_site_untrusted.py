@@ -592,3 +592,13 @@ def test_restic_reads_the_documents_where_no_link_is_followed_whenever_spse_swap
     assert "nosymfollow" not in Path("/proc/self/mountinfo").read_text()  # the mount stayed in its namespace
     with pytest.raises(ValueError, match="not an absolute path"):
         restic.confined_argv("documents", argv)
+
+
+def test_a_child_run_as_another_account_has_its_own_session_and_no_stdin_of_roots():
+    """Fourth review: ``runuser -u postgres`` kept root's session and terminal, so a postgres process could
+    push keystrokes into root's terminal (TIOCSTI) while root waited for it."""
+    from lpse_ops.site.proc import run
+
+    out = run(["sh", "-c", "cat /proc/self/stat; readlink /proc/self/fd/0"], user="nobody").stdout.split("\n")
+    session = int(out[0].rsplit(")", 1)[1].split()[3])  # the 6th field: after the name, the 4th
+    assert session != os.getsid(0) and out[1] == "/dev/null", out

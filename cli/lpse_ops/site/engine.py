@@ -42,8 +42,18 @@ def pgbackrest_info(settings: Settings, repo: int | str | None = None, extra: tu
 
 def stanza(settings: Settings, repo: int | str | None = None, extra: tuple[str, ...] = (),
            step: str = "pgbackrest info") -> dict:
-    """Return this site's stanza from ``pgbackrest info`` (raw JSON)."""
-    return pgbackrest.stanza_of(pgbackrest_info(settings, repo, extra, step), settings.stanza)
+    """Return this site's stanza from ``pgbackrest info`` (raw JSON).
+
+    Raises Failure(backup_label_invalid) when a set's label is not one pgBackRest makes (``odd_labels``).
+    """
+    found = pgbackrest.stanza_of(pgbackrest_info(settings, repo, extra, step), settings.stanza)
+    odd = pgbackrest.odd_labels(found)
+    if odd:
+        raise Failure("backup_label_invalid", f"pgBackRest lists backup set(s) labelled {', '.join(odd[:3])}, which "
+                      "pgBackRest never makes: the repository's backup.info was altered (postgres can write "
+                      "repository 1). Nothing was done with them; compare the repository with its offsite copy and "
+                      "take a new full backup", step=step)
+    return found
 
 
 def check_repo_reachable(settings: Settings, repo: str) -> dict:

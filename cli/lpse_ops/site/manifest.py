@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 
-from lpse_ops.site import postgres
+from lpse_ops.site import pgbackrest, postgres
 from lpse_ops.site.clock import iso, now_utc, parse_time
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.settings import Settings
@@ -51,6 +51,8 @@ def _tagged(lines: list[str], tag: str) -> list[str] | None:
 
 def save(manifest: dict, where: str) -> str:
     """Write *manifest* atomically to ``<where>/<label>.json``; return the path."""
+    if not pgbackrest.LABEL.fullmatch(str(manifest["label"])):  # a file name: never a path of someone's choosing
+        raise ValueError(f"{manifest['label']!r} is not a pgBackRest backup label")
     os.makedirs(where, mode=0o750, exist_ok=True)
     path = os.path.join(where, f"{manifest['label']}.json")
     with open(path + ".tmp", "w", encoding="utf-8") as handle:

@@ -107,6 +107,21 @@ def repo_status(stanza: dict, repo: int | str) -> dict:
     return (entry or stanza).get("status", {}) or {}
 
 
+LABEL = re.compile(r"\d{8}-\d{6}F(_\d{8}-\d{6}[DI])?")
+"""The shape of every label pgBackRest gives a set: ``20261203-045951F``, ``20261203-045951F_20261203-050553I``."""
+
+
+def odd_labels(stanza: dict) -> list[str]:
+    """The labels in *stanza* that pgBackRest never makes, shown with repr (pure).
+
+    postgres owns repository 1 and can read its cipher pass, so it can rewrite ``backup.info``: a label is
+    then data it chose, and the site tool names files after labels (``manifests/<label>.json``) and passes
+    them to pgBackRest. A label like ``../../postgresql/x`` must never get that far.
+    """
+    return [repr(entry.get("label")) for entry in stanza.get("backup", []) or []
+            if not isinstance(entry.get("label"), str) or not LABEL.fullmatch(entry["label"])]
+
+
 def backups_in(stanza: dict, repo: int | str) -> list[dict]:
     """Return the raw backup entries of *repo*, oldest first (pgBackRest's order)."""
     return [b for b in stanza.get("backup", []) or [] if int((b.get("database") or {}).get("repo-key", 1)) == int(repo)]

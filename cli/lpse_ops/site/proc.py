@@ -23,9 +23,13 @@ def run(argv: list[str], *, user: str | None = None, env: dict | None = None, st
     (``explain.explain``) when the command exits non-zero.
     """
     full = (["runuser", "-u", user, "--"] if user else []) + list(argv)
+    # A child run as another account gets its own session and no terminal of root's: it could otherwise
+    # push keystrokes into root's terminal (TIOCSTI) while root waits for it.
+    alone = {"start_new_session": True, **({} if stdin is not None else {"stdin": subprocess.DEVNULL})} \
+        if user else {}
     try:
         result = subprocess.run(full, input=stdin, capture_output=True, text=True, env=env, timeout=timeout,
-                                cwd="/", check=False)
+                                cwd="/", check=False, **alone)
     except FileNotFoundError:
         raise Failure("tool_missing", f"{argv[0]} is not installed: {SETUP_HINT}", step=step) from None
     except subprocess.TimeoutExpired:
