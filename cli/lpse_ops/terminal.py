@@ -7,10 +7,12 @@ Data goes to stdout, progress and messages to stderr; spinners and live tables o
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -31,9 +33,18 @@ def emit_json(data: Any) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """*text* as data on a terminal: control characters (an escape sequence could erase or forge lines)
+    replaced by "?", and Rich markup escaped. Messages may carry what a site or its files said."""
+    return escape(_CONTROL.sub("?", str(text)))
+
+
 def info(message: str) -> None:
     """Print a progress or status message on stderr."""
-    err.print(message, highlight=False)
+    err.print(shown(message), highlight=False)
 
 
 def warn(message: str) -> None:
@@ -41,7 +52,7 @@ def warn(message: str) -> None:
     if message in _warned:
         return
     _warned.add(message)
-    err.print(f"[yellow]warning:[/yellow] {message}", highlight=False)
+    err.print(f"[yellow]warning:[/yellow] {shown(message)}", highlight=False)
 
 
 def print_table(table: Table, console: Console | None = None) -> None:

@@ -84,7 +84,7 @@ def render(result: OperationResult, title: str, details: dict[str, str] | None =
         detail = (details or {}).get(name) or "; ".join(state.messages)
         style = {"ok": "green", "changed": "yellow"}.get(state.status, "red")
         table.add_row(name, f"[{style}]{state.status}[/{style}]", str(state.ok), str(state.changed),
-                      str(state.failed + state.unreachable), detail)
+                      str(state.failed + state.unreachable), terminal.shown(detail))
     terminal.print_table(table)
     terminal.info(f"artifacts: {result.artifact_dir}")
 
