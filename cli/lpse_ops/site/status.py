@@ -94,8 +94,8 @@ def spool_facts(settings: Settings) -> dict:
         for name in os.listdir(queue_dir):
             if _SEGMENT.match(name) and not name.endswith((".ok", ".error")):
                 files += 1
-                with contextlib.suppress(OSError):
-                    size += os.path.getsize(os.path.join(queue_dir, name))
+                with contextlib.suppress(OSError):  # postgres's folder: a link is measured as a link
+                    size += os.lstat(os.path.join(queue_dir, name)).st_size
     return {"path": queue_dir, "files": files, "bytes": size, "alert_threshold_files": settings.spool_alert_files}
 
 
