@@ -267,19 +267,26 @@ def _names(dir_fd: int) -> list[str]:
 def chown_new_dir(path: str, uid: int, gid: int, mode: int) -> None:
     """Give the directory root just made at *path* to *uid*/*gid* with *mode*, by descriptor.
 
-    Its parent may be the other account's (a data dir's parent is postgres's): the name is opened with
-    O_NOFOLLOW | O_DIRECTORY, and what was opened must still be root's and empty, so a link or another
-    folder swapped in after the mkdir is refused (OSError), never chowned.
+    Its parent may be the other account's (a data dir's parent is postgres's): the parent is opened by
+    ``open_parent`` and the name with O_NOFOLLOW | O_DIRECTORY, and what was opened must still be root's
+    and empty, so a link or another folder swapped in after the mkdir is refused (OSError), never chowned.
     """
-    fd = os.open(path, DIRECTORY)
+    folder, name = open_parent(path)
     try:
-        info = os.fstat(fd)
-        if info.st_uid != 0 or os.listdir(fd):
-            raise OSError(f"{path} is no longer the empty folder root just made: refusing to chown it")
-        os.fchown(fd, uid, gid)
-        os.fchmod(fd, mode)
+        _chown_made(folder, name, path, uid, gid, mode)
     finally:
-        os.close(fd)
+        os.close(folder)
+
+
+def _chown_made(folder: int, name: str, path: str, uid: int, gid: int, mode: int) -> None:
+    made = os.open(name, DIRECTORY, dir_fd=folder)
+    try:
+        if os.fstat(made).st_uid != 0 or os.listdir(made):
+            raise OSError(f"{path} is no longer the empty folder root just made: refusing to chown it")
+        os.fchown(made, uid, gid)
+        os.fchmod(made, mode)
+    finally:
+        os.close(made)
 
 
 def root_only(path: str) -> bool:
@@ -349,18 +356,7 @@ def make_owned_dir(path: str, uid: int, gid: int, mode: int) -> None:
     folder, name = open_parent(path)
     try:
         os.mkdir(name, 0o700, dir_fd=folder)
-        try:
-            made = os.open(name, DIRECTORY, dir_fd=folder)
-        except OSError as error:
-            _refuse_open(error, path, "the folder root just made", name, folder)
-            raise
-        try:
-            if os.fstat(made).st_uid != 0 or os.listdir(made):
-                raise OSError(f"{path} is no longer the empty folder root just made: refusing to chown it")
-            os.fchown(made, uid, gid)
-            os.fchmod(made, mode)
-        finally:
-            os.close(made)
+        _chown_made(folder, name, path, uid, gid, mode)
     finally:
         os.close(folder)
 
