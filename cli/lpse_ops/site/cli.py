@@ -13,6 +13,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup audit [--lynis] [--no-aide]   (compliance facts; lpse-ops audit decides the controls)
     lpse-backup integrity-refresh --since EPOCH [--scope PATH ...]   (AIDE accepts lpse-ops's own change)
     lpse-backup upgrade-prepare | upgrade-apply | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
+    lpse-backup upgrade-change | upgrade-finish | upgrade-rollback ...   (its changing phases: site/upgrade_phases.py)
     lpse-backup release-unpack --bundle F --sha256 H --version V --base DIR [--check]   (site/release.py)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
@@ -39,6 +40,7 @@ from lpse_ops.site import (
     settings,
     status,
     upgrade,
+    upgrade_phases,
     verify,
 )
 from lpse_ops.site.errors import Failure
@@ -49,9 +51,12 @@ ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": s
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
                               "traffic": nginxlog.main, "audit": audit.main, "integrity-refresh": integrity.main,
                               "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
-                              "upgrade-bake": upgrade.bake, "release-unpack": release.main}
+                              "upgrade-bake": upgrade.bake, "release-unpack": release.main,
+                              "upgrade-change": upgrade_phases.change, "upgrade-finish": upgrade_phases.finish,
+                              "upgrade-rollback": upgrade_phases.rollback}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
-WITHOUT_SETTINGS = {"audit", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack"}
+WITHOUT_SETTINGS = {"audit", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack",
+                    "upgrade-finish"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
@@ -92,6 +97,7 @@ def parser() -> argparse.ArgumentParser:
     check_site.add_argument("--no-aide", action="store_true", help="skip AIDE's check")
     integrity.add_parser(sub)
     upgrade.add_parsers(sub)
+    upgrade_phases.add_parsers(sub)
     release.add_parser(sub)
     return top
 

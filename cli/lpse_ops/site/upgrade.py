@@ -87,7 +87,7 @@ def prepare(_settings, args, clock: Callable[[], float] = time.time) -> dict:
     found = version_found(args.base)
     outcome, reason = guard(found, args.from_version, args.to_version)
     record = {"action": "upgrade-prepare", "ok": True, "outcome": outcome, "version_found": found,
-              "reason": reason, "previous_release": None, "baseline": None, "known": None}
+              "reason": reason, "previous_release": None, "baseline": None, "known": None, "began": clock()}
     if outcome != "proceed":
         return record
     record["previous_release"] = os.path.realpath(os.path.join(args.base, "current"))
@@ -178,10 +178,15 @@ def migrate(base: str, version: str, env_file: str, java: str, user: str) -> dic
 
 
 def switch(base: str, version: str) -> str:
-    """Point ``base/current`` at ``releases/<version>`` atomically (a new link renamed over the old one)."""
+    """Point ``base/current`` at ``releases/<version>``; see ``point_current``."""
     target = os.path.join(base, "releases", version)
     if not os.path.isdir(target):
         raise Failure("release_missing", f"{target} is not unpacked", step="switch")
+    return point_current(base, target)
+
+
+def point_current(base: str, target: str) -> str:
+    """Point ``base/current`` at *target* atomically (a new link renamed over the old one)."""
     staging = os.path.join(base, ".current.switching")
     if os.path.lexists(staging):
         os.unlink(staging)
@@ -318,7 +323,12 @@ def apply(_settings, args, clock: Callable[[], float] = time.time, sleep: Callab
 
 def add_apply_parser(sub) -> None:
     """Add ``upgrade-apply`` to the site tool's subparsers."""
-    go = sub.add_parser("upgrade-apply", help="an upgrade's change: stop, migrate, switch, start, health, smoke")
+    add_apply_arguments(sub.add_parser("upgrade-apply", help="an upgrade's switch: stop, migrate, switch, start, "
+                                                             "health, smoke"))
+
+
+def add_apply_arguments(go) -> None:
+    """The options of ``upgrade-apply`` (``upgrade-change`` takes them too)."""
     go.add_argument("--base", required=True, help="SPSE's base directory (releases/, current)")
     go.add_argument("--path", required=True, help="the releases to migrate through, in order, comma-separated")
     go.add_argument("--unit", required=True, help="SPSE's systemd unit")
