@@ -42,8 +42,9 @@ class Settings:
         "LPSE_OPS_HOME", "Folder for the state store, runner artifacts, bundles, trusted keys and lab files.",
         kind="path", shown_default="~/.local/share/lpse-ops", read_by="config.home")
     state_url: str | None = _setting(
-        "LPSE_OPS_STATE_URL", "SQLAlchemy URL of a shared state store, e.g. postgresql://lpse_ops@db/lpse_ops.",
-        shown_default="an SQLite file, <home>/state.db", read_by="config.state_url")
+        "LPSE_OPS_STATE_URL", "SQLAlchemy URL of a shared state store, e.g. postgresql://lpse_ops@db/lpse_ops "
+        "(it may carry the password: kept out of Ansible's environment and the runner's artifacts).",
+        shown_default="an SQLite file, <home>/state.db", secret=True, read_by="config.state_url")
     actor: str | None = _setting(
         "LPSE_OPS_ACTOR", "Name of the engineer recorded in runs, locks and the audit log.",
         shown_default="user@host", read_by="config.actor")

@@ -153,6 +153,8 @@ def test_all_three_call_sites_use_the_same_environment(tmp_path: Path, monkeypat
     monkeypatch.setenv("LPSE_OPS_VAULT_PASSWORD_FILE", str(tmp_path / "pw"))
     monkeypatch.setenv("LPSE_OPS_SMTP_PASSWORD", "smtp-secret")
     monkeypatch.setenv("LPSE_OPS_SMTP_USER", "u")
+    # a shared store's URL carries its password: neither Ansible nor the runner's artifacts may keep it
+    monkeypatch.setenv("LPSE_OPS_STATE_URL", "postgresql://lpse:state-secret@db.example/lpse_ops")
     log = tmp_path / "seen.jsonl"
     script = tmp_path / "env-inventory.py"
     script.write_text(ENV_INVENTORY.format(python=sys.executable, log=str(log)))
@@ -181,6 +183,10 @@ def test_all_three_call_sites_use_the_same_environment(tmp_path: Path, monkeypat
         assert {key: entry["env"].get(key) for key in expected} == expected, entry["tool"]
         assert entry["env"]["PATH"].startswith(str(Path(sys.executable).parent) + ":"), entry["tool"]
         assert "LPSE_OPS_SMTP_PASSWORD" not in entry["env"], entry["tool"]
+        assert "LPSE_OPS_STATE_URL" not in entry["env"], entry["tool"]
+    kept = [path for path in Path(done.artifact_dir).rglob("*")
+            if path.is_file() and b"state-secret" in path.read_bytes()]
+    assert kept == [], kept  # the artifacts' `command` file records the environment the runner gave
     assert not (runner_dir / "env" / "extravars").exists()  # the stale file is gone, and none was written
     assert not (runner_dir / "env" / "envvars").exists()  # suppress_env_files: the vault path is not on disk
 
