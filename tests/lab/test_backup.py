@@ -161,6 +161,10 @@ def test_corrupted_file_in_local_repo_is_named_by_verify(backed_up):
         assert os.path.basename(target).split(".")[0] in text, text
     finally:
         on_site(f"cp -a /tmp/saved-file {target} && rm -f /tmp/saved-file")
+    # The set whole again, verified again: the site's newest verification is no longer the failed one, so a
+    # module after this one (fleet status, a drill's health step, the upgrade plan) sees no critical fault.
+    code, _report, output = backup_cli("verify", "--repo", "1", "--set", label)
+    assert code == 0, output
 
 
 def test_restore_to_a_point_between_two_batches_gets_exactly_the_first(backed_up):
