@@ -1,8 +1,13 @@
-"""Downtime of an upgrade, and the orchestration overhead of a wave against its raw steps (issue 8).
+"""Downtime of an upgrade, the orchestration overhead of a wave against its raw steps, and the control
+node's CPU per site (issues 8 and 17).
 
-Targets: a site's ``/health`` does not answer ok for at most 15 s during an upgrade to a release without
-migrations; ``lpse-ops upgrade run`` of a one-site wave takes at most 10% longer than the same steps done
-by hand over one SSH session.
+Targets (issue 17): a site's ``/health`` does not answer ok for at most 15 s during an upgrade to a release
+without migrations; the orchestration overhead of a one-site wave (CLI wall time / raw steps - 1) has a
+median of at most 0.5; the control node spends at most 3 s of CPU per site on a one-hop upgrade, counted
+over the whole ``lpse-ops`` process tree (``getrusage(RUSAGE_CHILDREN)`` around the command: every process
+it started and waited for, Ansible's forks and their ssh clients included; an ssh ControlPersist master
+that outlives the command is not, see ``cpu_note`` in the JSON). The JSON ends with a 600-site projection
+from the measured CPU, labelled as one.
 
 Runs against a lab that is already up (default the demo lab, ``lpse-lab``; never ``lpse-test``), on ONE
 site that runs ``--from`` (1.2) with a verified backup younger than 26 h and lab traffic flowing, with a
@@ -52,6 +57,7 @@ import http.client
 import json
 import os
 import platform
+import resource
 import shlex
 import ssl
 import statistics
@@ -70,7 +76,10 @@ CLI = ROOT / ".venv" / "bin" / "lpse-ops"
 HOME = Path(os.environ.get("LPSE_OPS_HOME", Path.home() / ".local" / "share" / "lpse-ops"))
 OUT = ROOT / "bench" / "results" / "upgrade_wave.json"
 TARGET_DOWNTIME_S = 15.0
-TARGET_OVERHEAD = 0.10
+TARGET_OVERHEAD = 0.5
+TARGET_CPU_PER_SITE_S = 3.0
+FLEET = 600
+DEFAULT_CANARY, DEFAULT_WAVE_SHARE, DEFAULT_FORKS = 1, 0.25, 10  # `upgrade run`'s defaults
 MAX_ROUNDS = 10
 POLL_INTERVAL_S = 0.1
 
@@ -261,12 +270,23 @@ class Site:
                               timeout=timeout, check=False)
 
 
+def children_cpu() -> float:
+    """User + system CPU seconds of every child process this one has waited for (and their waited-for children)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+LAST_CPU: dict[str, float] = {}
+
+
 def cli(*args: str, timeout: int = 900) -> tuple[float, int, dict | None, str]:
-    """Run ``lpse-ops ARGS``; return its wall time, exit code, parsed JSON stdout (or None) and stderr's tail."""
-    began = time.monotonic()
+    """Run ``lpse-ops ARGS``; return its wall time, exit code, parsed JSON stdout (or None) and stderr's tail.
+    The process tree's CPU seconds are left in ``LAST_CPU["s"]``."""
+    began, cpu_began = time.monotonic(), children_cpu()
     done = subprocess.run([str(CLI), *args], capture_output=True, text=True, timeout=timeout, check=False,
                           cwd=ROOT)
     wall = time.monotonic() - began
+    LAST_CPU["s"] = children_cpu() - cpu_began
     try:
         data = json.loads(done.stdout)
     except json.JSONDecodeError:
@@ -371,9 +391,11 @@ def cli_wave(site: Site, args: argparse.Namespace) -> dict:
         "--trusted-keys", str(args.trusted_keys), "--bake", "0", "--min-requests", "0", "--no-notice", "--yes",
         "--json"))
     ended = time.time()
+    cpu = LAST_CPU.get("s")
     sites = [s for wave in (data or {}).get("waves", []) for s in wave.get("sites", [])]
     record = sites[0].get("record", {}) if sites else {}
     return {"ok": rc == 0 and bool(data) and data.get("result") == "ok", "rc": rc, "wall_s": round(wall, 2),
+            "cpu_s": round(cpu, 2) if cpu is not None else None,
             "poller": health, "record_downtime_s": record.get("downtime_s"),
             "record_duration_s": record.get("duration_s"), "outcome": sites[0].get("outcome") if sites else None,
             "breakdown": cli_breakdown(began, ended, data), "error": None if rc == 0 else err}
@@ -384,6 +406,7 @@ def rollback(site: Site) -> dict:
                                                              "--json"))
     record = (data or {}).get("record") or {}
     return {"ok": rc == 0, "rc": rc, "wall_s": round(wall, 2), "poller": health,
+            "cpu_s": round(LAST_CPU.get("s", 0.0), 2),
             "outcome": record.get("outcome") or (data or {}).get("outcome"),
             "error": None if rc == 0 else err}
 
@@ -484,6 +507,31 @@ def main() -> int:
     return 0
 
 
+def projection(cpu_per_site: float | None, wave_wall_s: float | None) -> dict | None:
+    """What a 600-site rollout with `upgrade run`'s default waves would cost the control node: a PROJECTION.
+
+    It counts the measured CPU of a whole one-site wave (start-up, plan, records and the playbook) for every
+    site, so it is an upper bound: in a real wave of many sites the command's fixed costs are paid once.
+    """
+    if cpu_per_site is None:
+        return None
+    rest = FLEET - DEFAULT_CANARY
+    per_wave = max(1, round(FLEET * DEFAULT_WAVE_SHARE))
+    waves = 1 + -(-rest // per_wave)
+    busiest = min(per_wave, rest)
+    return {
+        "label": "projection from the measured one-site figures, not a measurement of 600 sites",
+        "sites": FLEET, "waves": waves, "canary": DEFAULT_CANARY, "sites_per_wave": per_wave,
+        "forks": DEFAULT_FORKS,
+        "cpu_per_site_s": cpu_per_site,
+        "cpu_per_wave_s (busiest wave)": round(cpu_per_site * busiest, 1),
+        "cpu_total_s": round(cpu_per_site * FLEET, 1),
+        "cpu_total_h": round(cpu_per_site * FLEET / 3600, 2),
+        "cores_busy_during_a_wave (forks sites at once, each for one wave's wall time)": (
+            round(cpu_per_site * DEFAULT_FORKS / wave_wall_s, 2) if wave_wall_s else None),
+    }
+
+
 def write(args: argparse.Namespace, rounds: list[dict], stopped: str | None, took: float) -> None:
     ok = [r for r in rounds if r.get("overhead") is not None]
 
@@ -506,6 +554,8 @@ def write(args: argparse.Namespace, rounds: list[dict], stopped: str | None, too
             "raw_rollback.poller.downtime_s")),
         "rollback_wall_s": summary(pick("cli_rollback.wall_s") + pick("raw_rollback.wall_s")),
         "cli_wall_s": summary(pick("cli.wall_s")),
+        "cli_cpu_s (one site, one hop, whole lpse-ops process tree)": summary(pick("cli.cpu_s")),
+        "rollback_cpu_s": summary(pick("cli_rollback.cpu_s") + pick("raw_rollback.cpu_s")),
         "cli_upgrade_playbook_s": summary(pick("cli.breakdown.parts.upgrade_playbook_s")),
         "cli_fixed_s (wall - upgrade playbook)": summary(pick("cli.breakdown.fixed_s")),
         "cli_plan_site_state_playbook_s": summary(pick("cli.breakdown.parts.plan_site_state_playbook_s")),
@@ -520,6 +570,7 @@ def write(args: argparse.Namespace, rounds: list[dict], stopped: str | None, too
     }
     down = figures["cli_downtime_s"]["max"]
     over = figures["overhead_ratio"]["median"]
+    cpu = figures["cli_cpu_s (one site, one hop, whole lpse-ops process tree)"]["median"]
     result = {
         "benchmark": "upgrade_wave",
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -529,15 +580,22 @@ def write(args: argparse.Namespace, rounds: list[dict], stopped: str | None, too
                      "rounds_done": len(rounds), "max_minutes": args.max_minutes, "poll_interval_s": POLL_INTERVAL_S,
                      "cli": f"lpse-ops upgrade run --to {args.to} --limit {args.site} --bake 0 --min-requests 0 "
                             "--no-notice --yes --json", "rollback": f"lpse-ops upgrade rollback --site {args.site}"},
-        "targets": {"downtime_s_max": TARGET_DOWNTIME_S, "overhead_ratio_max": TARGET_OVERHEAD},
+        "targets": {"downtime_s_max": TARGET_DOWNTIME_S, "overhead_ratio_median_max": TARGET_OVERHEAD,
+                    "cpu_per_site_s_max": TARGET_CPU_PER_SITE_S},
         "verdict": {
             "downtime_ok": down is not None and down <= TARGET_DOWNTIME_S,
             "downtime_worst_s": down,
             "overhead_ok": over is not None and over <= TARGET_OVERHEAD,
             "overhead_median": over,
             "overhead_worst": figures["overhead_ratio"]["max"],
+            "cpu_ok": cpu is not None and cpu <= TARGET_CPU_PER_SITE_S,
+            "cpu_per_site_median_s": cpu,
         },
         "figures": figures,
+        "projection_600_sites": projection(cpu, figures["cli_wall_s"]["median"]),
+        "cpu_note": ("CPU is getrusage(RUSAGE_CHILDREN) around each lpse-ops command: the CLI, ansible-playbook, its "
+                     "forks and the ssh clients they waited for. An OpenSSH ControlPersist master that outlives "
+                     "the command is not counted; it only relays the encrypted stream of the session."),
         "stopped": stopped,
         "took_s": round(took, 1),
         "rounds": rounds,
