@@ -127,7 +127,6 @@ def parse_period(start: str, end: str, zone: str = DEFAULT_ZONE) -> tuple[dateti
     return since, until, {"from": start, "to": end, "timezone": zone}
 
 
-
 @dataclass
 class ExportRequest:
     """One site's evidence over ``[since, until)`` (aware datetimes), written to *out*, signed with *key_path*.
