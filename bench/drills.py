@@ -39,8 +39,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "cli"))
 
-from lpse_ops.actions import drill as drill_action  # noqa: E402
+from lpse_ops.actions import drill_types  # noqa: E402
 from lpse_ops.backends import ansible  # noqa: E402
+from lpse_ops.backends.site_shell import SiteShell  # noqa: E402
 from lpse_ops.commands._options import default_inventory  # noqa: E402
 
 CLI = str(Path(sys.executable).with_name("lpse-ops"))
@@ -66,16 +67,16 @@ rm -f /tmp/bench-doc
 """
 
 
-def site_shell(inventory: Path, site: str) -> drill_action.SiteShell:
+def site_shell(inventory: Path, site: str) -> SiteShell:
     hostvars = ansible.inventory_list(inventory)["_meta"]["hostvars"][site]
-    return drill_action.SiteShell(site, hostvars)
+    return SiteShell(site, hostvars)
 
 
-def data_bytes(shell: drill_action.SiteShell) -> int:
+def data_bytes(shell: SiteShell) -> int:
     return int(shell.run(SIZE_SCRIPT).strip())
 
 
-def seed(shell: drill_action.SiteShell, min_bytes: int, max_batches: int) -> dict:
+def seed(shell: SiteShell, min_bytes: int, max_batches: int) -> dict:
     """Grow the site's data to *min_bytes* (rows through SQL, documents through the app), bounded."""
     started = time.monotonic()
     before = data_bytes(shell)
@@ -106,7 +107,7 @@ def spread(values: list[float]) -> dict | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--site", default="site1")
-    parser.add_argument("--scenario", action="append", choices=sorted(drill_action.SCENARIOS))
+    parser.add_argument("--scenario", action="append", choices=sorted(drill_types.SCENARIOS))
     parser.add_argument("--rounds", type=int, default=1, choices=range(1, 6))
     parser.add_argument("--min-gb", type=float, default=1.0)
     parser.add_argument("--max-seed-batches", type=int, default=12)

@@ -8,7 +8,7 @@ through the store's models in one transaction (the store's one-row-per-call writ
 for 72,000 probes; what is measured is reading and rendering, not writing); incidents, drills and audits
 go through their areas' writers.
 
-Then, ``--rounds`` times: ``gather`` (actions/report.py, every query of the report), ``render_html``
+Then, ``--rounds`` times: ``gather`` (actions/report_gather.py, every query of the report), ``render_html``
 (templates and the four matplotlib charts) and ``print_to_pdf`` (headless Chromium), each timed with
 ``time.perf_counter``; the PDF's pages are counted with ``pdfinfo``. Written as min/median/max to
 ``bench/results/report_600.json``. Usage::
@@ -123,7 +123,7 @@ def main() -> None:
 
     folder = Path(tempfile.mkdtemp(prefix="lpse-report-bench-"))
     os.environ["LPSE_OPS_HOME"] = str(folder / "home")
-    from lpse_ops.actions import report
+    from lpse_ops.actions import report_gather, report_request
     from lpse_ops.backends import chromium
     from lpse_ops.reports import monthly
     from lpse_ops.state import StateStore
@@ -134,13 +134,14 @@ def main() -> None:
     fill_s = time.perf_counter() - began
     timings: dict[str, list[float]] = {"gather_s": [], "render_html_s": [], "print_pdf_s": []}
     pages = html_bytes = pdf_bytes = 0
-    request = report.ReportRequest(kind="monthly", period=report.month_period("2026-11"),
-                                   site_zones={f"lpse{n:03d}": ZONES[n % 3] for n in range(1, options.sites + 1)})
+    request = report_request.ReportRequest(
+        kind="monthly", period=report_request.month_period("2026-11"),
+        site_zones={f"lpse{n:03d}": ZONES[n % 3] for n in range(1, options.sites + 1)})
     for round_number in range(options.rounds):
         store = StateStore.open(url)
         try:
             began = time.perf_counter()
-            data = report.gather(store, request)
+            data = report_gather.gather(store, request)
             timings["gather_s"].append(time.perf_counter() - began)
         finally:
             store.close()

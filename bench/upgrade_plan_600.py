@@ -6,7 +6,7 @@ frozen, locked, no verified backup, low disk, degraded health, newer than the ta
 real: 1.0, 1.1 and 1.2 with the reference SPSE's release metadata (1.2 needs 1.1), signed by a
 throwaway key and verified into the catalogue once (timed separately: it reads every bundle).
 
-Times :func:`lpse_ops.actions.upgrade_plan.compute_plan` to 1.2 five times (with inventory groups
+Times :func:`lpse_ops.actions.upgrade_plan_rules.compute_plan` to 1.2 five times (with inventory groups
 ``canary`` + ``wave_1..4``, and by share, alternately) and writes min/median/max to
 ``bench/results/upgrade_plan_600.json``. Target: max < 1 s.
 
@@ -29,7 +29,10 @@ from pathlib import Path
 import yaml
 
 from lpse_ops import bundle, reference
-from lpse_ops.actions import upgrade_plan as up
+from lpse_ops.actions import upgrade_catalogue as uc
+from lpse_ops.actions import upgrade_plan_rules as ur
+from lpse_ops.actions import upgrade_plan_types as ut
+from lpse_ops.actions import upgrade_site_state as us
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULT = ROOT / "bench" / "results" / "upgrade_plan_600.json"
@@ -57,17 +60,17 @@ def build_releases(work: Path) -> tuple[Path, Path]:
     return releases, work / "trusted"
 
 
-def synthetic_states(count: int, now: datetime) -> dict[str, up.SiteState]:
+def synthetic_states(count: int, now: datetime) -> dict[str, us.SiteState]:
     """*count* sites as the state reading would give them, about 10 % left out for one reason or another."""
     fresh = {"ok": True, "verified_at": (now - timedelta(hours=3)).isoformat()}
-    states: dict[str, up.SiteState] = {}
+    states: dict[str, us.SiteState] = {}
     for i in range(count):
         host = f"lpse-{i:04d}"
-        site = up.SiteState(host, version=("1.0", "1.1", "1.0", "1.2")[i % 4], schema_version=1 + i % 3,
+        site = us.SiteState(host, version=("1.0", "1.1", "1.0", "1.2")[i % 4], schema_version=1 + i % 3,
                             health="ok", free_bytes=50 * 1024**3, verification=dict(fresh))
         kind = i % 97
         if kind == 1:
-            site = up.SiteState(host, reachable=False, error="ssh: connect to host timed out")
+            site = us.SiteState(host, reachable=False, error="ssh: connect to host timed out")
         elif kind == 2:
             site.frozen = True
         elif kind == 3:
@@ -94,7 +97,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-upgrade-plan-") as work:
         releases, trusted = build_releases(Path(work))
         started = time.perf_counter()
-        catalogue = up.load_catalogue(releases, trusted)
+        catalogue = uc.load_catalogue(releases, trusted)
         catalogue_s = time.perf_counter() - started
     states = synthetic_states(args.sites, now)
     hosts = sorted(states)
@@ -102,9 +105,9 @@ def main() -> int:
     rounds = []
     for round_number in range(args.rounds):
         groups = grouped if round_number % 2 == 0 else {}
-        options = up.PlanOptions("1.2", canary=3, wave_size=up.WaveSize.parse("20%"), now=now)
+        options = ut.PlanOptions("1.2", canary=3, wave_size=ut.WaveSize.parse("20%"), now=now)
         started = time.perf_counter()
-        plan = up.compute_plan(catalogue, states, groups, options)
+        plan = ur.compute_plan(catalogue, states, groups, options)
         elapsed = time.perf_counter() - started
         rounds.append({"round": round_number + 1, "seconds": round(elapsed, 6),
                        "waves": "inventory groups" if groups else "share 20%", "planned": len(plan.sites),

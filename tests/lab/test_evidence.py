@@ -153,7 +153,7 @@ def test_a_witnessed_head_cannot_be_deleted_by_anyone(own_store, s3):
 
 
 def test_evidence_export_of_the_lab_store_verifies_and_one_altered_byte_is_named(s3, tmp_path):
-    from lpse_ops.actions import evidence
+    from lpse_ops.actions import evidence, evidence_verify
 
     keys = tmp_path / "keys"
     evidence.keygen(keys, "evidence")  # in-process: the CLI's keygen is covered by the unit tests
@@ -168,7 +168,7 @@ def test_evidence_export_of_the_lab_store_verifies_and_one_altered_byte_is_named
     assert code == 0, output
     assert report["audit"]["site_entries"] >= 1 and report["witness"]["configured"] is True
     assert report["witness"]["covering_seq"] is not None and report["witness"]["check_at_export"]["ok"], report
-    intact = evidence.verify(out, trusted, against_witness=True)  # in-process; the CLI verifies the altered copy
+    intact = evidence_verify.verify(out, trusted, against_witness=True)  # in-process; the CLI verifies the altered copy
     assert intact.ok and intact.witness_objects >= 1, intact.as_dict()
 
     with tarfile.open(out) as tar:  # one byte inside the newest site entry: this export's own run.start
@@ -193,7 +193,7 @@ def test_a_witness_object_made_up_by_the_signing_key_holder_is_caught_against_th
     import base64
 
     from lpse_ops import bundle
-    from lpse_ops.actions import evidence
+    from lpse_ops.actions import evidence, evidence_verify
 
     evidence.keygen(tmp_path / "keys", "evidence")
     trusted = tmp_path / "trusted"
@@ -220,7 +220,7 @@ def test_a_witness_object_made_up_by_the_signing_key_holder_is_caught_against_th
             info = tarfile.TarInfo(name)
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
-    assert evidence.verify(resigned, trusted).ok  # signed by a trusted key: offline, nothing to see
-    report = evidence.verify(resigned, trusted, against_witness=True)
+    assert evidence_verify.verify(resigned, trusted).ok  # signed by a trusted key: offline, nothing to see
+    report = evidence_verify.verify(resigned, trusted, against_witness=True)
     assert [(f.kind, f.seq) for f in report.findings] == [("witness", forged["seq"])], report.as_dict()
     assert "no such object version" in report.findings[0].message

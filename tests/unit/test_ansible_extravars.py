@@ -25,7 +25,8 @@ from ansible.parsing.dataloader import DataLoader
 from ansible.template import is_trusted_as_template, trust_as_template
 
 from lpse_ops.actions import access, backup, freeze, harden, runbook_run, upgrade
-from lpse_ops.actions.upgrade_plan import Release, SitePlan, UpgradePlan
+from lpse_ops.actions.upgrade_catalogue import Release
+from lpse_ops.actions.upgrade_plan_types import SitePlan, UpgradePlan
 from lpse_ops.backends import ansible
 from lpse_ops.reports.notice import Contact, NoticeContent, render
 from lpse_ops.reports.statement import StatementContent

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from lpse_ops.actions import drill, drill_rebuild
+from lpse_ops.actions import drill_rebuild, drill_types
 from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.state import StateStore
 
@@ -16,7 +16,7 @@ class NoShell:
 
 
 def test_both_rebuild_scenarios_are_drill_scenarios():
-    assert {"server-lost", "ransomware"} <= set(drill.SCENARIOS)
+    assert {"server-lost", "ransomware"} <= set(drill_types.SCENARIOS)
 
 
 def test_server_lost_drill_refuses_a_site_outside_the_lab_before_touching_it():

@@ -1,4 +1,4 @@
-"""DR drills: the state module (migration 0007) and the pure measurements of actions/drill.py."""
+"""DR drills: the state module (migration 0007) and the pure measurements of actions/drill_rules.py."""
 
 from __future__ import annotations
 
@@ -50,9 +50,10 @@ def test_finishing_an_unknown_drill_is_refused(tmp_path):
         drill_state.finish_drill(store, 42, ok=True)
 
 
-# -- actions/drill.py: the pure rules ---------------------------------------------------------------
+# -- actions/drill_rules.py: the pure rules ---------------------------------------------------------
 
-from lpse_ops.actions import drill as drill_action  # noqa: E402
+from lpse_ops.actions import drill_rules  # noqa: E402
+from lpse_ops.backends import site_shell  # noqa: E402
 
 
 @pytest.mark.parametrize("hostvars, allowed, reason", [
@@ -65,7 +66,7 @@ from lpse_ops.actions import drill as drill_action  # noqa: E402
     ({"lpse_environment": "lab", "site_drill_allowed": "no"}, False, "site_drill_allowed is false"),
 ])
 def test_which_sites_may_be_drilled(hostvars, allowed, reason):
-    got_allowed, got_reason = drill_action.drillable(hostvars)
+    got_allowed, got_reason = drill_rules.drillable(hostvars)
     assert got_allowed is allowed and got_reason.startswith(reason)
 
 
@@ -77,31 +78,31 @@ def acks(*pairs: tuple[int, float]) -> list[dict]:
 def test_rpo_is_the_gap_from_the_last_acknowledged_before_the_fault_to_the_last_present():
     log = acks((1, 0), (2, 1), (3, 2), (4, 3), (5, 4.5))
     fault = datetime(2026, 11, 28, 1, 0, 4, tzinfo=UTC)  # marker 5 was acknowledged after the fault
-    assert drill_action.rpo_seconds(log, {1, 2, 3, 4}, fault, "tender_ack") == 0.0
-    assert drill_action.rpo_seconds(log, {1, 2}, fault, "tender_ack") == 2.0
-    assert drill_action.rpo_seconds(log, {1, 2, 3, 4, 5}, fault, "tender_ack") == 0.0
-    assert drill_action.rpo_seconds(log, set(), fault, "tender_ack") == 3.0  # none back: a lower bound
-    assert drill_action.rpo_seconds(log, {1}, datetime(2026, 11, 28, 0, 59, tzinfo=UTC), "tender_ack") is None
+    assert drill_rules.rpo_seconds(log, {1, 2, 3, 4}, fault, "tender_ack") == 0.0
+    assert drill_rules.rpo_seconds(log, {1, 2}, fault, "tender_ack") == 2.0
+    assert drill_rules.rpo_seconds(log, {1, 2, 3, 4, 5}, fault, "tender_ack") == 0.0
+    assert drill_rules.rpo_seconds(log, set(), fault, "tender_ack") == 3.0  # none back: a lower bound
+    assert drill_rules.rpo_seconds(log, {1}, datetime(2026, 11, 28, 0, 59, tzinfo=UTC), "tender_ack") is None
 
 
 def test_rpo_does_not_depend_on_the_zone_the_times_were_written_in():
     jayapura = [{"seq": 1, "tender_ack": "2026-11-28T10:00:00+09:00"},
                 {"seq": 2, "tender_ack": "2026-11-28T10:00:07+09:00"}]
     fault = datetime(2026, 11, 28, 1, 0, 8, tzinfo=UTC)
-    assert drill_action.rpo_seconds(jayapura, {1}, fault, "tender_ack") == 7.0
+    assert drill_rules.rpo_seconds(jayapura, {1}, fault, "tender_ack") == 7.0
 
 
 def test_targets_met_needs_every_measure_at_or_under_its_target():
     targets = {"rto_s": 1800, "rpo_db_s": 60, "rpo_docs_s": 300}
-    assert drill_action.targets_met({"rto_s": 1800, "rpo_db_s": 60, "rpo_docs_s": 0}, targets)
-    assert not drill_action.targets_met({"rto_s": 1800.1, "rpo_db_s": 1, "rpo_docs_s": 0}, targets)
-    assert not drill_action.targets_met({"rto_s": 10, "rpo_db_s": None, "rpo_docs_s": 0}, targets)
-    assert drill_action.targets_met({"rto_s": 10, "rpo_db_s": None, "rpo_docs_s": 0}, {"rto_s": 60})
+    assert drill_rules.targets_met({"rto_s": 1800, "rpo_db_s": 60, "rpo_docs_s": 0}, targets)
+    assert not drill_rules.targets_met({"rto_s": 1800.1, "rpo_db_s": 1, "rpo_docs_s": 0}, targets)
+    assert not drill_rules.targets_met({"rto_s": 10, "rpo_db_s": None, "rpo_docs_s": 0}, targets)
+    assert drill_rules.targets_met({"rto_s": 10, "rpo_db_s": None, "rpo_docs_s": 0}, {"rto_s": 60})
 
 
 def test_the_last_drill_line_is_utc_whatever_the_zone():
     finished = datetime(2026, 11, 28, 16, 40, 12, tzinfo=JAYAPURA)
-    assert drill_action.last_drill_line(finished) == "last_drill: 2026-11-28T07:40:12Z"
+    assert drill_rules.last_drill_line(finished) == "last_drill: 2026-11-28T07:40:12Z"
 
 
 def test_drill_run_refuses_a_production_site_before_touching_it(tmp_path):
@@ -202,21 +203,19 @@ def _step(step_id: str, section: str, status: str, decision: str | None, exit_co
 
 
 def test_a_drill_records_a_passed_runbook_failure_without_failing_and_stops_on_a_stop():
-    from lpse_ops.actions import drill
-
     passed = _book("completed_with_failures", "site-healthy",
                    [_step("probe-site", "Diagnosis", "ok", None, 0),
                     _step("site-healthy", "Verification", "failed", "continue", 3)])
-    assert drill.runbook_verdict(passed) == (None, [{"step": "site-healthy", "section": "Verification",
-                                                      "exit_code": 3}])
+    assert drill_rules.runbook_verdict(passed) == (None, [{"step": "site-healthy", "section": "Verification",
+                                                           "exit_code": 3}])
     stopped = _book("failed", "restore", [_step("restore", "Recovery", "failed", "stop", 3)])
-    assert drill.runbook_verdict(stopped) == ("restore", [])
+    assert drill_rules.runbook_verdict(stopped) == ("restore", [])
     clean = _book("ok", None, [_step("probe-site", "Diagnosis", "ok", None, 0)])
-    assert drill.runbook_verdict(clean) == (None, [])
+    assert drill_rules.runbook_verdict(clean) == (None, [])
 
 
 def test_the_drill_report_shows_the_steps_the_runbook_passed(capsys):
-    from lpse_ops.actions import drill
+    from lpse_ops.actions import drill_types
     from lpse_ops.commands import drill as drill_command
 
     row = {"id": 4, "scenario": "documents-lost", "site": "site1", "ok": True, "met": True, "failed_step": None,
@@ -224,7 +223,7 @@ def test_the_drill_report_shows_the_steps_the_runbook_passed(capsys):
            "timeline": [], "detail": {"runbook_result": "completed_with_failures",
                                       "continued_failures": [{"step": "site-healthy", "section": "Verification",
                                                               "exit_code": 3}]}}
-    drill_command._show(drill.DrillResult(row, None, {}, "last_drill: x"))
+    drill_command._show(drill_types.DrillResult(row, None, {}, "last_drill: x"))
     err = capsys.readouterr().err
     assert "runbook steps failed and the runbook went on" in err and "site-healthy (exit 3)" in err, err
     assert "completed_with_failures" in err
@@ -236,14 +235,14 @@ def test_a_drill_works_on_the_sites_own_folders_and_database_not_the_labs():
 
     hostvars = {"ansible_host": "10.0.0.5", "site_spse_docs_dir": "/srv/spse data/dokumen", "site_db_name": "spse_prod",
                 "site_pg_cluster": "spse"}
-    shell = drill_action.SiteShell("site9", hostvars)
+    shell = site_shell.SiteShell("site9", hostvars)
     try:
         assert (shell.facts.spse_docs_dir, shell.facts.db_name) == ("/srv/spse data/dokumen", "spse_prod")
         assert (shell.facts.pg_data_dir, shell.facts.pg_unit) == ("/var/lib/postgresql/15/spse",
                                                                   "postgresql@15-spse.service")
     finally:
         shell.close()
-    script = drill_action.consistency_script(shell.facts.spse_docs_dir, shell.facts.db_name)
+    script = site_shell.consistency_script(shell.facts.spse_docs_dir, shell.facts.db_name)
     assert script.startswith("cd '/srv/spse data/dokumen' && ") and script.count("-d spse_prod") == 2
 
     class Recorder:

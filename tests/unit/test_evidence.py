@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from lpse_ops.actions import evidence
+from lpse_ops.actions import evidence, evidence_format, evidence_verify
 from lpse_ops.commands.audit import audit_log
 from lpse_ops.commands.evidence import evidence_group
 from lpse_ops.state import StateStore, audit, witness
@@ -100,7 +100,7 @@ def test_parse_period_dates_are_whole_days_in_the_sites_zone() -> None:
     ("2026-11-01", "2026-11-30", "Asia/Bandung", "unknown time zone 'Asia/Bandung'"),
 ])
 def test_parse_period_bad_bound_is_refused_with_its_name(start: str, end: str, zone: str, reason: str) -> None:
-    with pytest.raises(evidence.EvidenceError) as caught:
+    with pytest.raises(evidence_format.EvidenceError) as caught:
         evidence.parse_period(start, end, zone)
     assert reason in str(caught.value)
 
@@ -141,15 +141,15 @@ def test_export_holds_the_sites_records_and_verifies_intact(tmp_path: Path, keys
     assert runs[0]["host_results"][SITE]["changed"] == 2
     assert len(json.loads(data["records/restore-verifications.json"])) == 1
     assert json.loads(data["records/fleet-probes.json"])[0]["facts"] == {"disk": 40}
-    site_entries = [json.loads(line) for line in data[evidence.SITE_ENTRIES].splitlines()]
+    site_entries = [json.loads(line) for line in data[evidence_format.SITE_ENTRIES].splitlines()]
     assert {e["operation"] for e in site_entries} >= {"run.start", "run.finish", "backup.verified", "lock.acquire",
                                                      "lock.release"}
-    segment = [json.loads(line) for line in data[evidence.SEGMENT].splitlines()]
+    segment = [json.loads(line) for line in data[evidence_format.SEGMENT].splitlines()]
     assert [e["seq"] for e in segment] == list(range(site_entries[0]["seq"], site_entries[-1]["seq"] + 1))
     assert "backup.run" in {e["detail"].get("operation") for e in segment}  # site2's entries keep the chain whole
     manifest = json.loads(data["manifest.json"])
     assert manifest["witness"] == {"configured": False, "objects_in_segment": 0}
-    report = evidence.verify(path, keys["trusted"])
+    report = evidence_verify.verify(path, keys["trusted"])
     assert report.ok, report.as_dict()
     assert report.audit_entries == len(site_entries) and report.files == len(manifest["files"])
     result = CliRunner().invoke(evidence_group, ["verify", str(path), "--trusted-keys", str(keys["trusted"])])
@@ -158,7 +158,7 @@ def test_export_holds_the_sites_records_and_verifies_intact(tmp_path: Path, keys
 
 
 def _findings(path: Path, keys) -> list[tuple[str, str | None, int | None]]:
-    return [(f.kind, f.file, f.seq) for f in evidence.verify(path, keys["trusted"]).findings]
+    return [(f.kind, f.file, f.seq) for f in evidence_verify.verify(path, keys["trusted"]).findings]
 
 
 def test_verify_names_one_altered_byte_in_a_record_file(tmp_path: Path, keys, filled) -> None:
@@ -173,14 +173,14 @@ def test_verify_names_one_altered_byte_in_a_record_file(tmp_path: Path, keys, fi
 
 def test_verify_names_the_altered_audit_entry_by_seq(tmp_path: Path, keys, filled) -> None:
     path = _export(tmp_path, keys)
-    site_entries = [json.loads(line) for line in dict(_members(path))[evidence.SITE_ENTRIES].splitlines()]
+    site_entries = [json.loads(line) for line in dict(_members(path))[evidence_format.SITE_ENTRIES].splitlines()]
     target = next(e for e in site_entries if e["operation"] == "lock.release")
     members = [(name, data.replace(b'"operation":"lock.release"', b'"operation":"lock.renewed"'))
-               if name == evidence.SITE_ENTRIES else (name, data) for name, data in _members(path)]
+               if name == evidence_format.SITE_ENTRIES else (name, data) for name, data in _members(path)]
     _rewrite(path, members)
     findings = _findings(path, keys)
-    assert ("altered", evidence.SITE_ENTRIES, None) in findings
-    assert ("entry", evidence.SITE_ENTRIES, target["seq"]) in findings
+    assert ("altered", evidence_format.SITE_ENTRIES, None) in findings
+    assert ("entry", evidence_format.SITE_ENTRIES, target["seq"]) in findings
     assert ("entry", None, target["seq"]) in findings  # the two files disagree on that entry
     assert all(seq in (None, target["seq"]) for _, _, seq in findings)
 
@@ -189,15 +189,15 @@ def test_verify_names_a_recomputed_entry_that_breaks_the_link(tmp_path: Path, ke
     """An entry rewritten with a valid hash of its own still breaks the next entry's prev_hash."""
     path = _export(tmp_path, keys)
     data = dict(_members(path))
-    segment = [json.loads(line) for line in data[evidence.SEGMENT].splitlines()]
+    segment = [json.loads(line) for line in data[evidence_format.SEGMENT].splitlines()]
     victim = segment[1]
     victim["detail"] = {**victim["detail"], "result": "failed"}
     victim["hash"] = audit.entry_hash(**{key: victim[key] for key in audit.HASHED_FIELDS})
-    data[evidence.SEGMENT] = "".join(audit.canonical_json(e) + "\n" for e in segment).encode()
+    data[evidence_format.SEGMENT] = "".join(audit.canonical_json(e) + "\n" for e in segment).encode()
     _rewrite(path, list(data.items()))
     findings = _findings(path, keys)
-    assert ("link", evidence.SEGMENT, victim["seq"] + 1) in findings
-    assert ("entry", evidence.SEGMENT, victim["seq"]) not in findings  # its own hash is valid
+    assert ("link", evidence_format.SEGMENT, victim["seq"] + 1) in findings
+    assert ("entry", evidence_format.SEGMENT, victim["seq"]) not in findings  # its own hash is valid
 
 
 def test_verify_names_a_bad_signature(tmp_path: Path, keys, filled) -> None:
@@ -225,7 +225,7 @@ def test_verify_refuses_a_key_that_is_not_trusted(tmp_path: Path, keys, filled) 
     untrusted = tmp_path / "untrusted"
     untrusted.mkdir()
     (untrusted / "someone.pub").write_bytes(other_public.read_bytes())
-    report = evidence.verify(path, untrusted)
+    report = evidence_verify.verify(path, untrusted)
     assert [f.kind for f in report.findings] == ["untrusted_key"]
     assert "not among the trusted keys" in report.findings[0].message
 
@@ -233,13 +233,13 @@ def test_verify_refuses_a_key_that_is_not_trusted(tmp_path: Path, keys, filled) 
 def test_verify_names_an_entry_that_disagrees_with_its_witnessed_head(tmp_path: Path, keys, filled) -> None:
     path = _export(tmp_path, keys)
     data = dict(_members(path))
-    segment = [json.loads(line) for line in data[evidence.SEGMENT].splitlines()]
+    segment = [json.loads(line) for line in data[evidence_format.SEGMENT].splitlines()]
     head = segment[-1]
-    data[evidence.WITNESS_OBJECTS] = json.dumps([{"seq": head["seq"], "hash": "f" * 64}]).encode()
+    data[evidence_format.WITNESS_OBJECTS] = json.dumps([{"seq": head["seq"], "hash": "f" * 64}]).encode()
     _rewrite(path, list(data.items()))
     findings = _findings(path, keys)
-    assert ("witness", evidence.SEGMENT, head["seq"]) in findings
-    assert ("altered", evidence.WITNESS_OBJECTS, None) in findings
+    assert ("witness", evidence_format.SEGMENT, head["seq"]) in findings
+    assert ("altered", evidence_format.WITNESS_OBJECTS, None) in findings
 
 
 def test_export_of_a_site_without_records_warns_about_the_site_name(tmp_path: Path, keys, filled) -> None:
@@ -269,7 +269,7 @@ def test_export_with_an_encrypted_key_needs_its_own_passphrase(tmp_path: Path, m
     monkeypatch.delenv("LPSE_OPS_EVIDENCE_KEY_PASSPHRASE")
     monkeypatch.setenv("LPSE_OPS_BUNDLE_KEY_PASSPHRASE", "rahasia-bukti")  # the release key's does not count
     since, until, period = evidence.parse_period("2026-11-01", "2026-11-30")
-    with pytest.raises(evidence.EvidenceError, match="set LPSE_OPS_EVIDENCE_KEY_PASSPHRASE to its passphrase"):
+    with pytest.raises(evidence_format.EvidenceError, match="set LPSE_OPS_EVIDENCE_KEY_PASSPHRASE to its passphrase"):
         evidence.export(evidence.ExportRequest(SITE, since, until, tmp_path / "x.tar", private, period))
 
 
@@ -374,14 +374,14 @@ def test_verify_against_the_witness_without_witness_settings_says_what_to_set(tm
 DEEP = b"[" * 100_000 + b"]" * 100_000
 
 
-@pytest.mark.parametrize("member", [evidence.MANIFEST, evidence.WITNESS_OBJECTS, evidence.SEGMENT])
+@pytest.mark.parametrize("member", [evidence_format.MANIFEST, evidence_format.WITNESS_OBJECTS, evidence_format.SEGMENT])
 def test_verify_refuses_deeply_nested_json_with_a_finding_not_a_crash(tmp_path: Path, keys, filled,
                                                                       member: str) -> None:
     """``[[[[...]]]]`` 100,000 deep used to raise RecursionError out of verify (no report at all)."""
     path = _export(tmp_path, keys)
-    deep = DEEP if member != evidence.SEGMENT else DEEP + b"\n"
+    deep = DEEP if member != evidence_format.SEGMENT else DEEP + b"\n"
     _rewrite(path, [(name, deep if name == member else data) for name, data in _members(path)])
-    report = evidence.verify(path, keys["trusted"])
+    report = evidence_verify.verify(path, keys["trusted"])
     assert not report.ok
     nested = [f for f in report.findings if "nested more than 64 levels deep" in f.message]
     assert nested and nested[0].file == member, [f.as_dict() for f in report.findings]
@@ -393,13 +393,13 @@ def test_verify_streams_members_and_refuses_a_bundle_over_the_total_cap(tmp_path
     path = _export(tmp_path, keys)
     members = _members(path)
     total = sum(len(data) for _, data in members)
-    monkeypatch.setattr(evidence, "MAX_TOTAL_BYTES", total - 1)
-    report = evidence.verify(path, keys["trusted"])
+    monkeypatch.setattr(evidence_verify, "MAX_TOTAL_BYTES", total - 1)
+    report = evidence_verify.verify(path, keys["trusted"])
     assert not report.ok
     capped = [f for f in report.findings if f.kind == "unreadable" and "larger than any evidence bundle" in f.message]
     assert capped, [f.as_dict() for f in report.findings]
-    monkeypatch.setattr(evidence, "MAX_TOTAL_BYTES", total)
-    assert evidence.verify(path, keys["trusted"]).ok
+    monkeypatch.setattr(evidence_verify, "MAX_TOTAL_BYTES", total)
+    assert evidence_verify.verify(path, keys["trusted"]).ok
     reads = []
     real_read = tarfile.ExFileObject.read
 
@@ -407,5 +407,5 @@ def test_verify_streams_members_and_refuses_a_bundle_over_the_total_cap(tmp_path
         reads.append(size)
         return real_read(self, size)
     monkeypatch.setattr(tarfile.ExFileObject, "read", counted)
-    assert evidence.verify(path, keys["trusted"]).ok
-    assert reads and all(0 < size <= evidence.READ_BLOCK for size in reads), reads  # never read(-1): streamed
+    assert evidence_verify.verify(path, keys["trusted"]).ok
+    assert reads and all(0 < size <= evidence_verify.READ_BLOCK for size in reads), reads  # never read(-1): streamed

@@ -1,4 +1,4 @@
-"""The monthly and compliance reports' data (actions/report.py): gathered from a store that recorded two
+"""The monthly and compliance reports' data (actions/report_gather.py): gathered from a store that recorded two
 months of runs, probes, verifications, incidents, drills and audits through the real store APIs.
 
 The fixture spreads records over October and November 2026 and puts some on the edges that only a WIB
@@ -18,8 +18,9 @@ import pytest
 import time_machine
 from click.testing import CliRunner
 
-from lpse_ops.actions import report
+from lpse_ops.actions import report, report_gather, report_request
 from lpse_ops.main import main
+from lpse_ops.reports import data as report_data
 from lpse_ops.state import StateStore, incidents
 from lpse_ops.state.audits import record_audit
 from lpse_ops.state.drills import finish_drill, start_drill
@@ -165,31 +166,32 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-def gather(url: str, kind: str = "monthly", period: report.Period | None = None, **options) -> report.ReportData:
+def gather(url: str, kind: str = "monthly", period: report_data.Period | None = None,
+           **options) -> report_data.ReportData:
     store = StateStore.open(url)
     try:
-        request = report.ReportRequest(kind=kind, period=period or report.month_period("2026-11"),
-                                       site_zones=dict(SITES), site_names=dict(NAMES), **options)
-        return report.gather(store, request)
+        request = report_request.ReportRequest(kind=kind, period=period or report_request.month_period("2026-11"),
+                                               site_zones=dict(SITES), site_names=dict(NAMES), **options)
+        return report_gather.gather(store, request)
     finally:
         store.close()
 
 
 def test_report_month_period_is_a_wib_month() -> None:
-    period = report.month_period("2026-11")
+    period = report_request.month_period("2026-11")
     assert period.since == utc("2026-10-31T17:00:00+00:00")
     assert period.until == utc("2026-11-30T17:00:00+00:00")
     assert period.label == "November 2026"
-    assert report.previous_month(period).label == "Oktober 2026"
-    december = report.month_period("2026-12")
+    assert report_request.previous_month(period).label == "Oktober 2026"
+    december = report_request.month_period("2026-12")
     assert december.until == utc("2026-12-31T17:00:00+00:00")
-    assert report.previous_month(report.month_period("2027-01")).label == "Desember 2026"
+    assert report_request.previous_month(report_request.month_period("2027-01")).label == "Desember 2026"
 
 
 @pytest.mark.parametrize("month", ["2026-13", "26-11", "2026/11", "November"])
 def test_report_month_period_malformed_refused(month: str) -> None:
-    with pytest.raises(report.ReportRefused, match="YYYY-MM"):
-        report.month_period(month)
+    with pytest.raises(report_request.ReportRefused, match="YYYY-MM"):
+        report_request.month_period(month)
 
 
 def test_report_gather_month_edges_follow_wib(recorded: str) -> None:
@@ -265,7 +267,7 @@ def test_report_gather_missing_area_says_so(recorded: str, monkeypatch: pytest.M
 
 
 def test_report_gather_empty_month_is_empty_not_invented(recorded: str) -> None:
-    data = gather(recorded, period=report.month_period("2026-08"))
+    data = gather(recorded, period=report_request.month_period("2026-08"))
     assert data.incidents == [] and data.drills == [] and data.audits == [] and data.probe_count == 0
     assert {key: source.state for key, source in data.sources.items()} == {
         "probes": "empty", "verifications": "empty", "incidents": "empty", "drills": "empty", "audits": "empty"}
@@ -273,25 +275,25 @@ def test_report_gather_empty_month_is_empty_not_invented(recorded: str) -> None:
 
 
 def test_report_compliance_period_by_days(recorded: str) -> None:
-    period = report.days_period(datetime(2026, 11, 1).date(), datetime(2026, 11, 15).date())
+    period = report_request.days_period(datetime(2026, 11, 1).date(), datetime(2026, 11, 15).date())
     data = gather(recorded, kind="compliance", period=period)
     assert data.previous is None
     assert [drill.scenario for drill in data.drills] == []
     assert {row.host: row.ok for row in data.verifications} == {"site01": 2, "site02": 0, "site03": 0}
-    with pytest.raises(report.ReportRefused, match="before --from"):
-        report.days_period(datetime(2026, 11, 15).date(), datetime(2026, 11, 1).date())
+    with pytest.raises(report_request.ReportRefused, match="before --from"):
+        report_request.days_period(datetime(2026, 11, 15).date(), datetime(2026, 11, 1).date())
 
 
 def test_report_work_plan_file_read_and_refused(tmp_path: Path) -> None:
     good = tmp_path / "plan.yml"
     good.write_text("- date: 7 Desember 2026\n  activity: Upgrade SPSE ke versi 1.2\n  sites: [site03]\n"
                     "  clause: 6.2.6\n", encoding="utf-8")
-    assert report.read_work_plan(good) == [report.WorkItem("7 Desember 2026", "Upgrade SPSE ke versi 1.2", "site03",
-                                                           "6.2.6")]
+    assert report_request.read_work_plan(good) == [report_data.WorkItem("7 Desember 2026", "Upgrade SPSE ke versi 1.2",
+                                                                        "site03", "6.2.6")]
     bad = tmp_path / "bad.yml"
     bad.write_text("- date: 1 Desember\n- activity: x\n  date: y\n  owner: z\n", encoding="utf-8")
-    with pytest.raises(report.ReportRefused) as refused:
-        report.read_work_plan(bad)
+    with pytest.raises(report_request.ReportRefused) as refused:
+        report_request.read_work_plan(bad)
     assert "item 1: needs 'date' and 'activity'" in str(refused.value)
     assert "item 2: unknown key(s) owner" in str(refused.value)
 
@@ -318,17 +320,18 @@ def test_report_pdf_without_chromium_refused_before_writing(recorded: str, tmp_p
     out = tmp_path / "out"
     with StateStore.open(recorded) as store:
         before = len(store.list_runs(limit=1000))
-    with pytest.raises(report.ReportRefused, match="apt-get install chromium"):
-        report.generate(report.ReportRequest(kind="monthly", period=report.month_period("2026-11"), out_dir=out,
-                                             formats=("html", "pdf"), state_url=recorded))
+    with pytest.raises(report_request.ReportRefused, match="apt-get install chromium"):
+        report.generate(report_request.ReportRequest(kind="monthly", period=report_request.month_period("2026-11"),
+                                                     out_dir=out, formats=("html", "pdf"), state_url=recorded))
     assert not out.exists()
     with StateStore.open(recorded) as store:
         assert len(store.list_runs(limit=1000)) == before  # nothing recorded either
 
 
 def test_report_html_only_recorded_as_run_with_digest(recorded: str, tmp_path: Path) -> None:
-    outcome = report.generate(report.ReportRequest(kind="compliance", period=report.month_period("2026-11"),
-                                                   out_dir=tmp_path, formats=("html",), state_url=recorded))
+    outcome = report.generate(report_request.ReportRequest(kind="compliance",
+                                                           period=report_request.month_period("2026-11"),
+                                                           out_dir=tmp_path, formats=("html",), state_url=recorded))
     html = outcome.files["html"]
     assert html.name == "laporan-kepatuhan-2026-11-01_2026-11-30.html" and list(outcome.files) == ["html"]
     store = StateStore.open(recorded)
@@ -364,7 +367,8 @@ def test_report_large_fleet_lists_only_sites_needing_attention() -> None:
                          audited_at=utc("2026-10-10T03:00:00+00:00"))
             record_audit(store, f"lpse{number:03d}", score=100 - number, failed=["ssh-01"] if number == 2 else [],
                          audited_at=utc("2026-11-10T03:00:00+00:00"))
-        data = report.gather(store, report.ReportRequest(kind="monthly", period=report.month_period("2026-11")))
+        data = report_gather.gather(store, report_request.ReportRequest(
+            kind="monthly", period=report_request.month_period("2026-11")))
     finally:
         store.close()
     html = monthly.render_html(data)

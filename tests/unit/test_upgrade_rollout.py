@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from lpse_ops.actions import upgrade as rollout
-from lpse_ops.actions.upgrade_plan import Exclusion, Reason, Release, SitePlan, UpgradePlan
+from lpse_ops.actions.upgrade_catalogue import Release
+from lpse_ops.actions.upgrade_plan_types import Exclusion, Reason, SitePlan, UpgradePlan
 from lpse_ops.runner_events import PlayTracker
 
 

@@ -60,7 +60,7 @@ echo "encrypted: $(find "$docs" -type f | wc -l) documents"
 
 
 class Shell(Protocol):
-    """The drill's root shell on the site (``drill.SiteShell``)."""
+    """The drill's root shell on the site (``lpse_ops.backends.site_shell.SiteShell``)."""
 
     def run(self, script: str, timeout: float = 300.0, check: bool = True) -> str: ...
 

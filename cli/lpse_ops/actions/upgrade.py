@@ -21,7 +21,7 @@ from pathlib import Path
 
 from lpse_ops import config
 from lpse_ops.actions import notice, operation
-from lpse_ops.actions.upgrade_plan import SitePlan, UpgradePlan, count_or_share
+from lpse_ops.actions.upgrade_plan_types import SitePlan, UpgradePlan, count_or_share
 
 OPERATION = "upgrade.rollout"
 PLAYBOOK = "upgrade.yml"

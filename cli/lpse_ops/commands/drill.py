@@ -66,13 +66,13 @@ def run_command(scenario: str, site: str, inventory_path: Path | None, target_ti
     failed (the failed step is named); 1 refused.
     """
     from lpse_ops.actions import drill as drill_action
-    from lpse_ops.actions import drill_upgrade
+    from lpse_ops.actions import drill_types, drill_upgrade
 
     if (to_version or releases or trusted_keys) and scenario != drill_upgrade.SCENARIO:
         raise click.UsageError(f"--to, --releases and --trusted-keys are for the {drill_upgrade.SCENARIO} drill only")
     upgrade = (drill_upgrade.UpgradeFault(to_version or "", releases or config.home() / "bundles", trusted_keys)
                if scenario == drill_upgrade.SCENARIO else None)
-    request = drill_action.DrillRequest(
+    request = drill_types.DrillRequest(
         scenario=scenario, site=site, inventory=require_inventory(inventory_path), target_time=_when(target_time),
         warmup_markers=warmup_markers, upgrade=upgrade, progress=None if as_json else terminal.info)
     with refusal_as_error():

@@ -9,7 +9,7 @@ import click
 from rich.table import Table
 
 from lpse_ops import terminal
-from lpse_ops.actions import evidence
+from lpse_ops.actions import evidence, evidence_format, evidence_verify
 from lpse_ops.commands.runs import state_url_option
 from lpse_ops.state import StateError
 
@@ -30,7 +30,7 @@ def keygen_command(out_dir: Path | None, name: str) -> None:
     out_dir = out_dir or evidence.default_key_path().parent
     try:
         private_path, public_path, key_id = evidence.keygen(out_dir, name)
-    except evidence.EvidenceError as error:
+    except evidence_format.EvidenceError as error:
         raise terminal.fail(str(error)) from error
     terminal.info(f"private key: {private_path} (0600; only the machine that exports evidence needs it)")
     terminal.info(f"public key:  {public_path} (give it to whoever verifies bundles: --trusted-keys)")
@@ -60,7 +60,7 @@ def export_command(site: str, start: str, end: str, zone: str, out: Path, key_pa
                                          key_path=key_path or evidence.default_key_path(), period=period,
                                          state_url=state_url, progress=None if as_json else terminal.info)
         result = evidence.export(request)
-    except (evidence.EvidenceError, StateError) as error:
+    except (evidence_format.EvidenceError, StateError) as error:
         raise terminal.fail(str(error)) from error
     if as_json:
         terminal.emit_json(result.as_dict())
@@ -101,8 +101,8 @@ def verify_command(bundle_file: Path, trusted_keys: Path, against_witness: bool,
     if not bundle_file.is_file():
         raise terminal.fail(f"{bundle_file} does not exist or is not a file")
     try:
-        report = evidence.verify(bundle_file, trusted_keys, against_witness=against_witness)
-    except evidence.EvidenceError as error:
+        report = evidence_verify.verify(bundle_file, trusted_keys, against_witness=against_witness)
+    except evidence_format.EvidenceError as error:
         raise terminal.fail(str(error)) from error
     if as_json:
         terminal.emit_json(report.as_dict())

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from lpse_ops import terminal
 from lpse_ops.actions import report as report_action
+from lpse_ops.actions import report_request
 from lpse_ops.commands._options import inventory_option, json_option, refusal_as_error
 from lpse_ops.commands.runs import state_url_option
 
@@ -26,7 +27,7 @@ def report() -> None:
 
 def _formats(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[str, ...]:
     chosen = tuple(dict.fromkeys(part.strip().lower() for part in value.split(",") if part.strip()))
-    wrong = [part for part in chosen if part not in report_action.FORMATS]
+    wrong = [part for part in chosen if part not in report_request.FORMATS]
     if wrong or not chosen:
         raise click.BadParameter(f"use html, pdf or html,pdf (not {value!r})")
     return chosen
@@ -55,8 +56,8 @@ def _sites(inventory_path: Path | None) -> tuple[dict[str, str], dict[str, str],
     if inventory_path is None:
         return {}, {}, ""
     try:
-        zones, names = report_action.inventory_sites(inventory_path)
-    except report_action.ReportRefused as error:
+        zones, names = report_request.inventory_sites(inventory_path)
+    except report_request.ReportRefused as error:
         source = click.get_current_context().get_parameter_source("inventory_path")
         if source == click.core.ParameterSource.COMMANDLINE:
             raise terminal.fail(f"{error}: fix -i, or leave it out to show every time in WIB") from error
@@ -65,13 +66,13 @@ def _sites(inventory_path: Path | None) -> tuple[dict[str, str], dict[str, str],
     return zones, names, f"site_timezone dari inventaris {inventory_path.name}"
 
 
-def _run(request: report_action.ReportRequest, inventory_path: Path | None, as_json: bool) -> None:
+def _run(request: report_request.ReportRequest, inventory_path: Path | None, as_json: bool) -> None:
     request.site_zones, request.site_names, request.zones_from = _sites(inventory_path)
     request.progress = None if as_json else terminal.info
     with refusal_as_error():
         try:
             outcome = report_action.generate(request)
-        except report_action.ReportFailed as error:
+        except report_request.ReportFailed as error:
             raise terminal.fail(f"{error}: fix Chromium (apt-get install chromium) or use --format html") from error
     if as_json:
         terminal.emit_json(outcome.as_dict())
@@ -88,7 +89,7 @@ def _run(request: report_action.ReportRequest, inventory_path: Path | None, as_j
 
 
 @report.command(name="monthly")
-@click.option("--month", default=report_action.current_month, show_default="this month in WIB", metavar="YYYY-MM",
+@click.option("--month", default=report_request.current_month, show_default="this month in WIB", metavar="YYYY-MM",
               help="The month reported on; a month in WIB (Asia/Jakarta).")
 @click.option("--work-plan", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="YAML list of next month's work (date, activity, sites, clause) [default: derived].")
@@ -101,9 +102,9 @@ def monthly_command(month: str, work_plan: Path | None, out_dir: Path, formats: 
     site_timezone). Exit code 0 when written, 1 when refused (nothing written).
     """
     with refusal_as_error():
-        period = report_action.month_period(month)
-    _run(report_action.ReportRequest(kind="monthly", period=period, out_dir=out_dir, formats=formats,
-                                     release=release, work_plan=work_plan, state_url=state_url),
+        period = report_request.month_period(month)
+    _run(report_request.ReportRequest(kind="monthly", period=period, out_dir=out_dir, formats=formats,
+                                      release=release, work_plan=work_plan, state_url=state_url),
          inventory_path, as_json)
 
 
@@ -127,9 +128,9 @@ def compliance_command(month: str | None, first, last, out_dir: Path, formats: t
         raise terminal.fail("--from and --to go together (e.g. --from 2026-10-01 --to 2026-12-31)")
     with refusal_as_error():
         if first is not None:
-            period = report_action.days_period(date(first.year, first.month, first.day),
-                                               date(last.year, last.month, last.day))
+            period = report_request.days_period(date(first.year, first.month, first.day),
+                                                date(last.year, last.month, last.day))
         else:
-            period = report_action.month_period(month or report_action.current_month())
-    _run(report_action.ReportRequest(kind="compliance", period=period, out_dir=out_dir, formats=formats,
-                                     release=release, state_url=state_url), inventory_path, as_json)
+            period = report_request.month_period(month or report_request.current_month())
+    _run(report_request.ReportRequest(kind="compliance", period=period, out_dir=out_dir, formats=formats,
+                                      release=release, state_url=state_url), inventory_path, as_json)

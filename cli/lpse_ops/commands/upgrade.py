@@ -14,6 +14,7 @@ from rich.table import Table
 from lpse_ops import config, progress, terminal
 from lpse_ops.actions import backup, upgrade_plan
 from lpse_ops.actions import upgrade as rollout
+from lpse_ops.actions import upgrade_plan_types as plan_types
 from lpse_ops.commands._options import (
     inventory_option,
     json_option,
@@ -49,7 +50,7 @@ def print_table(table: Table) -> None:
     Console(soft_wrap=True, width=max(terminal.out.width, natural)).print(table)
 
 
-def render_plan(plan: upgrade_plan.UpgradePlan) -> None:
+def render_plan(plan: plan_types.UpgradePlan) -> None:
     """Print the plan: path per site, the waves, the excluded sites with their reasons."""
     releases = ", ".join(f"{release.version} (from {release.min_upgrade_from})" for release in plan.releases)
     terminal.out.print(f"Upgrade plan to SPSE {plan.target} (run {plan.run_id}); bundles used: {releases}",
@@ -102,10 +103,10 @@ def plan_options(function):
         inventory_option, limit_option,
         click.option("--canary", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Sites in the canary wave when the inventory has no eligible 'canary' group member."),
-        click.option("--wave-size", default=upgrade_plan.DEFAULT_WAVE_SIZE, show_default=True, metavar="N|P%",
+        click.option("--wave-size", default=plan_types.DEFAULT_WAVE_SIZE, show_default=True, metavar="N|P%",
                      help="Sites per wave after the canary (a count, or a percentage of the eligible sites), "
                           "when the inventory has no wave_N groups."),
-        click.option("--max-backup-age", "max_backup_age", default=upgrade_plan.DEFAULT_MAX_BACKUP_AGE_HOURS,
+        click.option("--max-backup-age", "max_backup_age", default=plan_types.DEFAULT_MAX_BACKUP_AGE_HOURS,
                      show_default=True, type=click.FloatRange(min=0, min_open=True), metavar="HOURS",
                      help="A site needs a successful restore verification younger than this."),
     ]

@@ -1,6 +1,6 @@
-"""The report's data: what ``actions.report.gather`` reads from the state store and the templates render.
+"""The report's data: what ``actions.report_gather.gather`` reads from the state store and the templates render.
 
-Plain data classes, no reading and no rendering: the gathering is in :mod:`lpse_ops.actions.report`, the
+Plain data classes, no reading and no rendering: the gathering is in :mod:`lpse_ops.actions.report_gather`, the
 rendering in :mod:`lpse_ops.reports.monthly` (and the compliance template).
 """
 
