@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from lpse_ops.commands.runs import runs
 from lpse_ops.state import RunNotFoundError, StateError, StateStore
-from lpse_ops.state.store import alembic_config, migrations_dir
+from lpse_ops.state.store import HEAD_REVISION, alembic_config, migrations_dir
 
 
 def _tables(url: str) -> set[str]:
@@ -39,6 +39,27 @@ def test_open_fresh_database_creates_tables_at_head(tmp_path: Path) -> None:
     assert version == ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert {"restore_verifications"} <= _tables(url)
     assert triggers == {"audit_log_no_update", "audit_log_no_delete"}
+
+
+def test_the_head_revision_known_without_alembic_is_alembics_head() -> None:
+    """A store at HEAD_REVISION is opened without loading Alembic: it must be the newest migration."""
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD_REVISION
+
+
+def test_a_store_behind_the_head_is_still_migrated(tmp_path: Path) -> None:
+    """The fast path skips Alembic only at the head: a store one revision behind is upgraded on open."""
+    from alembic import command
+    from alembic.script import ScriptDirectory
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    StateStore.open(url).close()
+    previous = ScriptDirectory.from_config(alembic_config()).get_revision(HEAD_REVISION).down_revision
+    cfg = alembic_config(url)
+    command.downgrade(cfg, previous)
+    with StateStore.open(url) as store:
+        assert store.revision() == HEAD_REVISION
 
 
 def test_open_default_url_uses_sqlite_file_in_home(lpse_home: Path) -> None:
