@@ -507,12 +507,11 @@ def main() -> int:
     return 0
 
 
-def projection(cpu_per_site: float | None, wave_wall_s: float | None) -> dict | None:
-    """What a 600-site rollout with `upgrade run`'s default waves would cost the control node: a PROJECTION.
-
-    It counts the measured CPU of a whole one-site wave (start-up, plan, records and the playbook) for every
-    site, so it is an upper bound: in a real wave of many sites the command's fixed costs are paid once.
-    """
+def projection(cpu_per_site: float | None, wave_wall_s: float | None,
+               basis: str = "the CPU of a whole one-site command for every site: an upper bound (in a wave of "
+                            "many sites the command's fixed costs are paid once; bench/upgrade_fleet_cpu.py "
+                            "measures the marginal CPU of a site)") -> dict | None:
+    """What a 600-site rollout with `upgrade run`'s default waves would cost the control node: a PROJECTION."""
     if cpu_per_site is None:
         return None
     rest = FLEET - DEFAULT_CANARY
@@ -520,7 +519,8 @@ def projection(cpu_per_site: float | None, wave_wall_s: float | None) -> dict | 
     waves = 1 + -(-rest // per_wave)
     busiest = min(per_wave, rest)
     return {
-        "label": "projection from the measured one-site figures, not a measurement of 600 sites",
+        "label": "projection from measured figures, not a measurement of 600 sites",
+        "basis": basis,
         "sites": FLEET, "waves": waves, "canary": DEFAULT_CANARY, "sites_per_wave": per_wave,
         "forks": DEFAULT_FORKS,
         "cpu_per_site_s": cpu_per_site,
