@@ -41,3 +41,25 @@ def test_read_refuses_a_bad_inventory_and_an_empty_match_before_any_host(tmp_pat
     path.write_text(INVENTORY)
     with pytest.raises(OperationRefused, match="no host matches group 'sites' with --limit site9"):
         fleet.read(path, limit="site9")
+
+
+def test_without_a_limit_the_hosts_are_ansibles_own_members_of_the_group_in_one_process(tmp_path: Path,
+                                                                                      monkeypatch) -> None:
+    """No --limit: the group's members come from the same ansible-inventory output, nested children
+    included, and equal what `ansible sites --list-hosts` answers (asked here once, for the comparison)."""
+    from lpse_ops.backends import ansible
+
+    path = tmp_path / "hosts.yml"
+    path.write_text(INVENTORY.replace("""    canary:""", """      children:
+        region_sumatera:
+          hosts:
+            site3: {ansible_host: 127.0.0.1, ansible_port: 2423, site_code: lab03}
+    canary:"""))
+    expected = sorted(ansible.list_hosts(path, "sites"))
+    assert expected == ["site1", "site2", "site3"]
+
+    def no_second_process(*_args, **_kwargs):
+        raise AssertionError("ansible --list-hosts was started without a --limit")
+
+    monkeypatch.setattr(ansible, "list_hosts", no_second_process)
+    assert fleet.read(path).hosts == expected

@@ -52,7 +52,9 @@ def read(inventory_path: Path, *, limit: str | None = None, validate_for: str = 
     touched).
     """
     report = validated_inventory(inventory_path, validate_for)
-    hosts = target_hosts(inventory_path, group, limit)
+    # Without --limit the group's members are already in Ansible's own --list output (one process fewer:
+    # about half a second of CPU); a limit pattern is matched by Ansible itself.
+    hosts = report.groups.get(group, []) if limit is None else target_hosts(inventory_path, group, limit)
     if not hosts:
         raise OperationRefused(f"no host matches group '{group}'{f' with --limit {limit}' if limit else ''}: "
                                "check the names")
