@@ -26,3 +26,15 @@ class Failure(Exception):
         if self.detail:
             fields["detail"] = self.detail
         return fields
+
+
+def failed(record: dict, error: Exception) -> dict:
+    """*record* with *error* as its failure fields: a Failure's own, any other error as ``unexpected``.
+
+    For a phase whose record must say how far it went whatever stopped it (upgrade-apply, upgrade-rollback).
+    """
+    if isinstance(error, Failure):
+        record.update(error.as_fields())
+    else:
+        record.update(code="unexpected", step=None, error=f"unexpected {type(error).__name__}: {error}")
+    return record

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 
 from lpse_ops.site import canary, nginxlog
-from lpse_ops.site.errors import Failure
+from lpse_ops.site.errors import Failure, failed
 from lpse_ops.site.proc import run
 
 KNOWN_SQL = ("SELECT (SELECT coalesce(max(id)::text, '') FROM tenders), "
@@ -311,12 +311,8 @@ def apply(_settings, args, clock: Callable[[], float] = time.time, sleep: Callab
                           f"bundle's migrations end at {args.schema}", step="health")
         known = {"tender": args.known_tender, "document": args.known_document, "sha256": args.known_sha256}
         record["smoke"] = smoke(args.port, known, fetch, fetch_sha256)
-    except Failure as failure:
-        record.update(failure.as_fields())
-        return record
     except Exception as error:  # noqa: BLE001 (the record must still say how far the change went)
-        record.update(code="unexpected", step=None, error=f"unexpected {type(error).__name__}: {error}")
-        return record
+        return failed(record, error)
     record["ok"] = True
     return record
 

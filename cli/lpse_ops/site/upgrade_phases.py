@@ -33,7 +33,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 from lpse_ops.site import checkpoint, integrity, maintenance, release, upgrade
-from lpse_ops.site.errors import Failure
+from lpse_ops.site.errors import Failure, failed
 
 APPLY_FIELDS = ("migrated", "migrations", "switched", "stopped_at", "serving_at", "health", "smoke")
 
@@ -198,12 +198,8 @@ def rollback(settings, args, given: dict | None = None, *, set_mode: Callable = 
                 raise Failure("data_differs", record["compare"].get("error") or "the data differs from the checkpoint",
                               step="compare")
         set_mode("off")
-    except Failure as failure:
-        record.update(failure.as_fields())
-        return record
     except Exception as error:  # noqa: BLE001 (the record must still say how far the rollback went)
-        record.update(code="unexpected", step=None, error=f"unexpected {type(error).__name__}: {error}")
-        return record
+        return failed(record, error)
     record["integrity_baseline"] = integrity_after(args.since, list(args.scope or []), refresh)
     record["ok"] = True
     return record
