@@ -169,6 +169,21 @@ def test_change_checkpoint_failure_stops_before_any_release_and_says_the_page_is
     assert record["maintenance"] is True and record["migrated"] is False
 
 
+def test_change_unexpected_error_after_the_page_went_up_still_says_the_page_is_up():
+    """Any error (not only a Failure) after the page went up keeps the record: the playbook then rolls back."""
+    fakes = Phases()
+
+    def broken_checkpoint(settings, args):
+        raise OSError(28, "No space left on device")
+
+    record = upgrade_phases.change(None, change_args(), {"trusted_keys": [KEY], "sha256": SHA, "pages": PAGES},
+                                   set_mode=fakes.set_mode, take=broken_checkpoint, unpack=fakes.unpack,
+                                   apply=fakes.apply)
+    assert record["ok"] is False and record["maintenance"] is True, record
+    assert record["step"] == "checkpoint" and record["code"] == "unexpected" and "No space left" in record["error"]
+    assert record["migrated"] is False
+
+
 def test_change_unpack_failure_is_the_unpack_step_and_nothing_is_stopped():
     fakes = Phases(fail="unpack 1.2")
     record = run_change(fakes)
@@ -257,6 +272,14 @@ def test_prune_keeps_the_newest_the_target_current_and_the_previous(releases):
     assert sorted(os.path.basename(path) for path in removed) == ["1.1", "1.2"]
     assert sorted(os.listdir(releases / "releases")) == ["1.0", "1.3", "1.4"]
     assert sorted(os.listdir(releases / "bundles")) == ["spse-1.0.tar.gz", "spse-1.3.tar.gz", "spse-1.4.tar.gz"]
+
+
+def test_prune_spares_current_when_the_base_is_reached_through_a_link(releases, tmp_path):
+    linked = tmp_path / "opt-spse"
+    os.symlink(releases, linked)
+    removed = upgrade_phases.prune(str(linked), 1, [], "1.4")
+    assert "1.0" in os.listdir(releases / "releases")  # current's release, named through the link
+    assert sorted(os.path.basename(path) for path in removed) == ["1.1", "1.2", "1.3"]
 
 
 def test_finish_takes_the_page_down_prunes_and_keeps_a_failed_refresh(releases):

@@ -74,6 +74,7 @@ def change(settings, args, given: dict | None = None, *, set_mode: Callable = ma
     record = {"action": "upgrade-change", "ok": False, "to_version": path[-1] if path else "", "path": path,
               "maintenance": False, "checkpoint": None, "unpacked": [], "migrated": False, "migrations": [],
               "switched": False, "stopped_at": None, "serving_at": None, "health": None, "smoke": None}
+    stage = "start"
     try:
         given = read_input() if given is None else given
         if not path:
@@ -81,22 +82,23 @@ def change(settings, args, given: dict | None = None, *, set_mode: Callable = ma
         pages = maintenance.pages_of(given)
         keys = release.trusted_keys(given.get("trusted_keys") or [])
         digests = digests_of(given, path)
+        stage = "maintenance"
         set_mode("full", pages["full"])
         record["maintenance"] = True
+        stage = "checkpoint"
         taken = take(settings, SimpleNamespace(name=args.checkpoint))
         record["checkpoint"] = taken
         if not taken.get("ok"):
             raise Failure(taken.get("code") or "checkpoint_failed", taken.get("error") or "the checkpoint failed",
                           step="checkpoint")
+        stage = "unpack"
         for version in path:
-            try:
-                unpacked = unpack(bundle_path(args.base, version), digests[version], version, args.base, keys)
-            except Failure as failure:
-                failure.step = "unpack"
-                raise
+            unpacked = unpack(bundle_path(args.base, version), digests[version], version, args.base, keys)
             record["unpacked"].append({"version": version, "unpacked": unpacked.get("unpacked", False)})
-    except Failure as failure:
-        record.update(failure.as_fields())
+    except Exception as error:  # noqa: BLE001 (the record must say how far the change went: the page may be up)
+        failed(record, error)
+        if stage != "start":
+            record["step"] = stage
         return record
     applied = apply(None, args)
     record.update({field: applied.get(field) for field in APPLY_FIELDS})
@@ -126,8 +128,8 @@ def prune(base: str, keep: int, keep_dirs: list[str], target: str) -> list[str]:
     """Remove releases beyond the *keep* newest (by unpack time) and their bundles; never *target*, the one
     ``current`` points at, nor *keep_dirs*. Return the folders removed."""
     releases = os.path.join(base, "releases")
-    current = os.path.realpath(os.path.join(base, "current"))
-    spared = {os.path.join(releases, target), current, *keep_dirs}
+    spared = {os.path.realpath(path) for path in (os.path.join(releases, target), os.path.join(base, "current"),
+                                                  *keep_dirs)}
     try:
         entries = [entry for entry in os.scandir(releases) if entry.is_dir(follow_symlinks=False)]
     except FileNotFoundError:
@@ -135,7 +137,7 @@ def prune(base: str, keep: int, keep_dirs: list[str], target: str) -> list[str]:
     entries.sort(key=lambda entry: entry.stat(follow_symlinks=False).st_mtime, reverse=True)
     removed = []
     for entry in entries[keep:]:
-        if entry.path in spared:
+        if os.path.realpath(entry.path) in spared:
             continue
         shutil.rmtree(entry.path)
         removed.append(entry.path)
