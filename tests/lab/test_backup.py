@@ -56,7 +56,11 @@ def test_engines_by_hand_list_and_restore_the_backups(backed_up):
     assert snapshots, "restic lists no snapshot"
     name, digest = next(iter(backed_up["documents"].items()))
     stored = sql(f"SELECT stored_path FROM documents WHERE name = '{name}'")
-    on_site(f"{env}; restic -r /var/lib/lpse-backup/restic restore latest --target /tmp/byhand/files "
+    # The run's own snapshot, not `latest`: the documents timer's delta snapshots (every few minutes, only the
+    # files added since) may be newer, and hold none of the older documents.
+    snapshot = backed_up["run"]["outputs"][SITE]["restic"]["local"]["snapshot_id"]
+    assert any(entry["id"] == snapshot for entry in snapshots), snapshots
+    on_site(f"{env}; restic -r /var/lib/lpse-backup/restic restore {snapshot} --target /tmp/byhand/files "
             f"--include /var/lib/spse/documents")
     restored = on_site(f"sha256sum /tmp/byhand/files{stored} 2>/dev/null || "
                        f"sha256sum /tmp/byhand/files/var/lib/spse/documents/{stored}").split()[0]
