@@ -36,7 +36,7 @@ def test_harden_limit_matching_no_site_is_refused(tmp_path):
     inventory.write_text(INVENTORY)
     result = CliRunner().invoke(cli, ["harden", "-i", str(inventory), "--limit", "site9", "--yes"])
     assert result.exit_code == 1, result.output
-    assert "no site matches --limit site9" in result.output
+    assert "no host matches group 'sites' with --limit site9" in result.output
 
 
 def test_audit_history_lists_stored_audits_with_drift():

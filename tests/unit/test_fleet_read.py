@@ -63,3 +63,53 @@ def test_without_a_limit_the_hosts_are_ansibles_own_members_of_the_group_in_one_
 
     monkeypatch.setattr(ansible, "list_hosts", no_second_process)
     assert fleet.read(path).hosts == expected
+
+
+def test_a_wave_runs_on_its_subset_of_the_fleet_without_reading_the_inventory_again(tmp_path: Path,
+                                                                                    monkeypatch) -> None:
+    """An upgrade reads the inventory once for its plan; each wave's run gets the plan's Fleet narrowed to the
+    wave (Fleet.subset) and starts no ansible-inventory nor host match of its own: the playbook is limited
+    to exactly the wave's hosts, and those are the hosts the run records."""
+    from lpse_ops.actions import operation
+    from lpse_ops.backends import ansible
+    from lpse_ops.state import StateStore
+
+    path = tmp_path / "hosts.yml"
+    path.write_text(INVENTORY)
+    read = fleet.read(path)
+    with pytest.raises(OperationRefused, match="not among the hosts this command read: site9"):
+        read.subset(["site2", "site9"])
+
+    def no_reading(*_args, **_kwargs):
+        raise AssertionError("the inventory was read again")
+
+    monkeypatch.setattr(ansible, "inventory_list", no_reading)
+    monkeypatch.setattr(ansible, "list_hosts", no_reading)
+    limits: list[str | None] = []
+
+    def playbook(name, inventory, on_event, *, limit=None, **_kwargs):
+        limits.append(limit)
+        return ansible.PlaybookRun(ident="fake", status="successful", rc=0, artifact_dir="")
+
+    monkeypatch.setattr(ansible, "run_playbook", playbook)
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+    wave = read.subset(["site2"])
+    result = operation.run(operation.OperationContext(operation="upgrade.playbook", playbook="upgrade.yml",
+                                                      inventory=path, limit=None, state_url=url, fleet=wave))
+    assert limits == ["site2"] and result.hosts == ["site2"]
+    with StateStore.open(url) as store:
+        recorded = store.get_run(result.run_id)
+    assert recorded["hosts"] == ["site2"] and recorded["args"]["limit"] == "site2", recorded
+
+
+def test_a_read_only_look_reads_an_inventory_an_operation_would_refuse(tmp_path: Path) -> None:
+    """``fleet status`` reads with validate_for=None: a site without its site_code is still probed, while an
+    operation (the default validation) refuses the same inventory naming the problem."""
+    path = tmp_path / "hosts.yml"
+    path.write_text(INVENTORY.replace(", site_code: lab02", ""))
+    with pytest.raises(OperationRefused, match="site2: missing variable site_code"):
+        fleet.read(path)
+    assert fleet.read(path, validate_for=None).hosts == ["site1", "site2"]
+    path.write_text("all: [not, a, mapping\n")
+    with pytest.raises(OperationRefused, match="cannot be parsed"):
+        fleet.read(path, validate_for=None)

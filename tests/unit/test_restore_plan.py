@@ -16,9 +16,13 @@ from lpse_ops.state import StateStore
 
 @pytest.fixture
 def ctx(tmp_path: Path) -> backup.BackupContext:
-    hosts = {name: {"ansible_host": "127.0.0.1", "site_code": name.upper()} for name in ("site1", "site2")}
+    hosts = {name: {"ansible_host": "127.0.0.1", "ansible_port": port, "site_code": name}
+             for name, port in (("site1", 2421), ("site2", 2422))}
+    backup_vars = {"backup_cipher_pass": "x", "backup_restic_password": "x", "backup_s3_access_key": "x",
+                   "backup_s3_secret_key": "x", "backup_s3_endpoint": "https://s3.invalid", "backup_s3_bucket": "b",
+                   "backup_s3_ca_cert": "x", "backup_s3_lock_days": 7}
     path = tmp_path / "hosts.yml"
-    path.write_text(yaml.safe_dump({"all": {"children": {"sites": {"hosts": hosts}}}}))
+    path.write_text(yaml.safe_dump({"all": {"vars": backup_vars, "children": {"sites": {"hosts": hosts}}}}))
     return backup.BackupContext(inventory=path, state_url=f"sqlite:///{tmp_path / 'state.db'}")
 
 
@@ -49,3 +53,41 @@ def test_a_locked_site_is_refused_before_any_plan_naming_the_holder(ctx: backup.
     with pytest.raises(operation.OperationRefused, match="no host was touched") as caught:
         restoring.plan(restoring.RestoreRequest(ctx, "site1", None))
     assert "site1" in str(caught.value) and "upgrade.site" in str(caught.value)
+
+
+def test_a_bad_inventory_is_refused_by_the_plan_with_every_problem(ctx: backup.BackupContext) -> None:
+    """The plan validates the inventory for backups (the run it leads to uses that same reading), so a missing
+    secret is refused before the operator is asked anything."""
+    data = yaml.safe_load(ctx.inventory.read_text())
+    del data["all"]["vars"]["backup_s3_bucket"]
+    ctx.inventory.write_text(yaml.safe_dump(data))
+    with pytest.raises(operation.OperationRefused, match="missing variable backup_s3_bucket") as caught:
+        restoring.plan(restoring.RestoreRequest(ctx, "site1", None))
+    assert "no host was touched" in str(caught.value)
+
+
+def test_a_restore_reads_the_inventory_once_from_plan_to_run(ctx: backup.BackupContext, monkeypatch) -> None:
+    """Plan and run of a restore start one ansible-inventory and one host match in all (real Ansible for both;
+    the playbook itself is not run here), where each step used to read the inventory again."""
+    from lpse_ops.backends import ansible
+
+    started: list[str] = []
+    for name in ("inventory_list", "list_hosts"):
+        real = getattr(ansible, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            started.append(_name)
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(ansible, name, counted)
+    ran: list[str | None] = []
+
+    def playbook(name, inventory, on_event, *, limit=None, **_kwargs):
+        ran.append(limit)
+        return ansible.PlaybookRun(ident="fake", status="successful", rc=0, artifact_dir="")
+
+    monkeypatch.setattr(ansible, "run_playbook", playbook)
+    plan = restoring.plan(restoring.RestoreRequest(ctx, "site2", None))
+    result, _outputs = restoring.execute(plan)
+    assert ran == ["site2"] and result.hosts == ["site2"]
+    assert sorted(started) == ["inventory_list", "list_hosts"], started

@@ -8,6 +8,7 @@ import re
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -266,8 +267,7 @@ class FakePlaybooks:
 
 @pytest.fixture
 def fake_fleet(monkeypatch: pytest.MonkeyPatch, url: str) -> FakePlaybooks:
-    monkeypatch.setattr(operation, "preflight_input", lambda ctx: None)
-    monkeypatch.setattr(operation, "target_hosts", lambda inventory, group, limit: ["site1", "site2"])
+    monkeypatch.setattr(operation.fleet, "read", lambda *_args, **_kwargs: SimpleNamespace(hosts=["site1", "site2"]))
     fake = FakePlaybooks(url)
     monkeypatch.setattr(operation.ansible, "run_playbook", fake)
     return fake

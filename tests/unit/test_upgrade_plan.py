@@ -414,7 +414,7 @@ def test_upgrade_plan_command_bad_bundle_refused_before_any_host(signed: dict, t
         raise AssertionError("a host was about to be touched")
 
     monkeypatch.setattr(operation, "run", no_hosts)
-    monkeypatch.setattr(operation, "preflight_input", no_hosts)
+    monkeypatch.setattr(operation.fleet, "read", no_hosts)
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all: {}\n")
     result = CliRunner().invoke(upgrade_cli.upgrade, ["plan", "--to", "1.2", "--releases", str(folder),

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config, settings
-from lpse_ops.actions import operation, records
+from lpse_ops.actions import fleet, operation, records
 from lpse_ops.backends import sshca
 from lpse_ops.state import StateStore
 from lpse_ops.state import access as access_state
@@ -241,12 +241,12 @@ def _check_grant(request: GrantRequest, max_hours: int) -> list[str]:
 def resolve_sites(inventory: Path, sites: list[str], limit: str | None) -> list[str]:
     """Return the inventory's site hosts named by *sites* (each must exist) or matched by *limit*."""
     if sites:
-        known = set(operation.target_hosts(inventory, "sites", None))
+        known = set(fleet.target_hosts(inventory, "sites", None))
         unknown = [site for site in sites if site not in known]
         if unknown:
             raise AccessRefused(f"not a site of inventory {inventory}: {', '.join(unknown)}")
         return list(dict.fromkeys(sites))
-    hosts = operation.target_hosts(inventory, "sites", limit)
+    hosts = fleet.target_hosts(inventory, "sites", limit)
     if not hosts:
         raise AccessRefused(f"--limit {limit} matches no site of inventory {inventory}")
     return hosts

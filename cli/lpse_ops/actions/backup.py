@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config
-from lpse_ops.actions import operation, records
+from lpse_ops.actions import fleet, operation, records
 from lpse_ops.backends import pgbackrest, restic
 
 KIND = "backup_exec"
@@ -31,6 +31,8 @@ class BackupContext:
     progress: operation.ProgressFactory | None = None
     state_url: str | None = None
     extravars: dict = field(default_factory=dict)
+    fleet: fleet.Fleet | None = None
+    """The inventory as read for this command (a restore's plan reads it once), else each run reads it."""
 
 
 def host_outputs(result: operation.OperationResult) -> dict[str, dict]:
@@ -62,7 +64,7 @@ def execute(ctx: BackupContext, action: str, args: list[str], operation_name: st
         limit=ctx.limit, extravars={"backup_action": action, "backup_args": shlex.join(args), **ctx.extravars},
         progress=ctx.progress, state_url=ctx.state_url,
         record_args={"action": action, "args": args, **(record or {})}, validate_for="backup",
-        lock_sites=action == "restore")
+        lock_sites=action == "restore", fleet=ctx.fleet)
     result = operation.run(op)
     result.exit_code = records.read(result, KIND).exit_code(result.exit_code)
     return result, host_outputs(result)
@@ -82,7 +84,7 @@ def setup(ctx: BackupContext, schedule: dict[str, str] | None = None) -> operati
         operation="backup.schedule" if schedule else "backup.setup", playbook="backup.yml",
         inventory=ctx.inventory, limit=ctx.limit, progress=ctx.progress, state_url=ctx.state_url,
         extravars={**ctx.extravars, **({"backup_schedule_set": schedule} if schedule else {})},
-        validate_for="backup", record_args={"schedule": schedule or {}})
+        validate_for="backup", record_args={"schedule": schedule or {}}, fleet=ctx.fleet)
     return operation.run(op)
 
 

@@ -14,10 +14,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lpse_ops.actions import drill_rebuild, drill_upgrade, operation, runbook_run
+from lpse_ops.actions import drill_rebuild, drill_upgrade, fleet, runbook_run
 from lpse_ops.actions.drill_rules import deadline_text, floor_second, parse_at, rpo_seconds, site_url
 from lpse_ops.actions.drill_types import DrillRefused, DrillRequest
-from lpse_ops.backends import ansible, spse_http
+from lpse_ops.backends import spse_http
 from lpse_ops.backends.site_shell import SiteShell, consistency
 
 ARCHIVE_WAIT_S = 180.0
@@ -41,15 +41,16 @@ class Timeline:
 
 
 def site_hostvars(inventory: Path, site: str) -> dict[str, Any]:
-    """Return *site*'s host variables from *inventory*; raise DrillRefused when it is not a site of it."""
+    """Return *site*'s host variables from *inventory* (fleet.read); raise DrillRefused when it is not a site of it."""
     try:
-        listing = ansible.inventory_list(inventory)
-    except ansible.AnsibleError as error:
+        read = fleet.read(inventory, limit=site, validate_for=None)
+    except fleet.NoHostMatches:
+        read = None
+    except fleet.OperationRefused as error:
         raise DrillRefused(str(error)) from error
-    hostvars = (listing.get("_meta") or {}).get("hostvars") or {}
-    if site not in hostvars or site not in operation.target_hosts(inventory, "sites", site):
+    if read is None or read.hosts != [site]:
         raise DrillRefused(f"{site} is not a site of the inventory {inventory}")
-    return dict(hostvars[site])
+    return dict(read.hostvars(site))
 
 
 def wait_for(condition: Callable[[], bool], bound_s: float, what: str, every_s: float = 0.5) -> None:

@@ -13,10 +13,42 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpse_ops import inventory
-from lpse_ops.actions.operation import OperationRefused, target_hosts, validated_inventory
-from lpse_ops.backends import ssh_probe
+from lpse_ops.backends import ansible, ssh_probe
 
 GROUP = "sites"
+
+
+class OperationRefused(Exception):
+    """Nothing was run: the input is wrong. The message lists every problem and what to do."""
+
+
+class NoHostMatches(OperationRefused):
+    """The inventory is sound but no host of the group matches the limit."""
+
+
+def target_hosts(inventory_path: Path, group: str, limit: str | None) -> list[str]:
+    """Return the hosts a playbook on *group* with *limit* would touch (Ansible's own host matching).
+
+    An empty match is ``[]``; an inventory Ansible cannot read (bad YAML, a missing vault password) is
+    refused with Ansible's own reason, never reported as "no host matches".
+    """
+    try:
+        return ansible.list_hosts(inventory_path, group, limit)
+    except ansible.AnsibleError as error:
+        raise OperationRefused(str(error)) from error
+
+
+def validated_inventory(path: Path, operation: str) -> inventory.InventoryReport:
+    """Read and validate the inventory at *path* for *operation*; raise OperationRefused listing every problem."""
+    try:
+        report = inventory.validate(path, operation)
+    except inventory.InventoryError as error:
+        raise OperationRefused(str(error)) from error
+    if not report.ok:
+        listing = "\n  - ".join(report.problems)
+        raise OperationRefused(f"inventory {path} has {len(report.problems)} problem(s); "
+                               f"no host was touched:\n  - {listing}")
+    return report
 
 
 @dataclass
@@ -36,6 +68,13 @@ class Fleet:
         """The Ansible variables of *host* (every source merged, as the playbooks see them)."""
         return self.report.sites.get(host, {})
 
+    def subset(self, hosts: list[str]) -> Fleet:
+        """The same reading narrowed to *hosts* (a wave, a group of a wave), limited to exactly them."""
+        unknown = sorted(set(hosts) - set(self.hosts))
+        if unknown:
+            raise OperationRefused(f"not among the hosts this command read: {', '.join(unknown)}")
+        return Fleet(self.inventory, self.report, list(hosts), ",".join(hosts))
+
     def targets(self) -> list[ssh_probe.Target]:
         """The probe's target of each host (connection and site facts); refuses unreadable site facts."""
         try:
@@ -44,20 +83,27 @@ class Fleet:
             raise OperationRefused(f"cannot read the site facts (roles/site): {error}") from error
 
 
-def read(inventory_path: Path, *, limit: str | None = None, validate_for: str = "validate",
+def read(inventory_path: Path, *, limit: str | None = None, validate_for: str | None = "validate",
          group: str = GROUP) -> Fleet:
     """Read and validate the inventory once and match *limit* in *group*; return the Fleet.
 
     Raises OperationRefused listing every problem of the inventory, or when no host matches (no host
-    touched).
+    touched). *validate_for* None (a read-only look such as ``fleet status``): only an inventory Ansible
+    cannot read is refused; the problems an operation would refuse are left to that operation.
     """
-    report = validated_inventory(inventory_path, validate_for)
+    if validate_for is None:
+        try:
+            report = inventory.validate(inventory_path)
+        except inventory.InventoryError as error:
+            raise OperationRefused(str(error)) from error
+    else:
+        report = validated_inventory(inventory_path, validate_for)
     # Without --limit the group's members are already in Ansible's own --list output (one process fewer:
     # about half a second of CPU); a limit pattern is matched by Ansible itself.
     hosts = report.groups.get(group, []) if limit is None else target_hosts(inventory_path, group, limit)
     if not hosts:
-        raise OperationRefused(f"no host matches group '{group}'{f' with --limit {limit}' if limit else ''}: "
-                               "check the names")
+        raise NoHostMatches(f"no host matches group '{group}'{f' with --limit {limit}' if limit else ''}: "
+                            "check the names")
     return Fleet(inventory_path, report, hosts, limit)
 
 

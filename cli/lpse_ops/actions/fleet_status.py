@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import config
-from lpse_ops.actions import backup, probe_rules
-from lpse_ops.actions.operation import OperationRefused, parent_run, target_hosts
-from lpse_ops.backends import ansible, ssh_probe
+from lpse_ops.actions import backup, fleet, probe_rules
+from lpse_ops.actions.fleet import OperationRefused
+from lpse_ops.actions.operation import parent_run
+from lpse_ops.backends import ssh_probe
 
 OPERATION = "fleet.status"
 GROUP = "sites"
@@ -107,18 +108,10 @@ def stored(probe: ssh_probe.SiteProbe) -> dict[str, Any]:
 
 
 def _targets(request: FleetStatusRequest) -> list[ssh_probe.Target]:
-    hosts = target_hosts(request.inventory, GROUP, request.limit)
-    if not hosts:
-        raise OperationRefused(f"no host matches group '{GROUP}'"
-                               f"{f' with --limit {request.limit}' if request.limit else ''}: check the names")
-    try:
-        hostvars = ansible.inventory_list(request.inventory).get("_meta", {}).get("hostvars", {})
-    except ansible.AnsibleError as error:
-        raise OperationRefused(str(error)) from error
-    try:
-        return [ssh_probe.target_from_hostvars(host, hostvars.get(host, {})) for host in hosts]
-    except (OSError, ValueError) as error:
-        raise OperationRefused(f"cannot read the site facts (roles/site): {error}") from error
+    """The probe's targets: the inventory read once (fleet.read: one ansible-inventory, plus Ansible's own
+    match of a --limit). A read-only look: an inventory another operation would refuse (a missing secret) is
+    still probed; one Ansible cannot read, or a limit matching nothing, is refused before any connection."""
+    return fleet.read(request.inventory, limit=request.limit, validate_for=None, group=GROUP).targets()
 
 
 class _Round:

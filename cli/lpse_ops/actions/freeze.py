@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lpse_ops import config
-from lpse_ops.actions import operation, records
+from lpse_ops.actions import fleet, operation, records
 from lpse_ops.state import StateStore
 from lpse_ops.state import access as sanction_state
 
@@ -92,10 +92,12 @@ def apply(request: SanctionRequest) -> SanctionResult:
     if problems:
         raise FreezeRefused("nothing was done:\n  - " + "\n  - ".join(problems))
     try:
-        hosts = operation.target_hosts(request.inventory, "sites", request.site)
+        read = fleet.read(request.inventory, limit=request.site, validate_for="validate")
+    except fleet.NoHostMatches:
+        read = None
     except operation.OperationRefused as error:
         raise FreezeRefused(str(error)) from error
-    if hosts != [request.site]:
+    if read is None or read.hosts != [request.site]:
         raise FreezeRefused(f"{request.site} is not a site of inventory {request.inventory}")
     actor = config.actor()
     at = datetime.now(UTC).replace(microsecond=0)
@@ -103,7 +105,7 @@ def apply(request: SanctionRequest) -> SanctionResult:
         operation=f"site.{request.action}", playbook=PLAYBOOK, inventory=request.inventory, limit=request.site,
         extravars={"freeze_action": request.action, "freeze_reason": request.reason.strip(), "freeze_actor": actor,
                    "freeze_at": at.strftime("%Y-%m-%dT%H:%M:%SZ")},
-        progress=request.progress, state_url=request.state_url, validate_for="validate",
+        progress=request.progress, state_url=request.state_url, validate_for="validate", fleet=read,
         record_args={"action": request.action, "reason": request.reason.strip(), "clause": "6.2.20"})
     try:
         result = operation.run(op)

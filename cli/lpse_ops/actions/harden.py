@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lpse_ops.actions import operation, records
+from lpse_ops.actions import fleet, operation, records
 
 KIND = "harden"
 """The kind of result record ``playbooks/harden.yml`` emits per host."""
@@ -44,13 +44,15 @@ class HardenResult:
         return {**self.run.as_dict(), "records": self.hosts, "missing_records": self.missing}
 
 
-def targets(request: HardenRequest) -> list[str]:
-    """Return the sites a harden run would touch (for the plan the command shows before confirming)."""
-    return operation.target_hosts(request.inventory, "sites", request.limit)
+def targets(request: HardenRequest) -> fleet.Fleet:
+    """Read the inventory once: the sites a harden run would touch (the plan the command shows before confirming),
+    passed on to :func:`harden`. Refuses a bad inventory or an empty match."""
+    return fleet.read(request.inventory, limit=request.limit, validate_for="harden")
 
 
-def harden(request: HardenRequest) -> HardenResult:
-    """Run the hardening role on the sites; raise operation.OperationRefused when nothing could start.
+def harden(request: HardenRequest, read: fleet.Fleet | None = None) -> HardenResult:
+    """Run the hardening role on the sites (*read*: the fleet :func:`targets` read, else read here); raise
+    operation.OperationRefused when nothing could start.
 
     A site whose record says SPSE does not serve after the role fails the run (exit code 3).
     """
@@ -61,7 +63,7 @@ def harden(request: HardenRequest) -> HardenResult:
     op = operation.OperationContext(
         operation="harden", playbook="harden.yml", inventory=request.inventory, limit=request.limit,
         extravars=request.extravars, check=request.check, progress=request.progress, state_url=request.state_url,
-        record_args={"inputs": request.extravars}, validate_for="harden", lock_sites=not request.check)
+        record_args={"inputs": request.extravars}, validate_for="harden", lock_sites=not request.check, fleet=read)
     result = operation.run(op)
     found = records.read(result, KIND)
     result.exit_code = found.exit_code(result.exit_code)

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lpse_ops import config, inventory
-from lpse_ops.actions.operation import OperationRefused, parent_run
-from lpse_ops.backends import ansible, smtp
+from lpse_ops import config
+from lpse_ops.actions import fleet
+from lpse_ops.actions.fleet import OperationRefused
+from lpse_ops.actions.operation import parent_run
+from lpse_ops.backends import smtp
 from lpse_ops.reports import dates
 from lpse_ops.reports.notice import KINDS, Contact, NoticeContent, render
 
@@ -179,21 +181,10 @@ def plan_notice(request: NoticeRequest) -> NoticePlan:
     if sites is None:
         if request.inventory is None:
             raise OperationRefused("no inventory: pass -i PATH, set LPSE_OPS_INVENTORY, or run `lpse-ops lab up`")
-        try:
-            data = inventory.load(request.inventory)
-        except inventory.InventoryError as error:
-            raise OperationRefused(str(error)) from error
-        try:
-            hosts = ansible.list_hosts(request.inventory, "sites", request.limit)
-        except ansible.AnsibleError as error:
-            raise OperationRefused(str(error)) from error
-        if not hosts:
-            raise OperationRefused(f"no site matches group 'sites'"
-                                   f"{f' with --limit {request.limit}' if request.limit else ''}: check the names")
-        hostvars = data.get("_meta", {}).get("hostvars", {})
-        sites, site_problems = site_targets(hostvars, hosts)
+        read = fleet.read(request.inventory, limit=request.limit, validate_for=None)
+        sites, site_problems = site_targets(read.report.sites, read.hosts)
         problems += site_problems
-        first_vars = hostvars.get(hosts[0], {})
+        first_vars = read.hostvars(read.hosts[0])
     settings = request.smtp_settings
     if settings is None:
         try:

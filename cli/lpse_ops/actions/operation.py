@@ -8,6 +8,7 @@ progress, release the locks, and return what happened.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -15,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lpse_ops import config, inventory
-from lpse_ops.actions import integrity
+from lpse_ops import config
+from lpse_ops.actions import fleet, integrity
+from lpse_ops.actions.fleet import OperationRefused
 from lpse_ops.backends import ansible
 from lpse_ops.runner_events import PlayTracker
 
@@ -39,10 +41,6 @@ The command layer supplies it (``lpse_ops.progress.live``); an action never draw
 def quiet(tracker: PlayTracker, _title: str) -> Iterator[Callable[[dict], None]]:
     """No display: events only feed the tracker."""
     yield tracker.feed
-
-
-class OperationRefused(Exception):
-    """Nothing was run: the input is wrong. The message lists every problem and what to do."""
 
 
 @dataclass
@@ -69,6 +67,7 @@ class OperationContext:
     validate_for: str | None = None
     lock_sites: bool = False
     parent_id: int | None = None
+    fleet: fleet.Fleet | None = None
 
 
 @dataclass
@@ -89,49 +88,22 @@ class OperationResult:
                 "hosts": {name: state.as_dict() for name, state in sorted(self.tracker.hosts.items())}}
 
 
-def target_hosts(inventory_path: Path, group: str, limit: str | None) -> list[str]:
-    """Return the hosts a playbook on *group* with *limit* would touch (Ansible's own host matching).
-
-    An empty match is ``[]``; an inventory Ansible cannot read (bad YAML, a missing vault password) is
-    refused with Ansible's own reason, never reported as "no host matches".
-    """
-    try:
-        return ansible.list_hosts(inventory_path, group, limit)
-    except ansible.AnsibleError as error:
-        raise OperationRefused(str(error)) from error
-
-
-def preflight_input(ctx: OperationContext) -> inventory.InventoryReport:
-    """Validate the inventory for *ctx*; raise OperationRefused listing every problem."""
-    return validated_inventory(ctx.inventory, ctx.validate_for or ctx.operation)
-
-
-def validated_inventory(path: Path, operation: str) -> inventory.InventoryReport:
-    """Read and validate the inventory at *path* for *operation*; raise OperationRefused listing every problem."""
-    try:
-        report = inventory.validate(path, operation)
-    except inventory.InventoryError as error:
-        raise OperationRefused(str(error)) from error
-    if not report.ok:
-        listing = "\n  - ".join(report.problems)
-        raise OperationRefused(f"inventory {path} has {len(report.problems)} problem(s); "
-                               f"no host was touched:\n  - {listing}")
-    return report
-
-
 def run(ctx: OperationContext) -> OperationResult:
     """Validate, record, lock, run and summarise one operation.
+
+    The inventory is read through :func:`fleet.read` unless the caller passes the Fleet it already read for
+    its plan (``ctx.fleet``: then nothing is read again, and the run targets that fleet's hosts and limit).
 
     Raises OperationRefused on bad input, or when a target site is locked by another run (that run,
     its holder and since when are named; this run is then recorded as aborted, no host touched).
     """
     from lpse_ops.state import StateStore
 
-    preflight_input(ctx)
-    hosts = target_hosts(ctx.inventory, ctx.group, ctx.limit)
-    if not hosts:
-        raise OperationRefused(f"no host matches group '{ctx.group}'"
-                               f"{f' with --limit {ctx.limit}' if ctx.limit else ''}: check the names")
+    if ctx.fleet is not None:  # read once by the caller: its limit is the one its hosts were matched with
+        ctx = dataclasses.replace(ctx, limit=ctx.fleet.limit)
+    read = ctx.fleet or fleet.read(ctx.inventory, limit=ctx.limit, validate_for=ctx.validate_for or ctx.operation,
+                                   group=ctx.group)
+    hosts = read.hosts
     store = StateStore.open(ctx.state_url or config.state_url())
     try:
         actor = config.actor()

@@ -8,11 +8,11 @@ stood then into the unlocked views bucket, restores from that copy, and removes 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 
-from lpse_ops import inventory
-from lpse_ops.actions import backup, offsite, operation
+from lpse_ops.actions import backup, fleet, offsite, operation
 
 
 @dataclass(frozen=True)
@@ -34,6 +34,7 @@ class RestorePlan:
     host: str
     args: list[str]
     view: offsite.OffsiteView | None
+    fleet: fleet.Fleet | None = None
 
     @property
     def target_text(self) -> str:
@@ -54,24 +55,30 @@ class RestorePlan:
         return lines
 
 
-def one_site(ctx: backup.BackupContext, limit: str) -> str:
-    """The one site *limit* names; refuse otherwise (restores and put-backs are per site)."""
-    hosts = operation.target_hosts(ctx.inventory, "sites", limit)
-    if len(hosts) != 1:
+def one_site(ctx: backup.BackupContext, limit: str) -> fleet.Fleet:
+    """The inventory read once (validated for backups), matching the one site *limit* names; refuse otherwise
+    (restores and put-backs are per site). The fleet goes on to the run, which then reads nothing again."""
+    try:
+        read = fleet.read(ctx.inventory, limit=limit, validate_for="backup")
+    except fleet.NoHostMatches:
+        read = None
+    hosts = read.hosts if read else []
+    if read is None or len(hosts) != 1:
         raise operation.OperationRefused(
             f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
-    return hosts[0]
+    return read
 
 
-def site_code(ctx: backup.BackupContext, host: str) -> str | None:
+def site_code(read: fleet.Fleet, host: str) -> str | None:
     """The site's code in the inventory (its prefix in the offsite buckets)."""
-    return inventory.validate(ctx.inventory, "backup").sites[host].get("site_code")
+    return read.hostvars(host).get("site_code")
 
 
 def plan(request: RestoreRequest) -> RestorePlan:
     """Check the request and read what it needs (the offsite view's objects); nothing is written."""
     ctx = request.ctx
-    host = one_site(ctx, request.limit)
+    read = one_site(ctx, request.limit)
+    host = read.hosts[0]
     target = "latest" if request.target is None else request.target.isoformat()
     as_of = request.offsite_as_of.isoformat() if request.offsite_as_of else None
     operation.refuse_if_locked("backup.restore", [host], {
@@ -80,10 +87,10 @@ def plan(request: RestoreRequest) -> RestorePlan:
     args = ["--target-time", "latest" if request.target is None else request.target.strftime("%Y-%m-%d %H:%M:%S+00")]
     view = None
     if request.offsite_as_of:
-        view = offsite.plan_view(offsite.ViewRequest(site_code(ctx, host), request.offsite_as_of))
+        view = offsite.plan_view(offsite.ViewRequest(site_code(read, host), request.offsite_as_of))
     elif request.source == "offsite":
         args += ["--repo", "2"]
-    return RestorePlan(request, host, args, view)
+    return RestorePlan(request, host, args, view, read)
 
 
 def execute(restore: RestorePlan) -> tuple[operation.OperationResult, dict[str, dict]]:
@@ -97,7 +104,8 @@ def execute(restore: RestorePlan) -> tuple[operation.OperationResult, dict[str, 
         if view:
             offsite.copy_view(view)
             args += view.restore_args
-        result, outputs = backup.execute(restore.request.ctx, "restore", args, record={
+        result, outputs = backup.execute(dataclasses.replace(restore.request.ctx, fleet=restore.fleet), "restore",
+                                         args, record={
             "target_time": restore.target_text, "source": "offsite" if view else restore.request.source,
             "view": view.as_dict() if view else None})
     finally:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import config, runbooks
-from lpse_ops.actions import operation
+from lpse_ops.actions import fleet, operation
 from lpse_ops.actions.operation import OperationRefused
 
 OPERATION = "runbook.run"
@@ -208,7 +208,7 @@ def plan(request: RunbookRequest) -> RunbookPlan:
         listing = "; ".join(f"{{{name}}} ({runbooks.PLACEHOLDERS[name][0]}) used by {', '.join(ids)}"
                             for name, ids in missing.items())
         raise OperationRefused(f"no value for {listing}: add --set NAME=VALUE for each; nothing was run")
-    hosts = operation.target_hosts(request.inventory, "sites", request.site)
+    hosts = fleet.target_hosts(request.inventory, "sites", request.site)
     if hosts != [request.site]:
         raise OperationRefused(f"--site must name one site of the inventory {request.inventory} "
                                f"(it matches {len(hosts)}: {', '.join(hosts) or 'none'})")

@@ -268,7 +268,9 @@ def _run_wave(store, plan: UpgradePlan, index: int, wave: list[SitePlan], rollou
                 operation="upgrade.playbook", playbook=PLAYBOOK, inventory=options.inventory,
                 limit=",".join(site.host for site in group), forks=options.forks, parent_id=outcome.run_id,
                 extravars=extravars(plan, group, checkpoint, options, start), progress=options.progress,
-                record_args={"from": group[0].current, "steps": group[0].steps})
+                record_args={"from": group[0].current, "steps": group[0].steps},
+                fleet=plan.fleet.subset([site.host for site in group])
+                if plan.fleet is not None and plan.fleet.inventory == options.inventory else None)
             say(f"wave {index}: {group[0].current} -> {' -> '.join(group[0].steps)} on "
                 f"{', '.join(site.host for site in group)}")
             try:

@@ -124,5 +124,6 @@ def plan(ctx: PlanContext) -> UpgradePlan:
                 state.frozen = True
     upgrade_plan = compute_plan(catalogue, states, read.groups, options)
     upgrade_plan.run_id = run_id
+    upgrade_plan.fleet = read
     upgrade_plan.trusted_keys = bundle.trusted_key_texts(ctx.trusted_keys)
     return upgrade_plan

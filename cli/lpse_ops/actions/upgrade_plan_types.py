@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from lpse_ops.actions import backup
+from lpse_ops.actions.fleet import Fleet
 from lpse_ops.actions.upgrade_catalogue import Release
 from lpse_ops.actions.upgrade_site_state import SiteState
 
@@ -151,6 +152,7 @@ class UpgradePlan:
     run_id: int | None = None
     options: dict = field(default_factory=dict)
     trusted_keys: list[str] = field(default_factory=list)  # their texts: the site checks the signatures itself
+    fleet: Fleet | None = None  # the inventory as the plan read it; each wave's run reuses it (no second reading)
 
     @property
     def steps(self) -> dict[str, list[str]]:

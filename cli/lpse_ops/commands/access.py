@@ -11,7 +11,7 @@ from rich.table import Table
 
 from lpse_ops import progress, terminal
 from lpse_ops.actions import access as actions
-from lpse_ops.actions import operation
+from lpse_ops.actions import fleet, operation
 from lpse_ops.backends.sshca import SSHCAError
 from lpse_ops.commands._options import (
     inventory_option,
@@ -168,7 +168,7 @@ def revoke_command(engineer: str | None, key_id: str | None, serial: int | None,
                                     progress=progress.live(not as_json))
     try:
         planned = actions.plan_revocation(request)
-        hosts = operation.target_hosts(request.inventory, "sites", None)
+        hosts = fleet.target_hosts(request.inventory, "sites", None)
     except (actions.AccessRefused, operation.OperationRefused) as error:
         raise _refused(error) from error
     if not yes:

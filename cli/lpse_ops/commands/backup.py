@@ -229,8 +229,9 @@ def offsite_put_back_command(inventory_path: Path | None, limit: str, as_of: str
         raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1)")
     ctx = _ctx(inventory_path, limit, as_json)
     with refusal_as_error():
-        host = restoring.one_site(ctx, limit)
-        site_code = restoring.site_code(ctx, host)
+        read = restoring.one_site(ctx, limit)
+        host = read.hosts[0]
+        site_code = restoring.site_code(read, host)
         plan = offsite.plan_put_back(offsite.ViewRequest(site_code, when))
     if not yes:
         terminal.info(f"Put the offsite repositories of {host} ({site_code}) back as of {when.isoformat()}: "

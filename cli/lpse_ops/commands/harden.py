@@ -51,15 +51,14 @@ def harden(inventory_path: Path | None, limit: str | None, check: bool, inputs: 
     request = actions.HardenRequest(inventory=require_inventory(inventory_path), limit=limit, check=check,
                                     extravars=_inputs(inputs), progress=progress.live(not as_json))
     with refusal_as_error():
-        sites = actions.targets(request)
-        if not sites:
-            raise terminal.fail(f"no site matches{f' --limit {limit}' if limit else ''}: check the names")
+        read = actions.targets(request)
+        sites = read.hosts
         if not check and not yes:
             if as_json:
                 raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to harden without asking")
             terminal.info(f"harden {len(sites)} site(s): {', '.join(sites)} (sshd is reloaded; SPSE keeps serving)")
             click.confirm("Harden these sites?", abort=True, err=True)
-        result = actions.harden(request)
+        result = actions.harden(request, read)
     if as_json:
         terminal.emit_json(result.as_dict())
     else:
