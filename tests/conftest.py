@@ -23,6 +23,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--clock-ahead-days", type=int, default=0, metavar="DAYS",
                      help="run with this process's clock DAYS ahead (time-machine, ticking); subprocesses and "
                           "file times keep the real clock")
+    parser.addoption("--lab-stream", choices=("all", "a", "b"), default="all",
+                     help="which lab modules to run: all (default), or stream a or b of the two CI runs at once, "
+                          "each on a lab of its own (tests/lab/conftest.py STREAM_B)")
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -78,11 +80,22 @@ def debian_sources(sources_dir: Path = Path("/etc/apt")) -> tuple[str, str]:
 def build(cache_dir: Path, progress: Callable[[str], None]) -> tuple[str, bool]:
     """Make sure the base image exists; return (tag, built_now).
 
-    Raises RuntimeError with the next step when debootstrap is missing or fails.
+    Two labs coming up at once (CI's two test streams) build it once: the second waits on a lock shared by
+    every process of this machine, then finds the image. Raises RuntimeError with the next step when
+    debootstrap is missing or fails.
     """
     tag = image_tag()
     if docker.image_exists(tag):
         return tag, False
+    with open(Path(tempfile.gettempdir()) / "lpse-ops-lab-image.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if docker.image_exists(tag):
+            return tag, False
+        return _build(cache_dir, tag, progress), True
+
+
+def _build(cache_dir: Path, tag: str, progress: Callable[[str], None]) -> str:
+    """Build image *tag* with debootstrap and import it; return the tag."""
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
     if not Path(debootstrap).exists():
         raise RuntimeError("debootstrap is not installed: run `bash scripts/setup.sh` or `apt-get install debootstrap`")
@@ -122,4 +135,4 @@ def build(cache_dir: Path, progress: Callable[[str], None]) -> tuple[str, bool]:
     docker.run("import", "--change", 'CMD ["/lib/systemd/systemd"]',
                "--message", json.dumps(recipe(), sort_keys=True)[:200], str(archive), tag, timeout=900)
     shutil.rmtree(work, ignore_errors=True)
-    return tag, True
+    return tag
