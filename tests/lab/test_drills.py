@@ -84,14 +84,13 @@ def test_rows_deleted_drill_brings_the_markers_back_within_the_targets(backed_up
         assert store.list_locks() == []
 
 
-# database-corrupted (83 s here) runs in bench/drills.py only: the CI run's time is spent on the two that reach
-# the paths no other test does (offsite-put-back and the as-of restore; the documents brought back alone).
-@pytest.mark.parametrize("scenario", ["documents-lost", "ransomware"])
+# Each scenario once on small data; the 1.3 GB rounds are in bench/drills.py.
+@pytest.mark.parametrize("scenario", ["documents-lost", "ransomware", "database-corrupted"])
 def test_every_other_scenario_recovers_the_site_within_its_targets(backed_up, scenario):
-    """The fault for real on small data (the 1.3 GB rounds are in bench/drills.py): the documents folder removed,
-    or the site's files encrypted with its local repositories deleted and its offsite snapshots forgotten with
-    its own keys (the runbook restores from the offsite repositories as they stood before the attack, then puts
-    them back: ``backup offsite-put-back``)."""
+    """The fault for real on small data (the 1.3 GB rounds are in bench/drills.py): the documents folder removed;
+    PostgreSQL stopped and its data files overwritten; or the site's files encrypted with its local repositories
+    deleted and its offsite snapshots forgotten with its own keys (the runbook restores from the offsite
+    repositories as they stood before the attack, then puts them back: ``backup offsite-put-back``)."""
     code, report, output = run_cli("drill", "run", scenario, "--site", SITE, "--warmup-markers", "3", "--json",
                                    timeout=2400)
     assert code == 0, output[-4000:]
