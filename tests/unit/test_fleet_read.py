@@ -113,3 +113,16 @@ def test_a_read_only_look_reads_an_inventory_an_operation_would_refuse(tmp_path:
     path.write_text("all: [not, a, mapping\n")
     with pytest.raises(OperationRefused, match="cannot be parsed"):
         fleet.read(path, validate_for=None)
+
+
+def test_read_site_is_the_one_site_named_or_none(tmp_path: Path) -> None:
+    """A freeze or a drill names one site: a group name matching two, or a name matching none, is None (the
+    caller refuses in its own words); a bad inventory is still refused with its problems."""
+    path = tmp_path / "hosts.yml"
+    path.write_text(INVENTORY)
+    assert fleet.read_site(path, "site2").hosts == ["site2"]
+    assert fleet.read_site(path, "site9") is None and fleet.read_site(path, "sites") is None
+    assert fleet.read_site(path, "canary") is None  # matches site2 alone, but is not a site's name
+    path.write_text(INVENTORY.replace(", site_code: lab02", ""))
+    with pytest.raises(OperationRefused, match="site2: missing variable site_code"):
+        fleet.read_site(path, "site2")

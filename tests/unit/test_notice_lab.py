@@ -47,6 +47,33 @@ def test_lab_start_smtp_twice_same_server_delivers_over_verified_tls():
     assert lab_smtp.running(lab_actions.lab_dir() / "smtp") is None
 
 
+@pytest.mark.real_clock("the lab CA is made with Python's clock, OpenSSL verifies it with the C library's")
+def test_a_lab_brought_up_again_with_a_new_ca_gets_an_smtp_certificate_from_that_ca():
+    """`lab down` keeps the lab's folder; the next `lab up` makes a new CA. The SMTP server's certificate from
+    before was then kept, signed by the old CA, and every maintenance notice failed with "certificate signature
+    failure" (seen on a lab brought up again). Now it is issued again by the new CA, as a real client checks."""
+    tls_dir = lab_actions.lab_dir() / "tls"
+    tls_dir.mkdir()
+    tls.make_ca(tls_dir, "unit lab CA")
+    base = _free_base()
+    try:
+        lab_actions.start_smtp(base)
+        old = (tls_dir / "smtp.crt").read_bytes()
+        assert lab_smtp.stop(lab_actions.lab_dir() / "smtp")  # lab down
+        tls.make_ca(tls_dir, "unit lab CA, the second")  # lab up: a new CA
+        assert not tls.issued_by(tls_dir / "smtp.crt", tls_dir / "ca.crt")
+        mail = lab_actions.start_smtp(base)
+        assert (tls_dir / "smtp.crt").read_bytes() != old and tls.issued_by(tls_dir / "smtp.crt", tls_dir / "ca.crt")
+        settings = smtp_backend.settings({"lpse_smtp_host": mail["host"], "lpse_smtp_port": mail["port"],
+                                          "lpse_smtp_from": mail["from"], "lpse_smtp_ca_cert": mail["ca_cert"]},
+                                         environ={"LPSE_OPS_SMTP_STARTTLS": "require"})
+        message = smtp_backend.build_message(settings.sender, [("Kepala LPSE Lab 01", "kepala@lab01.lpse.test")],
+                                             "Uji", "isi")
+        assert smtp_backend.send(settings, message).accepted == ["kepala@lab01.lpse.test"]
+    finally:
+        lab_smtp.stop(lab_actions.lab_dir() / "smtp")
+
+
 def test_lab_write_inventory_smtp_vars_and_contacts_for_every_site():
     plan = lab_actions.plan(sites=3, port_base=2220, name="unit")
     offsite = {"endpoint_hosts": "https://offsite:8333", "bucket": "b", "region": "us-east-1", "ca_cert": "/ca",

@@ -43,12 +43,10 @@ class Timeline:
 def site_hostvars(inventory: Path, site: str) -> dict[str, Any]:
     """Return *site*'s host variables from *inventory* (fleet.read); raise DrillRefused when it is not a site of it."""
     try:
-        read = fleet.read(inventory, limit=site, validate_for=None)
-    except fleet.NoHostMatches:
-        read = None
+        read = fleet.read_site(inventory, site, validate_for=None)
     except fleet.OperationRefused as error:
         raise DrillRefused(str(error)) from error
-    if read is None or read.hosts != [site]:
+    if read is None:
         raise DrillRefused(f"{site} is not a site of the inventory {inventory}")
     return dict(read.hostvars(site))
 

@@ -107,6 +107,17 @@ def read(inventory_path: Path, *, limit: str | None = None, validate_for: str | 
     return Fleet(inventory_path, report, hosts, limit)
 
 
+def read_site(inventory_path: Path, name: str, *, validate_for: str | None = "validate") -> Fleet | None:
+    """The inventory read once for the one site *name* (a freeze, a drill); None when *name* is not exactly
+    one site of group sites (the caller says so in its own words). Refuses an inventory Ansible cannot read,
+    or one with problems for *validate_for*, as :func:`read` does."""
+    try:
+        found = read(inventory_path, limit=name, validate_for=validate_for)
+    except NoHostMatches:
+        return None
+    return found if found.hosts == [name] else None
+
+
 def probe_sites(fleet: Fleet, *, timeout: float = 10.0, concurrency: int = 20,
                 on_done: Callable[[ssh_probe.RawResult], None] | None = None,
                 backup_args: str = ssh_probe.BACKUP_STATUS) -> list[ssh_probe.RawResult]:

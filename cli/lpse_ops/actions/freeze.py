@@ -92,12 +92,10 @@ def apply(request: SanctionRequest) -> SanctionResult:
     if problems:
         raise FreezeRefused("nothing was done:\n  - " + "\n  - ".join(problems))
     try:
-        read = fleet.read(request.inventory, limit=request.site, validate_for="validate")
-    except fleet.NoHostMatches:
-        read = None
+        read = fleet.read_site(request.inventory, request.site)
     except operation.OperationRefused as error:
         raise FreezeRefused(str(error)) from error
-    if read is None or read.hosts != [request.site]:
+    if read is None:
         raise FreezeRefused(f"{request.site} is not a site of inventory {request.inventory}")
     actor = config.actor()
     at = datetime.now(UTC).replace(microsecond=0)

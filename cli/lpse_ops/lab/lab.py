@@ -486,7 +486,9 @@ def start_smtp(port_base: int) -> dict:
     into ``lab/smtp/maildir``; return its settings (host, port, maildir, ca_cert, from)."""
     tls_dir = lab_dir() / "tls"
     cert, key = tls_dir / "smtp.crt", tls_dir / "smtp.key"
-    if not cert.exists():
+    # A lab brought up again after `lab down` has a new CA: the old certificate would fail every notice
+    if not tls.issued_by(cert, tls_dir / "ca.crt"):
+        smtp.stop(lab_dir() / "smtp")  # a server still holding the old certificate
         tls.make_server_cert(tls_dir, tls_dir / "ca.crt", tls_dir / "ca.key", "smtp", ["localhost"], ["127.0.0.1"])
     try:
         info = smtp.start(lab_dir() / "smtp", port_base + SMTP_PORT_OFFSET, tls_cert=cert, tls_key=key,

@@ -7,6 +7,7 @@ import ipaddress
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -38,6 +39,16 @@ def make_ca(directory: Path, common_name: str) -> tuple[Path, Path]:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, key_path)
     return cert_path, key_path
+
+
+def issued_by(cert_path: Path, ca_cert: Path) -> bool:
+    """Whether the certificate at *cert_path* was signed by the CA at *ca_cert* (False when either is unreadable)."""
+    try:
+        cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_cert.read_bytes()))
+    except (OSError, ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 
 
 def make_server_cert(directory: Path, ca_cert: Path, ca_key: Path, stem: str,
