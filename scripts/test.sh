@@ -35,6 +35,16 @@ pytest -ra --durations=20 -p no:cacheprovider --basetemp="$ahead_tmp" --clock-ah
   --junitxml="$artifacts/junit-unit-year-ahead.xml" tests/unit >"$artifacts/unit-year-ahead.log" 2>&1 &
 ahead=$!
 status=0
+# Wait for a pytest run started in the background (name, pid, its temp folder, its log); print how it ended and
+# its summary; a failure fails the whole run.
+finish_background() {
+  local rc=0
+  wait "$2" || rc=$?
+  rm -rf "$3"
+  echo "==> pytest: $1: exit $rc ($4)"
+  sed -n '/short test summary info\|slowest 20 durations/,$p' "$4"
+  [ "$rc" -eq 0 ] || status=$rc
+}
 if [ "$tier" = fast ]; then
   echo "==> pytest: unit and integration tests (--fast: no lab)"
   pytest -ra --durations=20 --junitxml="$artifacts/junit-fast.xml" tests/unit tests/integration "$@" || status=$?
@@ -50,18 +60,9 @@ else
   lab_b=$!
   echo "==> pytest: every test (unit, integration, lab stream a)"
   pytest -ra --durations=20 --lab-stream a --junitxml="$artifacts/junit-full.xml" "$@" || status=$?
-  b_status=0
-  wait "$lab_b" || b_status=$?
-  rm -rf "$b_tmp"
-  echo "==> pytest: lab stream b: exit $b_status ($artifacts/lab-b.log)"
-  sed -n '/short test summary info\|slowest 20 durations/,$p' "$artifacts/lab-b.log"
-  [ "$b_status" -eq 0 ] || status=$b_status
+  finish_background "lab stream b" "$lab_b" "$b_tmp" "$artifacts/lab-b.log"
 fi
-ahead_status=0
-wait "$ahead" || ahead_status=$?
-rm -rf "$ahead_tmp"
-echo "==> pytest: unit tests a year ahead (--clock-ahead-days 365): exit $ahead_status ($artifacts/unit-year-ahead.log)"
-sed -n '/short test summary info\|slowest 20 durations/,$p' "$artifacts/unit-year-ahead.log"
-[ "$ahead_status" -eq 0 ] || status=$ahead_status
+finish_background "unit tests a year ahead (--clock-ahead-days 365)" "$ahead" "$ahead_tmp" \
+  "$artifacts/unit-year-ahead.log"
 echo "==> JUnit XML: $artifacts"
 exit "$status"
