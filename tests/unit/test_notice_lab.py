@@ -22,6 +22,17 @@ def _free_base() -> int:
             return port - lab_actions.SMTP_PORT_OFFSET
 
 
+def _send_one(mail: dict) -> list[str]:
+    """Send one message through the lab's SMTP server *mail* (start_smtp's settings), STARTTLS required and the
+    server's certificate verified against the lab CA; return the recipients it accepted."""
+    settings = smtp_backend.settings({"lpse_smtp_host": mail["host"], "lpse_smtp_port": mail["port"],
+                                      "lpse_smtp_from": mail["from"], "lpse_smtp_ca_cert": mail["ca_cert"]},
+                                     environ={"LPSE_OPS_SMTP_STARTTLS": "require"})
+    message = smtp_backend.build_message(settings.sender, [("Kepala LPSE Lab 01", "kepala@lab01.lpse.test")],
+                                         "Uji", "isi")
+    return smtp_backend.send(settings, message).accepted
+
+
 @pytest.mark.real_clock("the lab CA is made with Python's clock, OpenSSL verifies it with the C library's")
 def test_lab_start_smtp_twice_same_server_delivers_over_verified_tls():
     tls_dir = lab_actions.lab_dir() / "tls"
@@ -35,12 +46,7 @@ def test_lab_start_smtp_twice_same_server_delivers_over_verified_tls():
 
         assert first == second and first["port"] == base + 99 and first["host"] == "127.0.0.1"
         assert lab_smtp.running(lab_actions.lab_dir() / "smtp").pid == pid
-        settings = smtp_backend.settings({"lpse_smtp_host": first["host"], "lpse_smtp_port": first["port"],
-                                          "lpse_smtp_from": first["from"], "lpse_smtp_ca_cert": first["ca_cert"]},
-                                         environ={"LPSE_OPS_SMTP_STARTTLS": "require"})
-        message = smtp_backend.build_message(settings.sender, [("Kepala LPSE Lab 01", "kepala@lab01.lpse.test")],
-                                             "Uji", "isi")
-        assert smtp_backend.send(settings, message).accepted == ["kepala@lab01.lpse.test"]
+        assert _send_one(first) == ["kepala@lab01.lpse.test"]
         assert [m["Subject"] for m in lab_smtp.messages(first["maildir"])] == ["Uji"]
     finally:
         assert lab_smtp.stop(lab_actions.lab_dir() / "smtp")
@@ -64,12 +70,7 @@ def test_a_lab_brought_up_again_with_a_new_ca_gets_an_smtp_certificate_from_that
         assert not tls.issued_by(tls_dir / "smtp.crt", tls_dir / "ca.crt")
         mail = lab_actions.start_smtp(base)
         assert (tls_dir / "smtp.crt").read_bytes() != old and tls.issued_by(tls_dir / "smtp.crt", tls_dir / "ca.crt")
-        settings = smtp_backend.settings({"lpse_smtp_host": mail["host"], "lpse_smtp_port": mail["port"],
-                                          "lpse_smtp_from": mail["from"], "lpse_smtp_ca_cert": mail["ca_cert"]},
-                                         environ={"LPSE_OPS_SMTP_STARTTLS": "require"})
-        message = smtp_backend.build_message(settings.sender, [("Kepala LPSE Lab 01", "kepala@lab01.lpse.test")],
-                                             "Uji", "isi")
-        assert smtp_backend.send(settings, message).accepted == ["kepala@lab01.lpse.test"]
+        assert _send_one(mail) == ["kepala@lab01.lpse.test"]
     finally:
         lab_smtp.stop(lab_actions.lab_dir() / "smtp")
 
