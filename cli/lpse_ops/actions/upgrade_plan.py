@@ -42,7 +42,6 @@ from lpse_ops.actions.upgrade_site_state import SiteState, flag, state_from_prob
 from lpse_ops.backends import ssh_probe
 
 OPERATION = "upgrade.plan"
-PLAYBOOK = "site_state.yml"
 
 
 @dataclass

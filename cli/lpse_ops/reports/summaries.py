@@ -5,7 +5,7 @@ audits), and the work plan derived from them when none is given; pure: no readin
 from __future__ import annotations
 
 import statistics
-from collections import Counter, defaultdict
+from collections import defaultdict
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -195,8 +195,3 @@ def derived_work_plan(release: Release, audits: list[AuditRow], drills: list[Dri
         plan.append(WorkItem(next_label, "Menindaklanjuti kontrol keamanan yang memburuk pada audit",
                              ", ".join(worse), "6.2.7"))
     return plan
-
-
-def count_by_site(incidents: list[Incident]) -> list[tuple[str, int]]:
-    """Return (site, number of disturbances) pairs, most first (the general analysis, 8.1.3)."""
-    return Counter(row.site for row in incidents if row.kind == "incident").most_common()
