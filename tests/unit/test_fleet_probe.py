@@ -60,6 +60,14 @@ def test_parse_output_site_without_backup_tool_has_no_backup() -> None:
     assert codes(fleet_status.backup_faults(probe, None, backup.Thresholds(), NOW)) == {"backup_not_set_up"}
 
 
+@pytest.mark.parametrize(("line", "expected"), [("tool_sha256=" + "ab" * 32, "ab" * 32), ("tool_sha256=", None),
+                                              ("tool_sha256=not a digest", None), ("", None)])
+def test_parse_output_reads_the_site_tools_sha256_and_nothing_else(line: str, expected: str | None) -> None:
+    """The upgrade plan skips copying a site tool the site already has: only a whole sha256 counts."""
+    text = fixture("site1-healthy-backups.txt").replace("backup_rc=", f"{line}\nbackup_rc=", 1)
+    assert ssh_probe.parse_output("site1", "127.0.0.1:2221", text, NOW).tool_sha256 == expected
+
+
 def test_parse_output_postgresql_stopped_is_a_postgresql_and_spse_fault() -> None:
     probe = parsed("site2-postgresql-stopped.txt")
     assert probe.postgresql_active == "inactive" and probe.postgresql_ready is False

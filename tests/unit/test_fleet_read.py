@@ -126,3 +126,66 @@ def test_read_site_is_the_one_site_named_or_none(tmp_path: Path) -> None:
     path.write_text(INVENTORY.replace(", site_code: lab02", ""))
     with pytest.raises(OperationRefused, match="site2: missing variable site_code"):
         fleet.read_site(path, "site2")
+
+
+NESTED = INVENTORY.replace("""    canary:""", """      children:
+        region_sumatera:
+          hosts:
+            site3: {ansible_host: 127.0.0.1, ansible_port: 2423, site_code: lab03}
+            wave_1: {ansible_host: 127.0.0.1, ansible_port: 2424, site_code: lab04}
+    wave_1:
+      hosts: {site1: {}}
+    offsite:
+      hosts: {backup1: {ansible_host: 127.0.0.1}}
+    canary:""")
+
+
+@pytest.fixture(scope="module")
+def nested(tmp_path_factory):
+    """The inventory NESTED, our reading of it, and Ansible's own matcher over it (InventoryManager, in this
+    process: what `ansible sites --list-hosts --limit L` runs, without a process per limit)."""
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    path = tmp_path_factory.mktemp("nested") / "hosts.yml"
+    path.write_text(NESTED)
+    manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+
+    def ansible_match(limit: str) -> list[str]:
+        manager.subset(limit)
+        try:
+            return [host.name for host in manager.get_hosts("sites")]
+        finally:
+            manager.subset(None)
+
+    return path, fleet.validated_inventory(path, "validate"), ansible_match
+
+
+LIMITS = ["site1", "site2,site3", "canary", "region_sumatera", "site1,canary", "backup1", "offsite,site3", "nosuch",
+          "site9,site2", "all", "sites", "SITE1", "site3,site3"]
+PATTERNS = ["wave_1", "site3,wave_1", "site*", "sites[0:1]", "~site[12]", "sites:!canary", "sites:&canary",
+            "site1:site2", "!site1", "site1,", "127.0.0.1"]
+
+
+def test_a_limit_of_plain_names_selects_what_ansible_selects_without_asking_it(nested, monkeypatch) -> None:
+    """A --limit of plain host or group names is matched from the inventory already read (no `ansible
+    --list-hosts`): for every limit the hosts equal Ansible's own matcher's, and one is checked against the
+    `ansible` command itself."""
+    from lpse_ops.backends import ansible
+
+    path, report, ansible_match = nested
+    assert sorted(ansible.list_hosts(path, "sites", "offsite,site3,region_sumatera")) == ["site3", "wave_1"]
+    monkeypatch.setattr(ansible, "list_hosts", lambda *_a, **_k: pytest.fail("ansible --list-hosts was started"))
+    for limit in LIMITS:
+        assert fleet.plain_match(report, "sites", limit) == sorted(ansible_match(limit)), limit
+    assert fleet.read(path, limit="offsite,site3,region_sumatera").hosts == ["site3", "wave_1"]
+
+
+def test_any_other_limit_pattern_is_left_to_ansible(nested) -> None:
+    """Patterns, and a name that is both a group and a host (wave_1), are matched by Ansible itself."""
+    path, report, ansible_match = nested
+    for limit in PATTERNS:
+        assert fleet.plain_match(report, "sites", limit) is None, limit
+    assert ansible_match("wave_1") == ["wave_1"]  # the host, not the group of that name: Ansible's call
+    assert fleet.read(path, limit="wave_1").hosts == ["wave_1"]
+    assert fleet.read(path, limit="sites:!canary").hosts == ansible_match("sites:!canary")

@@ -77,6 +77,24 @@ def test_prepare_on_another_version_is_refused_without_reading_anything_else(tmp
     assert record["ok"] is True and record["baseline"] is None and record["known"] is None
 
 
+def test_prepare_refuses_when_the_site_tool_is_not_the_one_the_plan_found(tmp_path, monkeypatch):
+    """The play copied no tool because the plan found this sha256 installed: a tool that changed since is
+    refused at the guard, before anything is read or changed."""
+    tool = tmp_path / "lpse-backup"
+    tool.write_bytes(b"#!/usr/bin/python3\nthe tool the plan read\n")
+    monkeypatch.setattr(upgrade.sys, "argv", [str(tool)])
+    monkeypatch.setattr(upgrade, "run", lambda *a, **k: pytest.fail("nothing may run after the guard refused"))
+    found = upgrade.own_sha256()
+    base = site_base(tmp_path, "0.9")  # the guard refuses 0.9 by itself: reaching it means the check passed
+    record = upgrade.prepare(None, prepare_args(base, tmp_path / "absent.log", "--tool-sha256", found))
+    assert record["outcome"] == "refused" and record["version_found"] == "0.9"
+    tool.write_bytes(b"#!/usr/bin/python3\nanother tool\n")
+    with pytest.raises(Failure) as caught:
+        upgrade.prepare(None, prepare_args(base, tmp_path / "absent.log", "--tool-sha256", found))
+    assert (caught.value.code, caught.value.step) == ("site_tool_changed", "guard")
+    assert "plan again" in caught.value.message
+
+
 def test_prepare_on_a_bare_site_is_refused(tmp_path):
     record = upgrade.prepare(None, prepare_args(site_base(tmp_path, None), tmp_path / "absent.log"))
     assert (record["outcome"], record["version_found"]) == ("refused", ""), record

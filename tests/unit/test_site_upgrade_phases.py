@@ -293,6 +293,51 @@ def test_finish_takes_the_page_down_prunes_and_keeps_a_failed_refresh(releases):
                                             "error": "aide said nothing"}
 
 
+def complete_args(releases, *extra: str):
+    return cli.parser().parse_args(["upgrade-complete", "--baseline-json", '{"requests": 0}', "--warmup", "0",
+                                    "--bake", "0", "--base", str(releases), "--version", "1.4", "--keep", "1",
+                                    "--since", "50", *extra])
+
+
+def test_complete_finishes_only_after_the_canary_passed(releases):
+    fakes = Phases()
+    verdict = {"action": "upgrade-bake", "ok": True, "verdict": "pass", "reasons": []}
+
+    def bake(settings, args):
+        fakes.events.append(("bake", args.bake, args.base))  # one namespace carries both phases' options
+        return verdict
+
+    def done(settings, args):
+        return upgrade_phases.finish(settings, args, set_mode=fakes.set_mode, refresh=fakes.refresh)
+
+    record = upgrade_phases.complete(None, complete_args(releases, "--scope", "/etc/nginx"), bake=bake, done=done)
+    assert record["ok"] is True and record["bake"] == verdict and record["finish"]["ok"] is True
+    assert fakes.events == [("bake", 0.0, str(releases)), ("maintenance", "off"), ("integrity", 50.0, ("/etc/nginx",))]
+    assert sorted(os.listdir(releases / "releases")) == ["1.0", "1.4"]
+
+
+def test_complete_leaves_the_page_and_releases_alone_when_the_canary_failed(releases):
+    fakes = Phases()
+    failed = {"action": "upgrade-bake", "ok": False, "verdict": "fail", "code": "canary_failed", "step": "canary",
+              "error": "canary analysis failed: 5xx 40.0% > 1.0%"}
+    record = upgrade_phases.complete(None, complete_args(releases), bake=lambda settings, args: failed,
+                                     done=lambda settings, args: fakes.events.append("finish"))
+    assert record["ok"] is False and record["finish"] is None and fakes.events == []
+    assert (record["code"], record["step"], record["error"]) == ("canary_failed", "canary", failed["error"])
+    assert sorted(os.listdir(releases / "releases")) == ["1.0", "1.1", "1.2", "1.3", "1.4"]
+
+
+def test_complete_names_the_finish_step_when_the_page_cannot_come_down(releases):
+    def set_mode(mode, page=None):
+        raise Failure("nginx_reload_failed", "nginx -t failed")
+
+    record = upgrade_phases.complete(
+        None, complete_args(releases), bake=lambda settings, args: {"ok": True, "verdict": "pass"},
+        done=lambda settings, args: upgrade_phases.finish(settings, args, set_mode=set_mode))
+    assert record["ok"] is False and (record["code"], record["step"]) == ("nginx_reload_failed", "finish")
+    assert record["error"] == "nginx -t failed"
+
+
 def _filter():
     spec = importlib.util.spec_from_file_location("lpse_filters", ROOT / "playbooks/filter_plugins/lpse_ops.py")
     module = importlib.util.module_from_spec(spec)

@@ -18,7 +18,7 @@ import yaml
 from click.testing import CliRunner
 
 from lpse_ops import bundle, reference
-from lpse_ops.actions import operation
+from lpse_ops.actions import fleet, operation
 from lpse_ops.actions import upgrade_catalogue as uc
 from lpse_ops.actions import upgrade_plan as up
 from lpse_ops.actions import upgrade_plan_rules as ur
@@ -353,28 +353,29 @@ def test_waves_canary_group_then_wave_groups_in_number_order(catalogue: uc.Catal
 
 def test_waves_ineligible_canary_group_falls_back_to_first_sites(catalogue: uc.Catalogue) -> None:
     sites = states(state("site1"), state("site2"), state("site3", verification=None), state("site10"))
-    plan = ur.compute_plan(catalogue, sites, {"canary": ["site3"]}, options(canary=2, wave_size=ut.WaveSize(count=5)))
+    plan = ur.compute_plan(catalogue, sites, {"canary": ["site3"]},
+                           options(canary=2, wave_size=fleet.WaveSize(count=5)))
     assert wave_hosts(plan) == [["site1", "site2"], ["site10"]]
     assert codes(plan) == {"site3": ["no_verified_backup"]}
 
 
 def test_waves_by_share_percentage(catalogue: uc.Catalogue) -> None:
     sites = states(*(state(f"site{i}") for i in range(1, 11)))
-    plan = ur.compute_plan(catalogue, sites, {}, options(wave_size=ut.WaveSize.parse("25%")))
+    plan = ur.compute_plan(catalogue, sites, {}, options(wave_size=fleet.WaveSize.parse("25%")))
     assert [len(wave) for wave in plan.waves] == [1, 3, 3, 3]
     assert [wave[0].wave for wave in plan.waves] == ["canary", "wave 1", "wave 2", "wave 3"]
 
 
 def test_waves_by_share_count(catalogue: uc.Catalogue) -> None:
     sites = states(*(state(f"site{i}") for i in range(1, 8)))
-    plan = ur.compute_plan(catalogue, sites, {}, options(wave_size=ut.WaveSize.parse("4")))
+    plan = ur.compute_plan(catalogue, sites, {}, options(wave_size=fleet.WaveSize.parse("4")))
     assert [len(wave) for wave in plan.waves] == [1, 4, 2]
 
 
 @pytest.mark.parametrize("text", ["0", "-3", "0%", "150%", "many", ""])
 def test_wave_size_bad_value_rejected(text: str) -> None:
     with pytest.raises(ValueError, match="count of sites"):
-        ut.WaveSize.parse(text)
+        fleet.WaveSize.parse(text)
 
 
 def test_plan_600_sites_every_eligible_site_in_exactly_one_wave(catalogue: uc.Catalogue) -> None:

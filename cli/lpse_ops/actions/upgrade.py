@@ -13,15 +13,17 @@ site's real state, so sites already on the target are skipped and only what did 
 
 from __future__ import annotations
 
-import math
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from lpse_ops import config
-from lpse_ops.actions import notice, operation
-from lpse_ops.actions.upgrade_plan_types import SitePlan, UpgradePlan, count_or_share
+from lpse_ops.actions import fleet, notice, operation
+from lpse_ops.actions.fleet import Budget
+from lpse_ops.actions.upgrade_plan_types import SitePlan, UpgradePlan
+from lpse_ops.site import build as site_build
 
 OPERATION = "upgrade.rollout"
 PLAYBOOK = "upgrade.yml"
@@ -33,31 +35,6 @@ Progress = Callable[[str], None]
 
 class RolloutRefused(operation.OperationRefused):
     """The rollout cannot start: nothing was touched; the message says why and what to do."""
-
-
-@dataclass
-class Budget:
-    """How many failed sites the whole rollout tolerates: a count, or a share of its planned sites.
-
-    The rollout halts before the next wave once the failures EXCEED the budget (budget 0: the first
-    failed site halts it, the canary included).
-    """
-
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        count, percent = count_or_share(text, least=0, what="failure budget", example="0, 2")
-        return cls(count=count, percent=percent)
-
-    def allowed(self, planned: int) -> int:
-        if self.count is not None:
-            return self.count
-        return math.floor(planned * (self.percent or 0) / 100)
-
-    def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
 
 
 @dataclass
@@ -158,7 +135,11 @@ def extravars(plan: UpgradePlan, group: list[SitePlan], checkpoint: str, options
     steps = group[0].steps
     target = releases.get(steps[-1])
     end = start + options.window
+    tool = site_tool_sha256()
     return {
+        # every site of the group already has this lpse-ops's site tool (its probe at the plan): the play
+        # copies none; each site's upgrade-prepare refuses if its tool changed since
+        **({"upgrade_site_tool_sha256": tool} if all(site.tool_sha256 == tool for site in group) else {}),
         "upgrade_from_version": group[0].current,
         "upgrade_path": [{"version": version, "bundle": str(releases[version].path), "sha256": releases[version].sha256}
                          for version in steps],
@@ -174,6 +155,11 @@ def extravars(plan: UpgradePlan, group: list[SitePlan], checkpoint: str, options
                                         f"({int(options.window.total_seconds() // 60)} menit)",
         "upgrade_maintenance_reason": f"pemutakhiran SPSE {group[0].current} ke {steps[-1]}",
     }
+
+
+def site_tool_sha256() -> str:
+    """The sha256 of the site tool this lpse-ops builds (deterministic: the same sources give the same bytes)."""
+    return hashlib.sha256(site_build.archive_bytes()).hexdigest()
 
 
 def groups_of(wave: list[SitePlan]) -> list[list[SitePlan]]:
@@ -221,15 +207,16 @@ def run_rollout(plan: UpgradePlan, options: RolloutOptions, progress: Progress |
         rollout_id = store.start_run(OPERATION, args, hosts, actor=actor, parent_id=operation.parent_run())
         operation.lock_hosts(store, "upgrade", hosts, rollout_id, actor)
         result = RolloutResult(rollout_id, plan.target, [], [], None, str(options.budget), allowed)
+
+        def one_wave(index: int, _hosts: list[str]) -> int:
+            wave = plan.waves[index]
+            say(f"wave {index} ({wave[0].wave}): {', '.join(site.host for site in wave)}")
+            result.waves.append(_run_wave(store, plan, index, wave, rollout_id, options, say))
+            return sum(not site.ok for site in result.waves[-1].sites)
+
         try:
-            for index, wave in enumerate(plan.waves):
-                if len(result.failed) > allowed:
-                    result.halted = (f"{len(result.failed)} site(s) failed, more than the failure budget "
-                                     f"({options.budget} = {allowed} site(s)): waves {index} onwards not started")
-                    result.not_started = [[site.host for site in later] for later in plan.waves[index:]]
-                    break
-                say(f"wave {index} ({wave[0].wave}): {', '.join(site.host for site in wave)}")
-                result.waves.append(_run_wave(store, plan, index, wave, rollout_id, options, say))
+            ran = fleet.run_waves([[site.host for site in wave] for wave in plan.waves], one_wave, options.budget)
+            result.halted, result.not_started = ran.halted, ran.not_started
         except BaseException:
             store.finish_run(rollout_id, "aborted", _host_results(result),
                              summary={**result.as_dict(), "error": "interrupted or crashed"})

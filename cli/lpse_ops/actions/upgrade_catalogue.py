@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lpse_ops import bundle
-from lpse_ops.actions import operation
+from lpse_ops.actions import fleet, operation
 
 
 class PlanRefused(operation.OperationRefused):
@@ -27,11 +27,6 @@ class PlanRefused(operation.OperationRefused):
 
 version_key = bundle.version_key
 """The one ordering of versions (``lpse_ops.bundle.version_key``); ValueError for anything but dotted integers."""
-
-
-def natural_key(name: str) -> tuple:
-    """Sort key putting site2 before site10."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name))
 
 
 # ------------------------------------------------------------------------------------------ catalogue
@@ -105,7 +100,7 @@ def load_catalogue(releases_dir: Path, trusted_keys: Path,
     if not folder.is_dir():
         raise PlanRefused(f"release folder {folder} does not exist: pass --releases DIR holding spse-*.tar.gz")
     catalogue = Catalogue()
-    paths = sorted(folder.glob("spse-*.tar.gz"), key=lambda path: natural_key(path.name))
+    paths = sorted(folder.glob("spse-*.tar.gz"), key=lambda path: fleet.natural_key(path.name))
     if not paths:
         raise PlanRefused(f"release folder {folder} holds no spse-*.tar.gz bundle")
     for path in paths:

@@ -36,7 +36,6 @@ from lpse_ops.actions.upgrade_plan_types import (
     DEFAULT_WAVE_SIZE,
     PlanOptions,
     UpgradePlan,
-    WaveSize,
 )
 from lpse_ops.actions.upgrade_site_state import SiteState, flag, state_from_probe
 from lpse_ops.backends import ssh_probe
@@ -103,7 +102,7 @@ def plan(ctx: PlanContext) -> UpgradePlan:
     from lpse_ops.state import StateStore
 
     try:
-        wave_size = WaveSize.parse(ctx.wave_size)
+        wave_size = fleet.WaveSize.parse(ctx.wave_size)
         version_key(ctx.target)
     except ValueError as error:
         raise PlanRefused(str(error)) from None

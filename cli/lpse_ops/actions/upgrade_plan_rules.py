@@ -5,17 +5,16 @@ waves (a canary first, then inventory groups ``wave_N`` or shares of the rest). 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from lpse_ops.actions import backup
+from lpse_ops.actions import backup, fleet
+from lpse_ops.actions.fleet import WaveSize, natural_key
 from lpse_ops.actions.upgrade_catalogue import (
     Catalogue,
     PlanRefused,
     Release,
-    natural_key,
     safe_key,
     upgrade_path,
     version_key,
@@ -27,7 +26,6 @@ from lpse_ops.actions.upgrade_plan_types import (
     Reason,
     SitePlan,
     UpgradePlan,
-    WaveSize,
 )
 from lpse_ops.actions.upgrade_site_state import SiteState
 from lpse_ops.state.store import lock_holder
@@ -111,42 +109,13 @@ def _judge(state: SiteState, options: PlanOptions, catalogue: Catalogue, now: da
 
 def assign_waves(eligible: list[SitePlan], groups: Mapping[str, Iterable[str]], canary: int,
                  wave_size: WaveSize) -> list[list[SitePlan]]:
-    """Put every eligible site in exactly one wave and name it (``SitePlan.wave``).
-
-    Wave 0 is the canary: the eligible members of group ``canary``, else the first *canary* sites in
-    natural name order. Then one wave per group ``wave_N`` (in N order, a site in its first group only)
-    when any exists, with the sites in none of them last; else waves of *wave_size* sites.
-    """
-    by_host = {site.host: site for site in sorted(eligible, key=lambda site: natural_key(site.host))}
-    if not by_host:
-        return []
-    placed: set[str] = set()
-
-    def take(hosts: Iterable[str], name: str) -> list[SitePlan]:
-        wave = []
-        for host in sorted(hosts, key=natural_key):
-            if host in by_host and host not in placed:
-                placed.add(host)
-                by_host[host].wave = name
-                wave.append(by_host[host])
-        return wave
-
-    canary_group = [host for host in groups.get("canary", ()) if host in by_host]
-    waves = [take(canary_group, "canary") if canary_group else take(list(by_host)[:max(canary, 1)], "canary")]
-    numbered = sorted((int(name.split("_", 1)[1]), name) for name in groups if re.fullmatch(r"wave_\d+", name))
-    if numbered:
-        for _, name in numbered:
-            wave = take(groups[name], name)
-            if wave:
-                waves.append(wave)
-        rest = take([host for host in by_host if host not in placed], "unassigned")
-        if rest:
-            waves.append(rest)
-        return waves
-    size = wave_size.sites(len(by_host))
-    remaining = [host for host in by_host if host not in placed]
-    for start in range(0, len(remaining), size):
-        waves.append(take(remaining[start:start + size], f"wave {len(waves)}"))
+    """The eligible sites in waves (:func:`fleet.assign_waves`), each site's ``SitePlan.wave`` named."""
+    by_host = {site.host: site for site in eligible}
+    waves = []
+    for wave in fleet.assign_waves(by_host, groups, canary, wave_size):
+        for host in wave.hosts:
+            by_host[host].wave = wave.name
+        waves.append([by_host[host] for host in wave.hosts])
     return waves
 
 
@@ -188,7 +157,8 @@ def compute_plan(catalogue: Catalogue, states: Mapping[str, SiteState], groups: 
             for release in chain:
                 used[release.version] = release
             eligible.append(SitePlan(host, str(state.version), [release.version for release in chain],
-                                     schema_version=state.schema_version, downgrade=downgrade))
+                                     schema_version=state.schema_version, downgrade=downgrade,
+                                     tool_sha256=state.tool_sha256))
     downgrades = [site.host for site in eligible if site.downgrade]
     if downgrades:
         warnings.append(f"DOWNGRADE of {', '.join(downgrades)} to {options.target} (--allow-downgrade): the "

@@ -4,12 +4,11 @@ sites, each site's steps, the sites left out and the codes why); plain data, no 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from lpse_ops.actions import backup
-from lpse_ops.actions.fleet import Fleet
+from lpse_ops.actions.fleet import Fleet, WaveSize
 from lpse_ops.actions.upgrade_catalogue import Release
 from lpse_ops.actions.upgrade_site_state import SiteState
 
@@ -76,53 +75,12 @@ class SitePlan:
     wave: str = ""
     schema_version: int | None = None
     downgrade: bool = False
+    tool_sha256: str | None = None
+    """The sha256 of the site tool the site had when read (its probe)."""
 
     def as_dict(self) -> dict:
         return {"host": self.host, "current": self.current, "steps": self.steps, "wave": self.wave,
-                "schema_version": self.schema_version, "downgrade": self.downgrade}
-
-
-def count_or_share(text: str, *, least: int, what: str, example: str) -> tuple[int | None, float | None]:
-    """Parse a count of sites (at least *least*) or a share "P%" (above 0 when *least* is 1, at most 100).
-
-    Returns (count, None) or (None, percent); raises ValueError naming *what* and how to write it.
-    """
-    value = str(text).strip()
-    try:
-        if value.endswith("%"):
-            percent = float(value[:-1])
-            lowest_ok = percent > 0 if least else percent >= 0
-            if not lowest_ok or percent > 100:
-                raise ValueError
-            return None, percent
-        count = int(value)
-        if count < least:
-            raise ValueError
-        return count, None
-    except ValueError:
-        raise ValueError(f"{what} {text!r}: use a count of sites ({example}) or a percentage (25%)") from None
-
-
-@dataclass
-class WaveSize:
-    """How many sites per wave after the canary: a count, or a percentage of the eligible sites."""
-
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> WaveSize:
-        """Parse "10" or "25%"; raise ValueError otherwise."""
-        count, percent = count_or_share(text, least=1, what="wave size", example="10")
-        return cls(count=count, percent=percent)
-
-    def sites(self, eligible: int) -> int:
-        if self.count is not None:
-            return self.count
-        return max(1, math.ceil(eligible * (self.percent or 100) / 100))
-
-    def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+                "schema_version": self.schema_version, "downgrade": self.downgrade, "tool_sha256": self.tool_sha256}
 
 
 @dataclass

@@ -30,6 +30,7 @@ class SiteState:
     error: str | None = None
     verification: dict | None = None
     lock: dict | None = None
+    tool_sha256: str | None = None
 
     def as_dict(self) -> dict:
         return {"host": self.host, "reachable": self.reachable, "version": self.version,
@@ -107,4 +108,4 @@ def state_from_probe(probe: ssh_probe.SiteProbe) -> SiteState:
                      health=str(health.get("status") or "") or None if health else "unanswered",
                      health_reason=str(health.get("reason")) if health and health.get("reason") else (
                          None if health else "SPSE's /health did not answer"),
-                     free_bytes=probe.spse_free_bytes, frozen=bool(probe.frozen))
+                     free_bytes=probe.spse_free_bytes, frozen=bool(probe.frozen), tool_sha256=probe.tool_sha256)

@@ -27,6 +27,7 @@ import yaml
 
 from lpse_ops import config
 from lpse_ops import settings as settings_schema
+from lpse_ops.site import build as site_build
 
 ARTIFACTS_KEPT = 200
 TIMEOUT_S = 120
@@ -34,6 +35,8 @@ TIMEOUT_S = 120
 # later run, whatever that run asked for: the first run's extra vars, environment and options.
 STALE_ENV_FILES = ("envvars", "extravars", "cmdline", "passwords", "settings", "ssh_key")
 NO_HOSTS_LEFT = "leaves us with no hosts to target"
+SITE_TOOL_VAR = "site_tool_zipapp"
+"""The extra variable naming the site tool this process built (roles/site/tasks/tool_copy.yml installs it)."""
 
 
 class AnsibleError(Exception):
@@ -255,7 +258,11 @@ def run_playbook(playbook: str, inventory: Path, on_event: Callable[[dict], None
         return True
 
     private_dir = runner_dir()
-    extravars_file = write_extravars(extravars or {}, private_dir / "extravars" / f"{ident}.yml")
+    # The site tool, built here in this process (deterministic: same sources, same bytes) so the playbook's
+    # roles/site tasks copy it instead of building it in three control-node tasks of their own.
+    tool = site_build.build(private_dir / "extravars" / f"{ident}.lpse-backup")
+    extravars_file = write_extravars({**(extravars or {}), SITE_TOOL_VAR: str(tool)},
+                                     private_dir / "extravars" / f"{ident}.yml")
     try:
         runner = init_runner(
             private_data_dir=str(private_dir), project_dir=str(config.PROJECT_DIR), ident=ident,
@@ -269,4 +276,5 @@ def run_playbook(playbook: str, inventory: Path, on_event: Callable[[dict], None
         runner.run()
     finally:
         extravars_file.unlink(missing_ok=True)
+        tool.unlink(missing_ok=True)
     return PlaybookRun(ident=ident, status=runner.status, rc=runner.rc, artifact_dir=str(runner.config.artifact_dir))

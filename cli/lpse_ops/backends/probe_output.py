@@ -55,7 +55,8 @@ E=$($S openssl x509 -noout -enddate -in "$CERT" 2>&1 </dev/null); echo "cert_rc=
 echo "cert=$(printf '%s' "$E" | head -n1)"
 echo "security_updates=$(apt list --upgradable 2>/dev/null | grep -c security)"
 if [ -e "$SPSE_CONF/frozen" ]; then echo "frozen=yes"; else echo "frozen=no"; fi
-if [ -x "$BACKUP_TOOL" ]; then B=$($S "$BACKUP_TOOL" $BACKUP_ARGS 2>/dev/null); echo "backup_rc=$?"
+if [ -x "$BACKUP_TOOL" ]; then echo "tool_sha256=$(sha256sum "$BACKUP_TOOL" 2>/dev/null | cut -c1-64)"
+  B=$($S "$BACKUP_TOOL" $BACKUP_ARGS 2>/dev/null); echo "backup_rc=$?"
   echo "backup=$(printf '%s' "$B" | tr '\n' ' ')"
 else echo "backup_rc=absent"; fi
 echo "end=1"
@@ -148,6 +149,8 @@ class SiteProbe:
     frozen: bool | None = None
     backup: dict[str, Any] | None = None
     """``lpse-backup status`` JSON; None when the tool is absent (backups not set up)."""
+    tool_sha256: str | None = None
+    """The sha256 of the site tool installed (an upgrade skips copying one the site already has)."""
     backup_error: str | None = None
     backup_ages: dict[str, float | None] | None = None
     """Seconds since each backup, snapshot, archived WAL and verified restore (set by the fleet action)."""
@@ -196,7 +199,7 @@ def parse_lines(text: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
-        if sep and re.fullmatch(r"[a-z_A-Z]+", key):
+        if sep and re.fullmatch(r"[a-zA-Z_][a-zA-Z0-9_]*", key):
             found.setdefault(key, []).append(value)
     return found
 
@@ -279,6 +282,8 @@ def parse_output(host: str, address: str, text: str, now: datetime | None = None
     probe.cert_error = None if when else (cert_line.strip() or "no answer from openssl")
     probe.security_updates = parse_int(one("security_updates"))
     probe.frozen = {"yes": True, "no": False}.get(one("frozen") or "")
+    tool = one("tool_sha256") or ""
+    probe.tool_sha256 = tool if re.fullmatch(r"[0-9a-f]{64}", tool) else None
     backup_rc = one("backup_rc")
     if backup_rc == "absent":
         probe.backup = None

@@ -12,7 +12,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from lpse_ops import config, progress, terminal
-from lpse_ops.actions import backup, upgrade_plan
+from lpse_ops.actions import backup, fleet, upgrade_plan
 from lpse_ops.actions import upgrade as rollout
 from lpse_ops.actions import upgrade_plan_types as plan_types
 from lpse_ops.commands._options import (
@@ -190,7 +190,7 @@ def run_command(target: str, releases_dir: Path, trusted_keys: Path, inventory_p
     if as_json and not yes:
         raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to upgrade without asking")
     try:
-        budget = rollout.Budget.parse(failure_budget)
+        budget = fleet.Budget.parse(failure_budget)
     except ValueError as error:
         raise terminal.fail(str(error)) from error
     ctx = upgrade_plan.PlanContext(

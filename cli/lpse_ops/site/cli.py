@@ -13,7 +13,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup audit [--lynis] [--no-aide]   (compliance facts; lpse-ops audit decides the controls)
     lpse-backup integrity-refresh --since EPOCH [--scope PATH ...]   (AIDE accepts lpse-ops's own change)
     lpse-backup upgrade-prepare | upgrade-apply | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
-    lpse-backup upgrade-change | upgrade-finish | upgrade-rollback ...   (its changing phases: site/upgrade_phases.py)
+    lpse-backup upgrade-change | upgrade-finish | upgrade-complete | upgrade-rollback ...   (site/upgrade_phases.py)
     lpse-backup release-unpack --bundle F --sha256 H --version V --base DIR [--check]   (site/release.py)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
@@ -53,10 +53,10 @@ ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": s
                               "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
                               "upgrade-bake": upgrade.bake, "release-unpack": release.main,
                               "upgrade-change": upgrade_phases.change, "upgrade-finish": upgrade_phases.finish,
-                              "upgrade-rollback": upgrade_phases.rollback}
+                              "upgrade-complete": upgrade_phases.complete, "upgrade-rollback": upgrade_phases.rollback}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
 WITHOUT_SETTINGS = {"audit", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack",
-                    "upgrade-finish"}
+                    "upgrade-finish", "upgrade-complete"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 

@@ -26,8 +26,10 @@ Both print one JSON record. Standard library only.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -82,8 +84,18 @@ def measure(log: str, since: float, until: float) -> dict:
     return {"action": "traffic", "ok": True, "log": log, "since": since, "until": until, **stats}
 
 
+def own_sha256(path: str | None = None) -> str:
+    """The sha256 of this site tool's own file (the zipapp being run: ``sys.argv[0]``)."""
+    with open(path or sys.argv[0], "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def prepare(_settings, args, clock: Callable[[], float] = time.time) -> dict:
     """``upgrade-prepare``: the guard's outcome and, when it proceeds, what the upgrade starts from."""
+    expected = getattr(args, "tool_sha256", "") or ""
+    if expected and own_sha256() != expected:
+        raise Failure("site_tool_changed", "the site tool changed since the plan read this site: plan again "
+                      "(lpse-ops upgrade plan)", step="guard")
     found = version_found(args.base)
     outcome, reason = guard(found, args.from_version, args.to_version)
     record = {"action": "upgrade-prepare", "ok": True, "outcome": outcome, "version_found": found,
@@ -143,7 +155,15 @@ def add_parsers(sub) -> None:
     ready.add_argument("--database", required=True, help="SPSE's database")
     ready.add_argument("--baseline-seconds", type=float, required=True, help="the baseline window, up to now")
     ready.add_argument("--log", default=nginxlog.DEFAULT_LOG, help="the lpse_timed access log")
-    judge = sub.add_parser("upgrade-bake", help="an upgrade's canary: warm-up, bake, the verdict against the baseline")
+    ready.add_argument("--tool-sha256", default="", help="refuse unless this site tool's own file has this sha256 "
+                                                         "(the plan found it installed, so the play copied none)")
+    add_bake_arguments(sub.add_parser("upgrade-bake", help="an upgrade's canary: warm-up, bake, the verdict against "
+                                                           "the baseline"))
+    add_apply_parser(sub)
+
+
+def add_bake_arguments(judge) -> None:
+    """The options of ``upgrade-bake`` (``upgrade-complete`` takes them too)."""
     judge.add_argument("--baseline-json", help="the baseline's traffic facts: JSON text, or a file holding it")
     judge.add_argument("--baseline-since", type=float, help="the baseline window's start, epoch seconds")
     judge.add_argument("--baseline-until", type=float, help="the baseline window's end, epoch seconds")
@@ -156,7 +176,6 @@ def add_parsers(sub) -> None:
     judge.add_argument("--p95-slack-ms", type=float, default=defaults.p95_slack_ms)
     judge.add_argument("--max-p95-ms", type=float, default=defaults.max_p95_ms)
     judge.add_argument("--log", default=nginxlog.DEFAULT_LOG, help="the lpse_timed access log")
-    add_apply_parser(sub)
 
 
 # ---- apply: stop, migrate, switch, start, the health gate and the smoke test ---------------------------

@@ -2,6 +2,7 @@
 
     lpse-backup upgrade-change   --checkpoint NAME [the upgrade-apply options]     < {"trusted_keys", "sha256", "pages"}
     lpse-backup upgrade-finish   --base DIR --version V --keep-release DIR --since E [--scope P ...]
+    lpse-backup upgrade-complete [the upgrade-bake options] [the upgrade-finish options]
     lpse-backup upgrade-rollback --base DIR --release-dir DIR --version V --unit U --port P --checkpoint NAME
                                  [--database] [--compare] --since E [--scope P ...]   < {"pages"}
 
@@ -14,6 +15,10 @@ rollback loses nothing). Its record says how far it went (``maintenance``: the p
 was changed; ``checkpoint``; ``unpacked``; ``migrated``; ``switched``), on failure too.
 
 ``upgrade-finish`` takes the page down, prunes old releases and accepts the change into the AIDE baseline.
+``upgrade-complete`` is the bake (``upgrade-bake``: warm-up, bake, the canary verdict) and, when the verdict is
+``pass``, ``upgrade-finish``, in one call: the upgrade's last phase costs the control node one task, not two.
+Its record holds both (``bake``, ``finish``: null when the canary failed); a failure names its step
+(``canary`` or ``finish``).
 
 ``upgrade-rollback`` puts a site back: page up, SPSE stopped, the database back at the checkpoint
 (``--database``), ``current`` at the release it ran, SPSE started and /health waited for, the tables and
@@ -164,6 +169,19 @@ def finish(_settings, args, *, set_mode: Callable = maintenance.set_mode, refres
     return record
 
 
+def complete(settings, args, *, bake: Callable = upgrade.bake, done: Callable = finish) -> dict:
+    """``upgrade-complete``: the bake and its canary verdict, then, on ``pass`` only, ``upgrade-finish``."""
+    record = {"action": "upgrade-complete", "ok": False, "bake": bake(settings, args), "finish": None}
+    if not record["bake"].get("ok"):
+        return {**record, **{key: record["bake"][key] for key in ("code", "step", "error") if key in record["bake"]}}
+    record["finish"] = done(settings, args)
+    if not record["finish"].get("ok"):
+        return {**record, "code": record["finish"].get("code") or "finish_failed", "step": "finish",
+                "error": record["finish"].get("error") or "the maintenance page could not be taken down"}
+    record["ok"] = True
+    return record
+
+
 def release_folder(base: str, wanted: str) -> str:
     """*wanted* when it is a release folder of *base* (a real folder right under ``releases/``); else refuse."""
     releases = os.path.realpath(os.path.join(base, "releases"))
@@ -213,12 +231,12 @@ def add_parsers(sub) -> None:
                                                      "page read-only (stdin: keys, sha256s, pages)")
     upgrade.add_apply_arguments(changing)
     changing.add_argument("--checkpoint", required=True, help="the name of the site's restore point for this upgrade")
-    done = sub.add_parser("upgrade-finish", help="an upgrade's end: page down, old releases pruned, AIDE refreshed")
-    done.add_argument("--base", required=True, help="SPSE's base directory (releases/, current)")
-    done.add_argument("--version", required=True, help="the release the site now runs")
-    done.add_argument("--keep", type=int, default=3, help="how many releases to keep, newest first")
-    done.add_argument("--keep-release", action="append", help="a release folder to keep (repeat)")
-    _integrity_arguments(done)
+    _finish_arguments(sub.add_parser("upgrade-finish", help="an upgrade's end: page down, old releases pruned, "
+                                                            "AIDE refreshed"))
+    last = sub.add_parser("upgrade-complete", help="an upgrade's last phase: the bake and its canary verdict, then, "
+                                                   "on pass, upgrade-finish")
+    upgrade.add_bake_arguments(last)
+    _finish_arguments(last)
     back = sub.add_parser("upgrade-rollback", help="put a site back on a release and its data at a checkpoint "
                                                    "(stdin: the pages)")
     back.add_argument("--base", required=True, help="SPSE's base directory (releases/, current)")
@@ -231,6 +249,14 @@ def add_parsers(sub) -> None:
     back.add_argument("--compare", action="store_true", help="prove tables and documents identical to the checkpoint")
     back.add_argument("--health-timeout", type=float, default=90)
     _integrity_arguments(back)
+
+
+def _finish_arguments(done) -> None:
+    done.add_argument("--base", required=True, help="SPSE's base directory (releases/, current)")
+    done.add_argument("--version", required=True, help="the release the site now runs")
+    done.add_argument("--keep", type=int, default=3, help="how many releases to keep, newest first")
+    done.add_argument("--keep-release", action="append", help="a release folder to keep (repeat)")
+    _integrity_arguments(done)
 
 
 def _integrity_arguments(parser) -> None:
