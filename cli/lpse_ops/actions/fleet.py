@@ -48,13 +48,16 @@ def target_hosts(inventory_path: Path, group: str, limit: str | None) -> list[st
         raise OperationRefused(str(error)) from error
 
 
-def validated_inventory(path: Path, operation: str) -> inventory.InventoryReport:
-    """Read and validate the inventory at *path* for *operation*; raise OperationRefused listing every problem."""
+def validated_inventory(path: Path, operation: str | None) -> inventory.InventoryReport:
+    """Read and validate the inventory at *path* for *operation*; raise OperationRefused listing every problem.
+
+    *operation* None: a read-only look; only an inventory Ansible cannot read is refused.
+    """
     try:
-        report = inventory.validate(path, operation)
+        report = inventory.validate(path, operation or "validate")
     except inventory.InventoryError as error:
         raise OperationRefused(str(error)) from error
-    if not report.ok:
+    if operation is not None and not report.ok:
         listing = "\n  - ".join(report.problems)
         raise OperationRefused(f"inventory {path} has {len(report.problems)} problem(s); "
                                f"no host was touched:\n  - {listing}")
@@ -124,13 +127,7 @@ def read(inventory_path: Path, *, limit: str | None = None, validate_for: str | 
     touched). *validate_for* None (a read-only look such as ``fleet status``): only an inventory Ansible
     cannot read is refused; the problems an operation would refuse are left to that operation.
     """
-    if validate_for is None:
-        try:
-            report = inventory.validate(inventory_path)
-        except inventory.InventoryError as error:
-            raise OperationRefused(str(error)) from error
-    else:
-        report = validated_inventory(inventory_path, validate_for)
+    report = validated_inventory(inventory_path, validate_for)
     # Without --limit, or with one of plain names, the hosts come from Ansible's own --list output (one
     # process fewer: about half a second of CPU); any other limit pattern is matched by Ansible itself.
     hosts = report.groups.get(group, []) if limit is None else plain_match(report, group, limit)

@@ -21,7 +21,6 @@ from lpse_ops.actions.operation import parent_run
 from lpse_ops.backends import ssh_probe
 
 OPERATION = "fleet.status"
-GROUP = "sites"
 
 EXIT_OK, EXIT_FAULT, EXIT_UNREACHABLE, EXIT_WARNING = 0, 3, 4, 5
 
@@ -111,7 +110,7 @@ def _targets(request: FleetStatusRequest) -> list[ssh_probe.Target]:
     """The probe's targets: the inventory read once (fleet.read: one ansible-inventory, plus Ansible's own
     match of a --limit). A read-only look: an inventory another operation would refuse (a missing secret) is
     still probed; one Ansible cannot read, or a limit matching nothing, is refused before any connection."""
-    return fleet.read(request.inventory, limit=request.limit, validate_for=None, group=GROUP).targets()
+    return fleet.read(request.inventory, limit=request.limit, validate_for=None).targets()
 
 
 class _Round:

@@ -61,11 +61,10 @@ def one_site(ctx: backup.BackupContext, limit: str) -> fleet.Fleet:
     try:
         read = fleet.read(ctx.inventory, limit=limit, validate_for="backup")
     except fleet.NoHostMatches:
-        read = None
-    hosts = read.hosts if read else []
-    if read is None or len(hosts) != 1:
+        raise operation.OperationRefused("--limit must name exactly one site (it matches 0)") from None
+    if len(read.hosts) != 1:
         raise operation.OperationRefused(
-            f"--limit must name exactly one site (it matches {len(hosts)}: {', '.join(hosts)})")
+            f"--limit must name exactly one site (it matches {len(read.hosts)}: {', '.join(read.hosts)})")
     return read
 
 

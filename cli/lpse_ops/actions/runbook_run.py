@@ -208,10 +208,9 @@ def plan(request: RunbookRequest) -> RunbookPlan:
         listing = "; ".join(f"{{{name}}} ({runbooks.PLACEHOLDERS[name][0]}) used by {', '.join(ids)}"
                             for name, ids in missing.items())
         raise OperationRefused(f"no value for {listing}: add --set NAME=VALUE for each; nothing was run")
-    hosts = fleet.target_hosts(request.inventory, "sites", request.site)
-    if hosts != [request.site]:
+    if fleet.read_site(request.inventory, request.site, validate_for=None) is None:
         raise OperationRefused(f"--site must name one site of the inventory {request.inventory} "
-                               f"(it matches {len(hosts)}: {', '.join(hosts) or 'none'})")
+                               f"({request.site!r} is not exactly one host of group sites)")
     steps = []
     for number, step in enumerate(book.steps, start=1):
         command = runbooks.fill(step.command, values)
