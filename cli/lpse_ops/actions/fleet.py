@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar, Self
 
 from lpse_ops import inventory
 from lpse_ops.backends import ansible, ssh_probe
@@ -192,50 +193,50 @@ def count_or_share(text: str, *, least: int, what: str, example: str) -> tuple[i
 
 
 @dataclass
-class WaveSize:
-    """How many sites per wave after the canary: a count, or a percentage of the eligible sites."""
+class SiteCount:
+    """A number of sites given as a count ("10") or a share of some total ("25%"); :meth:`of` resolves it."""
 
     count: int | None = None
     percent: float | None = None
+    LEAST: ClassVar[int] = 0
+    WHAT: ClassVar[str] = "count"
+    EXAMPLE: ClassVar[str] = "2"
 
     @classmethod
-    def parse(cls, text: str) -> WaveSize:
-        """Parse "10" or "25%"; raise ValueError otherwise."""
-        count, percent = count_or_share(text, least=1, what="wave size", example="10")
+    def parse(cls, text: str) -> Self:
+        """Parse a count (at least LEAST) or "P%"; raise ValueError naming WHAT and how to write it."""
+        count, percent = count_or_share(text, least=cls.LEAST, what=cls.WHAT, example=cls.EXAMPLE)
         return cls(count=count, percent=percent)
 
-    def sites(self, eligible: int) -> int:
-        if self.count is not None:
-            return self.count
-        return max(1, math.ceil(eligible * (self.percent or 100) / 100))
+    def of(self, total: int, rounding: Callable[[float], int]) -> int:
+        return self.count if self.count is not None else rounding(total * (self.percent or 0) / 100)
 
     def __str__(self) -> str:
         return f"{self.percent:g}%" if self.percent is not None else str(self.count)
 
 
-@dataclass
-class Budget:
+class WaveSize(SiteCount):
+    """How many sites per wave after the canary: a count, or a percentage of the eligible sites."""
+
+    LEAST, WHAT, EXAMPLE = 1, "wave size", "10"
+
+    def sites(self, eligible: int) -> int:
+        if self.count is None and self.percent is None:
+            return max(1, eligible)  # no size given: one wave of every site after the canary
+        return max(1, self.of(eligible, math.ceil))
+
+
+class Budget(SiteCount):
     """How many failed sites a run in waves tolerates: a count, or a share of its planned sites.
 
     The run halts before the next wave once the failures EXCEED the budget (budget 0: the first failed
     site halts it, the canary included).
     """
 
-    count: int | None = None
-    percent: float | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> Budget:
-        count, percent = count_or_share(text, least=0, what="failure budget", example="0, 2")
-        return cls(count=count, percent=percent)
+    LEAST, WHAT, EXAMPLE = 0, "failure budget", "0, 2"
 
     def allowed(self, planned: int) -> int:
-        if self.count is not None:
-            return self.count
-        return math.floor(planned * (self.percent or 0) / 100)
-
-    def __str__(self) -> str:
-        return f"{self.percent:g}%" if self.percent is not None else str(self.count)
+        return self.of(planned, math.floor)
 
 
 @dataclass
