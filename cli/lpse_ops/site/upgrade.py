@@ -92,8 +92,7 @@ def own_sha256(path: str | None = None) -> str:
 
 def prepare(_settings, args, clock: Callable[[], float] = time.time) -> dict:
     """``upgrade-prepare``: the guard's outcome and, when it proceeds, what the upgrade starts from."""
-    expected = getattr(args, "tool_sha256", "") or ""
-    if expected and own_sha256() != expected:
+    if args.tool_sha256 and own_sha256() != args.tool_sha256:
         raise Failure("site_tool_changed", "the site tool changed since the plan read this site: plan again "
                       "(lpse-ops upgrade plan)", step="guard")
     found = version_found(args.base)
