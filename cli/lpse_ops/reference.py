@@ -23,6 +23,8 @@ for the HTTP defects, the classes of ``bad/src/java``), so 1.0, 1.1 and 1.2 buil
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -74,6 +76,35 @@ def _tool(name: str) -> str:
     return path
 
 
+JAR_CACHE_ENV = "LPSE_OPS_REFERENCE_CACHE"
+"""A folder for compiled reference jars, or ``off``; default ``$XDG_CACHE_HOME/lpse-ops/reference-jars``."""
+
+
+def jar_cache_dir() -> Path | None:
+    """Where compiled jars are kept between builds (None: caching is off)."""
+    setting = os.environ.get(JAR_CACHE_ENV, "")
+    if setting == "off":
+        return None
+    if setting:
+        return Path(setting)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lpse-ops" / "reference-jars"
+
+
+def _jar_key(javac: str, sources: list[Path], manifest_text: str, extra: dict[str, str]) -> str:
+    """The cache key of one jar: the JDK's javac (path, size, time), every source's name and bytes, the
+    manifest and the extra entries. The build is reproducible (fixed entry dates), so equal keys mean equal
+    jars; a changed source, defect or JDK gives a new key."""
+    digest = hashlib.sha256()
+    tool = Path(javac).resolve()
+    stat = tool.stat()
+    digest.update(f"{tool}\0{stat.st_size}\0{stat.st_mtime_ns}\0{JAR_DATE}\0{manifest_text}\0".encode())
+    for name, text in sorted(extra.items()):
+        digest.update(f"{name}\0{text}\0".encode())
+    for source in sources:
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def _run(argv: list[str]) -> None:
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
@@ -110,7 +141,22 @@ def _migration_file(migration_id: str, bad: bool) -> Path:
     return src
 
 
-def _build(version: str, meta: dict, workdir: Path, *, defect: str | None = None) -> Path:
+def _compile(javac: str, jar: str, build: Path, sources: list[Path], manifest_text: str, extra: dict[str, str],
+             jar_path: Path) -> None:
+    """Compile *sources* with javac and pack them, the manifest and the *extra* entries into *jar_path*."""
+    classes = build / "classes"
+    _run([javac, "--release", "17", "-encoding", "UTF-8", "-Xlint:all", "-d", str(classes), *map(str, sources)])
+    for name, text in extra.items():
+        entry = classes / name
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        entry.write_text(text, encoding="utf-8")
+    manifest = build / "MANIFEST.MF"
+    manifest.write_text(manifest_text, encoding="utf-8")
+    _run([jar, "--create", "--file", str(jar_path), "--manifest", str(manifest), f"--date={JAR_DATE}",
+          "-C", str(classes), "."])
+
+
+def _build(version: str, meta: dict, workdir: Path, *, defect: str | None = None, use_cache: bool = True) -> Path:
     """Compile one release described by *meta* (releases.yml's fields) into ``workdir/spse-<version>``.
 
     *defect* names a bad release kind; with it, ``meta["defect"]`` may add the HTTP defect filter
@@ -137,41 +183,32 @@ def _build(version: str, meta: dict, workdir: Path, *, defect: str | None = None
             encoding="utf-8",
         )
         sources += sorted((BAD_DIR / "src" / "java").rglob("*.java")) + [generated / "Defect.java"]
-    classes = build / "classes"
-    _run([javac, "--release", "17", "-encoding", "UTF-8", "-Xlint:all", "-d", str(classes), *map(str, sources)])
-
     manifest_text = (
         f"Main-Class: {MAIN_CLASS}\nClass-Path: {JDBC_JAR}\nImplementation-Title: SPSE (reference)\n"
         f"Implementation-Version: {version}\n"
     )
     if defect:
         manifest_text += f"{DEFECT_ATTRIBUTE}: {defect}\n"
+    extra: dict[str, str] = {}
     if http_defect:
         # DefectProvider wraps the JDK's own HTTP server provider, which lives in a non-exported package.
         manifest_text += "Add-Exports: jdk.httpserver/sun.net.httpserver\n"
-        service = classes / _HTTP_PROVIDER_SERVICE
-        service.parent.mkdir(parents=True)
-        service.write_text("id.go.lkpp.spse.DefectProvider\n", encoding="utf-8")
-    manifest = build / "MANIFEST.MF"
-    manifest.write_text(manifest_text, encoding="utf-8")
+        extra[_HTTP_PROVIDER_SERVICE] = "id.go.lkpp.spse.DefectProvider\n"
     payload = source / "payload"
     (payload / "lib").mkdir(parents=True)
     (payload / "migrations").mkdir()
     jar_path = payload / "lib" / "spse.jar"
-    _run(
-        [
-            jar,
-            "--create",
-            "--file",
-            str(jar_path),
-            "--manifest",
-            str(manifest),
-            f"--date={JAR_DATE}",
-            "-C",
-            str(classes),
-            ".",
-        ]
-    )
+    cache = jar_cache_dir() if use_cache else None
+    cached = cache / f"{_jar_key(javac, sources, manifest_text, extra)}.jar" if cache else None
+    if cached is not None and cached.is_file():
+        shutil.copyfile(cached, jar_path)
+    else:
+        _compile(javac, jar, build, sources, manifest_text, extra, jar_path)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.part")
+            shutil.copyfile(jar_path, partial)
+            os.replace(partial, cached)  # whole or absent: a build beside this one never reads half a jar
 
     migrations = []
     for number, migration_id in enumerate(meta["migrations"], start=1):
@@ -198,16 +235,18 @@ def _build(version: str, meta: dict, workdir: Path, *, defect: str | None = None
     return source
 
 
-def build_reference_source(version: str, workdir: Path) -> Path:
+def build_reference_source(version: str, workdir: Path, *, use_cache: bool = True) -> Path:
     """Compile reference SPSE ``version`` and return its release source dir ``workdir/spse-<version>``.
 
     Raises ``ValueError`` for a version not in ``releases.yml`` and ``RuntimeError`` when the JDK (javac,
-    jar) is missing or compilation fails. The directory is rebuilt from scratch on each call.
+    jar) is missing or compilation fails. The directory is rebuilt from scratch on each call; the jar comes
+    from the jar cache (:func:`jar_cache_dir`) when the same sources were compiled before, unless
+    *use_cache* is false.
     """
     known = releases()
     if version not in known:
         raise ValueError(f"unknown reference SPSE version {version!r} (known: {', '.join(sorted(known))})")
-    return _build(version, known[version], workdir)
+    return _build(version, known[version], workdir, use_cache=use_cache)
 
 
 def build_bad_release_source(kind: str, workdir: Path, version: str | None = None) -> Path:

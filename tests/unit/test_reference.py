@@ -97,10 +97,39 @@ def test_build_reference_1_2_jar_same_classes_as_1_1_without_defect(bundles: dic
 
 
 def test_build_reference_same_version_twice_gives_same_bytes(tmp_path: Path) -> None:
-    first = reference.build_reference_source("1.2", tmp_path / "a")
-    second = reference.build_reference_source("1.2", tmp_path / "b")
+    # both compiled (no jar cache): the build itself is reproducible, which is what lets the cache exist
+    first = reference.build_reference_source("1.2", tmp_path / "a", use_cache=False)
+    second = reference.build_reference_source("1.2", tmp_path / "b", use_cache=False)
     for name in ("release.yml", "payload/lib/spse.jar", "payload/migrations/0003_tender_category.sql"):
         assert (first / name).read_bytes() == (second / name).read_bytes(), name
+
+
+def test_a_cached_jar_is_the_compiled_one_and_other_sources_or_defects_compile_anew(tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    monkeypatch.setenv(reference.JAR_CACHE_ENV, str(tmp_path / "cache"))
+    compiled = []
+    real_compile = reference._compile
+    monkeypatch.setattr(reference, "_compile", lambda *args: (compiled.append(args[-1]), real_compile(*args)))
+    fresh = reference.build_reference_source("1.1", tmp_path / "a")
+    again = reference.build_reference_source("1.1", tmp_path / "b")
+    assert len(compiled) == 1  # the second build took the jar from the cache
+    assert (again / "payload/lib/spse.jar").read_bytes() == (fresh / "payload/lib/spse.jar").read_bytes()
+    uncached = reference.build_reference_source("1.1", tmp_path / "c", use_cache=False)
+    assert (uncached / "payload/lib/spse.jar").read_bytes() == (fresh / "payload/lib/spse.jar").read_bytes()
+    assert len(compiled) == 2
+    # another version (its Version.java differs) and a bad build of that version (manifest, defect) miss it
+    reference.build_reference_source("1.2", tmp_path / "d")
+    reference.build_bad_release_source("unhealthy", tmp_path / "e", version="1.2")
+    assert len(compiled) == 4
+    assert len(list((tmp_path / "cache").glob("*.jar"))) == 3 and not list((tmp_path / "cache").glob("*.part"))
+
+
+def test_the_jar_cache_can_be_switched_off(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(reference.JAR_CACHE_ENV, "off")
+    assert reference.jar_cache_dir() is None
+    monkeypatch.setenv(reference.JAR_CACHE_ENV, "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert reference.jar_cache_dir() == tmp_path / "lpse-ops" / "reference-jars"
 
 
 # ------------------------------------------------------------------ bad releases
