@@ -60,6 +60,33 @@ def test_image_tag_follows_the_recipe(monkeypatch):
     assert image.image_tag() != first
 
 
+def test_the_image_downloads_every_package_a_role_installs(tmp_path, monkeypatch):
+    import yaml
+
+    from lpse_ops.config import PROJECT_DIR
+
+    packages = image.role_packages()
+    roles = PROJECT_DIR / "roles"
+    for vars_file in roles.glob("*/vars/main.yml"):  # each role's own list, read here without the helper
+        role = vars_file.parent.parent.name
+        for name in yaml.safe_load(vars_file.read_text()).get(f"__{role}_packages") or []:
+            assert name.replace("{{ postgresql_version }}", "15") in packages, (role, name)
+    assert {"postgresql-15", "pgbackrest", "restic", "nginx", "openjdk-17-jre-headless", "aide"} <= set(packages)
+    assert image.recipe()["downloaded"] == packages
+    first = image.image_tag()
+    monkeypatch.setattr(image, "role_packages", lambda: [*packages, "vim"])  # a role that installs one more
+    assert image.image_tag() != first
+
+
+def test_a_role_package_the_image_cannot_name_is_refused(tmp_path):
+    (tmp_path / "site" / "defaults").mkdir(parents=True)
+    (tmp_path / "site" / "defaults" / "main.yml").write_text('site_pg_version: "15"\n')
+    (tmp_path / "web" / "vars").mkdir(parents=True)
+    (tmp_path / "web" / "vars" / "main.yml").write_text('__web_packages: ["nginx", "php{{ php_version }}"]\n')
+    with pytest.raises(RuntimeError, match=r"php\{\{ php_version \}\}"):
+        image.role_packages(tmp_path)
+
+
 def test_missing_docker_client_says_how_to_install(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(docker.DockerError, match="docker.io"):

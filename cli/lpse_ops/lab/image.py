@@ -31,14 +31,39 @@ OVERLAY: dict[str, str] = {
     "etc/sudoers.d/lpse-admin": "lpse-admin ALL=(ALL:ALL) NOPASSWD: ALL\n",
     "etc/apt/apt.conf.d/99lpse-lab": 'APT::Install-Recommends "false";\nAcquire::Retries "3";\n',
 }
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 IMAGE_REPOSITORY = "lpse-ops-base"
+
+
+def role_packages(roles_dir: Path | None = None) -> list[str]:
+    """Every Debian package a role installs (its ``__<role>_packages`` in ``vars/main.yml``), sorted.
+
+    The image carries them downloaded, not installed: a role's ``apt`` task still installs each one for real
+    (dpkg, maintainer scripts), without the download; the apt lists come with them, so a host brought up
+    within the hour does not fetch them again (the roles' ``cache_valid_time``). ``{{ postgresql_version }}``
+    is the site facts' default PostgreSQL version.
+    """
+    import yaml
+
+    from lpse_ops.config import PROJECT_DIR
+
+    roles = roles_dir or PROJECT_DIR / "roles"
+    facts = yaml.safe_load((roles / "site" / "defaults" / "main.yml").read_text())
+    names: set[str] = set()
+    for vars_file in sorted(roles.glob("*/vars/main.yml")):
+        listed = (yaml.safe_load(vars_file.read_text()) or {}).get(f"__{vars_file.parent.parent.name}_packages")
+        for name in listed or []:
+            names.add(str(name).replace("{{ postgresql_version }}", str(facts["site_pg_version"])))
+    unresolved = sorted(name for name in names if "{" in name)
+    if unresolved:
+        raise RuntimeError(f"role packages with a template the lab image cannot resolve: {', '.join(unresolved)}")
+    return sorted(names)
 
 
 def recipe() -> dict:
     """Return everything that decides the image's content; its hash names the image."""
     return {"version": RECIPE_VERSION, "suite": SUITE, "variant": "minbase",
-            "packages": list(PACKAGES), "overlay": OVERLAY}
+            "packages": list(PACKAGES), "overlay": OVERLAY, "downloaded": role_packages()}
 
 
 def image_tag() -> str:
@@ -94,6 +119,30 @@ def build(cache_dir: Path, progress: Callable[[str], None]) -> tuple[str, bool]:
         return _build(cache_dir, tag, progress), True
 
 
+def _download_role_packages(rootfs: Path, log: Path) -> None:
+    """Fetch the apt lists and every role package's .deb (with what it depends on) into *rootfs*'s apt cache."""
+    resolv = rootfs / "etc/resolv.conf"
+    kept = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    resolv.unlink(missing_ok=True)
+    shutil.copyfile("/etc/resolv.conf", resolv)  # the chroot resolves the mirror's name as this machine does
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
+    try:
+        with open(log, "ab") as handle:
+            for argv in (("apt-get", "update"),
+                         ("apt-get", "install", "--download-only", "--yes", "--no-install-recommends",
+                          *role_packages())):
+                done = subprocess.run(("chroot", str(rootfs), *argv), stdout=handle, stderr=subprocess.STDOUT,
+                                      env=env, check=False)
+                if done.returncode != 0:
+                    raise RuntimeError(f"{' '.join(argv[:2])} in the image failed (exit {done.returncode}): read {log}")
+    finally:
+        resolv.unlink(missing_ok=True)
+        if kept is not None:
+            resolv.write_bytes(kept)
+    shutil.rmtree(rootfs / "var/cache/apt/archives/partial", ignore_errors=True)
+    (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+
+
 def _build(cache_dir: Path, tag: str, progress: Callable[[str], None]) -> str:
     """Build image *tag* with debootstrap and import it; return the tag."""
     debootstrap = shutil.which("debootstrap") or "/usr/sbin/debootstrap"
@@ -127,8 +176,8 @@ def _build(cache_dir: Path, tag: str, progress: Callable[[str], None]) -> str:
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
     (rootfs / "etc/machine-id").write_text("")
-    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
-    (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    progress("downloading the roles' packages into the image (apt-get --download-only: installed by the roles)")
+    _download_role_packages(rootfs, log)
     progress("importing the base image into the Docker engine")
     archive = work / "rootfs.tar"
     subprocess.run(("tar", "-C", str(rootfs), "--numeric-owner", "-cf", str(archive), "."), check=True)
