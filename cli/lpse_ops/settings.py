@@ -160,6 +160,10 @@ class Settings:
     debian_mirror: str | None = _setting(
         "LPSE_OPS_DEBIAN_MIRROR", "Debian bookworm mirror URL for the lab's base image.",
         shown_default="the first bookworm mirror in /etc/apt", area="lab", read_by="lab/image.py")
+    reference_cache: str | None = _setting(
+        "LPSE_OPS_REFERENCE_CACHE", "Folder of compiled reference SPSE jars (reused when the sources are the same), "
+        "or `off` to compile every build.", shown_default="$XDG_CACHE_HOME/lpse-ops/reference-jars", area="lab",
+        read_by="reference.py")
     reuse_lab: bool = _setting(
         "LPSE_OPS_REUSE_LAB", "Development only: keep one test lab and its home across pytest runs.",
         kind="bool", default=False, shown_default="no", area="tests", read_by="tests/lab/conftest.py")
