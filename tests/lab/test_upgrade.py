@@ -28,7 +28,11 @@ from tests.lab.labkit import CLI, SITES, documents_not_matching, on_site, run_cl
 from tests.tampering import tamper_jar
 
 ALL = [f"site{i}" for i in range(1, SITES + 1)]
-FAST = ("--bake", "10", "--baseline", "60", "--min-requests", "20", "--health-timeout", "30")
+# A short bake, and a p95 latency allowance of 1.5 s over the baseline: these tests judge waves, paths, rollbacks
+# and the 5xx rule, while CI's two labs share two cores, so a fresh JVM's p95 over a 10 s bake is the machine's
+# load (ci12: 462 ms against a limit of 418, baseline 168, on a good release). The p95 rule itself is proven
+# by tests/unit/test_site_canary.py.
+FAST = ("--bake", "10", "--baseline", "60", "--min-requests", "20", "--health-timeout", "30", "--p95-slack-ms", "1500")
 
 
 def version_through_nginx(site: str) -> str:
@@ -174,7 +178,7 @@ def test_plain_ansible_playbook_upgrades_a_site_as_awx_would(fleet, lab_home, tm
                                "sha256": hashlib.sha256(bundle_1_1.read_bytes()).hexdigest()}],
              "upgrade_trusted_keys": [path.read_text() for path in sorted(Path(fleet["trusted"]).glob("*.pub"))],
              "upgrade_to_schema": 2, "upgrade_bake_seconds": 10, "upgrade_baseline_seconds": 60,
-             "upgrade_canary_min_requests": 10}
+             "upgrade_canary_min_requests": 10, "upgrade_canary_p95_slack_ms": 1500}
     vars_file = tmp_path / "upgrade-vars.json"
     vars_file.write_text(json.dumps(extra))
     project = Path(__file__).resolve().parents[2]

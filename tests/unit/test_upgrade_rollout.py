@@ -117,3 +117,34 @@ def test_outcome_comes_from_the_typed_record_and_a_missing_record_is_never_dropp
     assert unreachable.outcome == "unreachable" and "connect refused" in unreachable.record["reason"]
     assert rollout.outcome_of("c", 0, result).outcome == "no_result"
     assert not rollout.outcome_of("c", 0, None).ok
+
+
+def test_the_canary_limits_reach_the_playbook_and_default_to_its_own() -> None:
+    """`upgrade run --max-5xx-increase/--max-p95-ratio/--p95-slack-ms` become the playbook's
+    upgrade_canary_* variables; left alone, they are the playbook's defaults (and the site tool's)."""
+    import yaml
+
+    from lpse_ops.config import PROJECT_DIR
+
+    play = yaml.safe_load((PROJECT_DIR / "playbooks" / "upgrade.yml").read_text())
+    play_vars = next(item["vars"] for item in play if "upgrade_canary_p95_slack_ms" in item.get("vars", {}))
+    wave = [SitePlan("a", "1.1", ["1.2"], "canary")]
+    start = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+    default = rollout.extravars(_plan([wave]), wave, "upgrade-7", rollout.RolloutOptions(Path("inv")), start)
+    for name in ("max_5xx_increase", "max_p95_ratio", "p95_slack_ms"):
+        assert default[f"upgrade_canary_{name}"] == play_vars[f"upgrade_canary_{name}"], name
+    tuned = rollout.RolloutOptions(Path("inv"), max_5xx_increase=0.05, max_p95_ratio=3.0, p95_slack_ms=900.0)
+    extra = rollout.extravars(_plan([wave]), wave, "upgrade-7", tuned, start)
+    assert (extra["upgrade_canary_max_5xx_increase"], extra["upgrade_canary_max_p95_ratio"],
+            extra["upgrade_canary_p95_slack_ms"]) == (0.05, 3.0, 900.0)
+
+
+def test_a_canary_limit_out_of_range_is_refused_before_any_plan(tmp_path) -> None:
+    from click.testing import CliRunner
+
+    from lpse_ops.main import main
+
+    for option, value in (("--max-p95-ratio", "0.5"), ("--max-5xx-increase", "2"), ("--p95-slack-ms", "-1")):
+        result = CliRunner().invoke(main, ["upgrade", "run", "--to", "1.2", option, value, "--yes", "--json"],
+                                    env={"LPSE_OPS_HOME": str(tmp_path)})
+        assert result.exit_code == 2 and option in result.output, result.output

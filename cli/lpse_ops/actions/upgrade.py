@@ -24,6 +24,7 @@ from lpse_ops.actions import fleet, notice, operation
 from lpse_ops.actions.fleet import Budget
 from lpse_ops.actions.upgrade_plan_types import SitePlan, UpgradePlan
 from lpse_ops.site import build as site_build
+from lpse_ops.site.canary import Limits as CanaryLimits
 
 OPERATION = "upgrade.rollout"
 PLAYBOOK = "upgrade.yml"
@@ -46,6 +47,9 @@ class RolloutOptions:
     bake_seconds: int = 120
     baseline_seconds: int = 300
     min_requests: int = 20
+    max_5xx_increase: float = CanaryLimits.max_5xx_increase
+    max_p95_ratio: float = CanaryLimits.max_p95_ratio
+    p95_slack_ms: float = CanaryLimits.p95_slack_ms
     health_timeout_s: int = 90
     notify: bool = True
     window: timedelta = timedelta(minutes=30)
@@ -149,6 +153,9 @@ def extravars(plan: UpgradePlan, group: list[SitePlan], checkpoint: str, options
         "upgrade_bake_seconds": options.bake_seconds,
         "upgrade_baseline_seconds": options.baseline_seconds,
         "upgrade_canary_min_requests": options.min_requests,
+        "upgrade_canary_max_5xx_increase": options.max_5xx_increase,
+        "upgrade_canary_max_p95_ratio": options.max_p95_ratio,
+        "upgrade_canary_p95_slack_ms": options.p95_slack_ms,
         "upgrade_health_timeout_s": options.health_timeout_s,
         "upgrade_maintenance_start": start.strftime("%d-%m-%Y %H.%M UTC"),
         "upgrade_maintenance_duration": f"sampai sekitar {end.strftime('%H.%M UTC')} "

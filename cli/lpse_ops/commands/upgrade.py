@@ -162,6 +162,16 @@ def plan(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Pa
               metavar="SECONDS", help="The window of nginx's log before the upgrade the bake is compared with.")
 @click.option("--min-requests", default=20, show_default=True, type=click.IntRange(min=0),
               help="Requests the bake needs to judge the canary; fewer fail it as inconclusive.")
+@click.option("--max-5xx-increase", default=rollout.CanaryLimits.max_5xx_increase, show_default=True,
+              type=click.FloatRange(min=0, max=1), metavar="SHARE",
+              help="How far the bake's 5xx rate may exceed the baseline's (0.01: one point) before the canary fails.")
+@click.option("--max-p95-ratio", default=rollout.CanaryLimits.max_p95_ratio, show_default=True,
+              type=click.FloatRange(min=1), metavar="RATIO",
+              help="The bake's p95 latency limit as a multiple of the baseline's (the larger of this and "
+                   "--p95-slack-ms applies).")
+@click.option("--p95-slack-ms", default=rollout.CanaryLimits.p95_slack_ms, show_default=True,
+              type=click.FloatRange(min=0), metavar="MS",
+              help="The bake's p95 latency limit as the baseline's plus this many milliseconds.")
 @click.option("--health-timeout", default=90, show_default=True, type=click.IntRange(min=5), metavar="SECONDS",
               help="How long the new release has to report healthy (version and schema) before it is rolled back.")
 @click.option("--window", "window_minutes", default=30, show_default=True, type=click.IntRange(min=1),
@@ -172,8 +182,9 @@ def plan(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Pa
 @json_option
 def run_command(target: str, releases_dir: Path, trusted_keys: Path, inventory_path: Path | None, limit: str | None,
                 canary: int, wave_size: str, max_backup_age: float, failure_budget: str, bake_seconds: int,
-                baseline_seconds: int, min_requests: int, health_timeout: int, window_minutes: int, no_notice: bool,
-                forks: int, yes: bool, as_json: bool) -> None:
+                baseline_seconds: int, min_requests: int, max_5xx_increase: float, max_p95_ratio: float,
+                p95_slack_ms: float, health_timeout: int, window_minutes: int, no_notice: bool, forks: int, yes: bool,
+                as_json: bool) -> None:
     """Upgrade the sites to SPSE VERSION in waves: canary first, each site rolled back by itself on failure.
 
     Plan, show, confirm, then act. Per site: the maintenance notice (clause 6.2.13), the maintenance page,
@@ -198,7 +209,8 @@ def run_command(target: str, releases_dir: Path, trusted_keys: Path, inventory_p
         canary=canary, wave_size=wave_size, max_backup_age_hours=max_backup_age, progress=progress.live(not as_json))
     options = rollout.RolloutOptions(
         inventory=inventory_path, budget=budget, bake_seconds=bake_seconds, baseline_seconds=baseline_seconds,
-        min_requests=min_requests, health_timeout_s=health_timeout, notify=not no_notice,
+        min_requests=min_requests, max_5xx_increase=max_5xx_increase, max_p95_ratio=max_p95_ratio,
+        p95_slack_ms=p95_slack_ms, health_timeout_s=health_timeout, notify=not no_notice,
         window=timedelta(minutes=window_minutes), forks=forks,
         progress=progress.live(not as_json))
     with refusal_as_error():
