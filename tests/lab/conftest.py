@@ -26,9 +26,9 @@ LATE_MODULES = ("test_drills.py", "test_rebuild.py", "test_evidence.py", "test_f
 # waits on a site (a bake, a timer, a restore), the other uses the cores. Stream "b" takes these modules, stream
 # "a" every other; each stream keeps the order below. Each module brings the sites to the state it needs
 # through the session's fixtures, so a module passes in either stream (and alone).
-# Balanced by measured time (ci11, 2026-12-04: stream b's modules took 43 min, stream a's 38 plus its 8 minutes of
-# waiting for the unit tests, which no longer gate it): the server-lost rebuild (5 min) runs in stream a.
-STREAM_B = ("test_upgrade.py", "test_drills.py", "test_integrity_baseline.py", "test_secrets.py")
+# Balanced by measured time: with both streams starting together (ci12, 2026-12-04), stream a took 50 minutes with
+# the server-lost rebuild and stream b about 40 without it, so the rebuild (5 min) stays in stream b.
+STREAM_B = ("test_upgrade.py", "test_drills.py", "test_rebuild.py", "test_integrity_baseline.py", "test_secrets.py")
 """test_secrets.py runs last in both streams: each scans its own lab's artifacts, store and audit log."""
 
 
