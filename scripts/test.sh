@@ -4,13 +4,13 @@
 #   bash scripts/test.sh [--fast] [PYTEST ARGS...]
 #
 # Full (default): ruff, ansible-lint (production profile), every test: unit, integration and lab. The lab
-# tests run in two streams at once from the start, each bringing up its own lab (lpse-test, ports 2420+;
-# lpse-testb, ports 2720+) and taking it down at the end; the host-free tests run beside them at nice 10.
+# tests run in two streams at once, each bringing up its own lab (lpse-test, ports 2420+; lpse-testb, ports
+# 2720+) and taking it down at the end.
 # --fast: ruff, ansible-lint and the unit and integration tests only (no lab; about 8 CPU-minutes in all).
 # Both also run the unit tests again with the clock a year ahead (--clock-ahead-days 365: tests/conftest.py,
 # time-machine), so a test that fixes a date while the code reads the real clock fails now, not in a year.
 # Every pytest run writes JUnit XML into .ci-artifacts/ and prints its 20 slowest tests. Extra arguments
-# go to the unit and integration run only.
+# go to the main pytest run only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=full
@@ -26,13 +26,12 @@ echo "==> ruff"
 ruff check .
 echo "==> ansible-lint (production profile)"
 ansible-lint --profile production --offline playbooks roles
-# CPU is what a full run waits on (two cores; the lab streams use them almost fully), so the host-free passes
-# run at a lower priority (nice 10): the lab streams never wait for them, and they take the cores the streams
-# leave while a site waits (a bake, a timer, a restore).
-# The year-ahead pass runs beside the main one (its own temp folder, no cache; output in a log printed after).
+# The year-ahead pass runs beside the main one (its own temp folder, no cache; output in a log printed after):
+# the tests are mostly one process each, so on two cores the two passes take little more than the longer.
 # tests/unit/test_clock_ahead.py fails that pass if the clock did not move.
-echo "==> pytest: unit tests with the clock a year ahead (--clock-ahead-days 365), in the background"
+echo "==> pytest: unit tests with the clock a year ahead (--clock-ahead-days 365), in the background (nice 10)"
 ahead_tmp="${TMPDIR:-/tmp}/lpse-ops-year-ahead-$$"
+# At a lower priority: it is never on the critical path (a lab stream is), so it takes the CPU they leave.
 nice -n 10 pytest -ra --durations=20 -p no:cacheprovider --basetemp="$ahead_tmp" --clock-ahead-days 365 \
   --junitxml="$artifacts/junit-unit-year-ahead.xml" tests/unit >"$artifacts/unit-year-ahead.log" 2>&1 &
 ahead=$!
@@ -51,24 +50,17 @@ if [ "$tier" = fast ]; then
   echo "==> pytest: unit and integration tests (--fast: no lab)"
   pytest -ra --durations=20 --junitxml="$artifacts/junit-fast.xml" tests/unit tests/integration "$@" || status=$?
 else
-  # The lab tests run in two streams at once, each on a lab of its own (tests/lab/conftest.py STREAM_B), both
-  # from the start, so their labs come up and their first installs run while the host-free tests run:
-  # stream a (lab lpse-test, ports from 2420) and stream b (lab lpse-testb, ports from 2720).
-  echo "==> pytest: lab streams a and b (each its own lab), in the background"
-  a_tmp="${TMPDIR:-/tmp}/lpse-ops-lab-a-$$"
-  LPSE_OPS_TEST_LAB_NAME=lpse-test LPSE_OPS_TEST_PORT_BASE=2420 \
-    pytest -ra --durations=20 -p no:cacheprovider --basetemp="$a_tmp" --lab-stream a \
-    --junitxml="$artifacts/junit-lab-a.xml" tests/lab >"$artifacts/lab-a.log" 2>&1 &
-  lab_a=$!
+  # The lab tests run in two streams at once, each on a lab of its own (tests/lab/conftest.py STREAM_B): stream b
+  # (lab lpse-testb, ports from 2720) in the background from the start, so its lab comes up while the unit
+  # tests run; stream a (lab lpse-test, ports from 2420) after the unit and integration tests, here.
+  echo "==> pytest: lab stream b (its own lab), in the background"
   b_tmp="${TMPDIR:-/tmp}/lpse-ops-lab-b-$$"
   LPSE_OPS_TEST_LAB_NAME=lpse-testb LPSE_OPS_TEST_PORT_BASE=2720 \
     pytest -ra --durations=20 -p no:cacheprovider --basetemp="$b_tmp" --lab-stream b \
     --junitxml="$artifacts/junit-lab-b.xml" tests/lab >"$artifacts/lab-b.log" 2>&1 &
   lab_b=$!
-  echo "==> pytest: unit and integration tests (nice 10)"
-  nice -n 10 pytest -ra --durations=20 --junitxml="$artifacts/junit-full.xml" tests/unit tests/integration "$@" \
-    || status=$?
-  finish_background "lab stream a" "$lab_a" "$a_tmp" "$artifacts/lab-a.log"
+  echo "==> pytest: every test (unit, integration, lab stream a)"
+  pytest -ra --durations=20 --lab-stream a --junitxml="$artifacts/junit-full.xml" "$@" || status=$?
   finish_background "lab stream b" "$lab_b" "$b_tmp" "$artifacts/lab-b.log"
 fi
 finish_background "unit tests a year ahead (--clock-ahead-days 365)" "$ahead" "$ahead_tmp" \
