@@ -76,7 +76,8 @@ def cpu_log_profile(path: Path) -> dict:
     for _, values in samples:  # containers come and go (a drill replaces one): add each one's own growth
         for name, value in values.items():
             if name != "total":
-                containers += max(0.0, value - previous.get(name, value if not previous else 0.0))
+                before = previous.get(name, value if not previous else 0.0)
+                containers += value - before if value >= before else value  # a new container of that name
                 previous[name] = value
     seconds = t1 - t0
     return {"seconds": seconds, "cpu_s": round(last["total"] - first["total"], 1),
