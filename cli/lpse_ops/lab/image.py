@@ -122,7 +122,8 @@ def build(cache_dir: Path, progress: Callable[[str], None]) -> tuple[str, bool]:
 def _download_role_packages(rootfs: Path, log: Path) -> None:
     """Fetch the apt lists and every role package's .deb (with what it depends on) into *rootfs*'s apt cache."""
     resolv = rootfs / "etc/resolv.conf"
-    kept = resolv.read_bytes() if resolv.is_file() and not resolv.is_symlink() else None
+    link = os.readlink(resolv) if resolv.is_symlink() else None  # put back as it was, a link stays a link
+    kept = resolv.read_bytes() if link is None and resolv.is_file() else None
     resolv.unlink(missing_ok=True)
     shutil.copyfile("/etc/resolv.conf", resolv)  # the chroot resolves the mirror's name as this machine does
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "DEBIAN_FRONTEND": "noninteractive", "LC_ALL": "C"}
@@ -137,7 +138,9 @@ def _download_role_packages(rootfs: Path, log: Path) -> None:
                     raise RuntimeError(f"{' '.join(argv[:2])} in the image failed (exit {done.returncode}): read {log}")
     finally:
         resolv.unlink(missing_ok=True)
-        if kept is not None:
+        if link is not None:
+            resolv.symlink_to(link)
+        elif kept is not None:
             resolv.write_bytes(kept)
     shutil.rmtree(rootfs / "var/cache/apt/archives/partial", ignore_errors=True)
     (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
