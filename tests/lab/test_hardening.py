@@ -117,6 +117,20 @@ def test_second_harden_run_changes_nothing(hardened):
     assert host["changed"] == 0 and host["failed"] == 0, host
 
 
+def test_backup_setup_on_a_hardened_site_writes_postgresqls_settings_again(hardened):
+    """Hardening installs libpam-tmpdir, so root's $TMPDIR becomes a 0700 folder of its own. The settings'
+    validator (PostgreSQL parsing the candidate as postgres) once made its scratch folder there and failed:
+    no backup setup could write WAL archiving's settings on a hardened site. Here they are gone (a site that
+    lost them, or was hardened before its first setup) and the setup writes them again."""
+    conf = "/etc/postgresql/15/main/conf.d/lpse_backup.conf"
+    on_site(f"rm {conf}")
+    code, report, output = run_cli("backup", "setup", "--limit", SITE, "--json", timeout=1800)
+    assert code == 0, output
+    assert report["hosts"][SITE]["changed"] > 0, report["hosts"][SITE]
+    assert "archive_command = 'pgbackrest --stanza=" in on_site(f"cat {conf}")
+    assert on_site("runuser -u postgres -- psql -AtX -c 'SHOW archive_mode'").strip() == "on"
+
+
 def test_harden_check_names_the_one_drifted_file_and_leaves_it_drifted(hardened):
     """``harden --check`` on a hardened site where one managed file drifted: exactly that change is reported
     (the second real run changed nothing, so any other would be a false one), and the file stays as it was."""

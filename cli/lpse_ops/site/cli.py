@@ -14,6 +14,7 @@ One code path for the systemd timers and for the control machine (playbooks/back
     lpse-backup integrity-refresh --since EPOCH [--scope PATH ...]   (AIDE accepts lpse-ops's own change)
     lpse-backup upgrade-prepare | upgrade-apply | upgrade-bake ...   (an upgrade's phases: site/upgrade.py)
     lpse-backup upgrade-change | upgrade-finish | upgrade-complete | upgrade-rollback ...   (site/upgrade_phases.py)
+    lpse-backup preflight --spec JSON   (the server baseline's checks but the clock skew: site/preflight.py)
     lpse-backup release-unpack --bundle F --sha256 H --version V --base DIR [--check]   (site/release.py)
 
 Every subcommand prints ONE JSON object on stdout and exits 0 (ok) or 1 (failed, with "error" saying
@@ -34,6 +35,7 @@ from lpse_ops.site import (
     integrity,
     listing,
     nginxlog,
+    preflight,
     release,
     restore,
     run,
@@ -49,13 +51,13 @@ Action = Callable[[settings.Settings, argparse.Namespace], dict]
 ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
                               "restore": restore.main, "checkpoint": checkpoint.take,
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
-                              "traffic": nginxlog.main, "audit": audit.main, "integrity-refresh": integrity.main,
+                              "traffic": nginxlog.main, "preflight": preflight.main, "audit": audit.main, "integrity-refresh": integrity.main,
                               "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
                               "upgrade-bake": upgrade.bake, "release-unpack": release.main,
                               "upgrade-change": upgrade_phases.change, "upgrade-finish": upgrade_phases.finish,
                               "upgrade-complete": upgrade_phases.complete, "upgrade-rollback": upgrade_phases.rollback}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
-WITHOUT_SETTINGS = {"audit", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack",
+WITHOUT_SETTINGS = {"audit", "preflight", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack",
                     "upgrade-finish", "upgrade-complete"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
@@ -99,6 +101,7 @@ def parser() -> argparse.ArgumentParser:
     upgrade.add_parsers(sub)
     upgrade_phases.add_parsers(sub)
     release.add_parser(sub)
+    preflight.add_parser(sub)
     return top
 
 
