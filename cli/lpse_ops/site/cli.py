@@ -51,14 +51,15 @@ Action = Callable[[settings.Settings, argparse.Namespace], dict]
 ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
                               "restore": restore.main, "checkpoint": checkpoint.take,
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
-                              "traffic": nginxlog.main, "preflight": preflight.main, "audit": audit.main, "integrity-refresh": integrity.main,
+                              "traffic": nginxlog.main, "preflight": preflight.main, "audit": audit.main,
+                              "integrity-refresh": integrity.main,
                               "upgrade-prepare": upgrade.prepare, "upgrade-apply": upgrade.apply,
                               "upgrade-bake": upgrade.bake, "release-unpack": release.main,
                               "upgrade-change": upgrade_phases.change, "upgrade-finish": upgrade_phases.finish,
                               "upgrade-complete": upgrade_phases.complete, "upgrade-rollback": upgrade_phases.rollback}
 # Subcommands that need no backup settings (they run on sites that are not backed up too).
-WITHOUT_SETTINGS = {"audit", "preflight", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply", "release-unpack",
-                    "upgrade-finish", "upgrade-complete"}
+WITHOUT_SETTINGS = {"audit", "preflight", "integrity-refresh", "upgrade-prepare", "upgrade-bake", "upgrade-apply",
+                    "release-unpack", "upgrade-finish", "upgrade-complete"}
 CONFIG_ENV = "LPSE_BACKUP_CONFIG"
 
 
