@@ -54,7 +54,7 @@ def exec_pids(datagram: bytes) -> list[int]:
     pids, offset = [], 0
     while offset + _NLMSG.size <= len(datagram):
         length = _NLMSG.unpack_from(datagram, offset)[0]
-        if length < _NLMSG.size:
+        if length < _NLMSG.size or offset + length > len(datagram):
             break
         body = offset + _NLMSG.size + _CN_MSG.size
         if body + _EVENT.size + 8 <= offset + length:
