@@ -14,6 +14,10 @@ command -v javac >/dev/null || need+=(openjdk-17-jdk-headless)
 command -v iptables >/dev/null || need+=(iptables)
 command -v ssh >/dev/null || need+=(openssh-client)
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)  # the audit's wire look tries TLS groups with s_client
+# Outside auditors the lab tests check the wire controls against (nobody here wrote them).
+command -v ssh-audit >/dev/null || need+=(ssh-audit)
+command -v sslscan >/dev/null || need+=(sslscan)
 [ -x /usr/lib/postgresql/15/bin/initdb ] || need+=(postgresql)  # tests/integration run their own server
 command -v chromium >/dev/null && command -v chromedriver >/dev/null && command -v pdftoppm >/dev/null \
   && command -v strace >/dev/null \

@@ -21,7 +21,8 @@ from pathlib import Path
 import yaml
 
 from lpse_ops import config
-from lpse_ops.actions import operation, records
+from lpse_ops.actions import compliance_wire, fleet, operation, records
+from lpse_ops.backends import wire
 
 KIND = "audit"
 """The kind of result record ``playbooks/audit.yml`` emits per host."""
@@ -304,7 +305,8 @@ CHECKS: dict[str, Callable[[dict], Outcome]] = {
     "release_integrity": release_integrity, "aide_clean": aide_clean, "firewall_active": firewall_active,
     "updates_security": updates_security, "antivirus_scheduled": antivirus_scheduled,
     "antivirus_clean": antivirus_clean, "antivirus_signatures": antivirus_signatures, "auditd_rules": auditd_rules,
-    "kernel_settings": kernel_settings, "password_policy": password_policy, "services_off": services_off}
+    "kernel_settings": kernel_settings, "password_policy": password_policy, "services_off": services_off,
+    **compliance_wire.CHECKS}
 TIMED_CHECKS = frozenset({"antivirus_scheduled"})
 """Checks that judge an age: :func:`evaluate` gives them its *now*."""
 
@@ -368,6 +370,8 @@ class AuditRequest:
     limit: str | None = None
     lynis: bool = False
     aide: bool = True
+    wire: bool = True
+    wire_concurrency: int = 8
     progress: operation.ProgressFactory | None = None
     state_url: str | None = None
 
@@ -403,12 +407,15 @@ def audit(request: AuditRequest) -> AuditResult:
     from lpse_ops.state.audits import record_audit
 
     catalogue = load_catalogue()
+    read = fleet.read(request.inventory, limit=request.limit, validate_for="audit")
     op = operation.OperationContext(
         operation="compliance.audit", playbook="audit.yml", inventory=request.inventory, limit=request.limit,
         extravars={"audit_lynis": request.lynis, "audit_aide": request.aide}, progress=request.progress,
         state_url=request.state_url, record_args={"lynis": request.lynis, "aide": request.aide},
-        validate_for="audit")
+        validate_for="audit", fleet=read)
     result = operation.run(op)
+    # What a client is offered, looked at from here while the facts are fresh (docs/audit.md, wire controls).
+    looked = wire.look_all(compliance_wire.targets(read), concurrency=request.wire_concurrency) if request.wire else {}
     found = records.read(result, KIND)
     result.exit_code = found.exit_code(result.exit_code)
     sites: list[SiteAudit] = []
@@ -421,6 +428,8 @@ def audit(request: AuditRequest) -> AuditResult:
             sites.append(SiteAudit(site=host, controls=[], score=None, failed=[],
                                    error=error or str(record.get("stderr") or "no facts")))
             continue
+        if request.wire:
+            facts["wire"] = {**looked.get(host, {}), **compliance_wire.expectations(read, host)}
         sites.append(evaluate(host, facts, catalogue))
     store = StateStore.open(request.state_url or config.state_url())
     try:

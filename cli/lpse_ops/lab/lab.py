@@ -1,9 +1,10 @@
 """Bring the lab up, report on it, and take it down.
 
 The lab is N site hosts and one offsite host, each a Debian 12 systemd container on a private Docker
-network. The control machine reaches them only through ports published on 127.0.0.1; the hosts
-reach each other, the offsite S3 server and Debian's package mirror, and nothing else (an egress
-filter in the DOCKER-USER chain enforces it).
+network. Ansible and the fleet probe reach them through ports published on 127.0.0.1; the audit's wire look
+reaches each site's own address on that network (``site_public_address``), as a client from another host
+would, on the real ports (443, 22, 5432). The hosts reach each other, the offsite S3 server and Debian's
+package mirror, and nothing else (an egress filter in the DOCKER-USER chain enforces it).
 """
 
 from __future__ import annotations
@@ -435,12 +436,21 @@ def lab_contacts(site_code: str) -> list[dict]:
             {"name": "Admin PPE", "email": f"admin@{site_code}.lpse.test"}]
 
 
+def address_of(lab: LabPlan, host: HostSpec) -> str | None:
+    """The host's address on the lab network (None when its container is not running)."""
+    found = docker.inspect(lab.container(host)) or {}
+    network = ((found.get("NetworkSettings") or {}).get("Networks") or {}).get(lab.network) or {}
+    return network.get("IPAddress") or None
+
+
 def write_inventory(lab: LabPlan, offsite: dict, mail: dict | None = None) -> Path:
     """Write the lab's ready inventory (with its secrets in 0600 files) and return its path."""
     directory = lab_dir()
     inventory = inventory_path()
     (inventory.parent / "group_vars" / "sites").mkdir(parents=True, exist_ok=True)
+    addresses = {h.name: address_of(lab, h) for h in lab.hosts if h.role == "site"}
     sites = {h.name: {"ansible_port": h.ssh_port, "site_code": h.site_code,
+                      **({"site_public_address": addresses[h.name]} if addresses[h.name] else {}),
                       "site_name": f"LPSE Lab {h.site_code[-2:]}", "site_timezone": h.timezone,
                       "lab_https_port": h.https_port, "site_contacts": lab_contacts(h.site_code)}
              for h in lab.hosts if h.role == "site"}
@@ -449,8 +459,11 @@ def write_inventory(lab: LabPlan, offsite: dict, mail: dict | None = None) -> Pa
     data = {"all": {
         "vars": {"ansible_host": "127.0.0.1", "ansible_user": ADMIN_USER,
                  "ansible_ssh_private_key_file": str(directory / "id_ed25519"),
+                 # UpdateHostKeys: every connection learns the host keys sshd holds (OpenSSH's hostkeys-00), so a
+                 # key taken out later (harden drops ECDSA) never leaves a host with no pinned key.
                  "ansible_ssh_common_args": f"-o StrictHostKeyChecking=accept-new "
-                                            f"-o UserKnownHostsFile={directory / 'known_hosts'}",
+                                            f"-o UserKnownHostsFile={directory / 'known_hosts'} "
+                                            f"-o UpdateHostKeys=yes",
                  "lpse_environment": "lab",
                  **({"lpse_smtp_host": mail["host"], "lpse_smtp_port": mail["port"], "lpse_smtp_from": mail["from"],
                      "lpse_smtp_ca_cert": mail["ca_cert"]} if mail else {})},

@@ -208,6 +208,33 @@ def updates_facts() -> dict:
             "periodic": periodic, "ok": code == 0}
 
 
+PG_RULES = ("SELECT coalesce(json_agg(r), '[]') FROM (SELECT line_number, type, database, user_name, address, "
+            "auth_method, error FROM pg_hba_file_rules) r")
+
+
+def postgresql_facts() -> dict:
+    """The running server's listen_addresses and port, the TCP sockets on that port, and its parsed pg_hba rules
+    (``pg_hba_file_rules``): what the audit's postgresql controls judge. ``present`` false without a server."""
+    if not os.path.exists("/usr/bin/psql"):
+        return {"present": False}
+    psql = ["runuser", "-u", "postgres", "--", "psql", "-AtX", "-c"]
+    code, out, err = _run([*psql, "SELECT current_setting('listen_addresses') || '|' || current_setting('port')"],
+                          timeout=30)
+    if code != 0 or "|" not in out:
+        return {"present": True, "error": f"psql: {err.strip()[-300:] or out.strip()[-300:]}", "listening": [],
+                "hba": None}
+    addresses, port = out.strip().rsplit("|", 1)
+    _code, sockets, _err = _run(["ss", "-ltnH", f"sport = :{port}"], timeout=30)
+    listening = sorted({line.split()[3] for line in sockets.splitlines() if len(line.split()) > 3})
+    code, rules, err = _run([*psql, PG_RULES], timeout=30)
+    try:
+        hba = json.loads(rules) if code == 0 else None
+    except ValueError:
+        hba = None
+    return {"present": True, "listen_addresses": addresses, "port": int(port), "listening": listening, "hba": hba,
+            "error": None if hba is not None else f"pg_hba_file_rules: {err.strip()[-300:]}"}
+
+
 def unit_state(unit: str) -> dict:
     _code, active, _err = _run(["systemctl", "is-active", unit])
     _code, enabled, _err = _run(["systemctl", "is-enabled", unit])
@@ -317,7 +344,7 @@ def collect(with_lynis: bool = False, with_aide: bool = True) -> dict:
                                              else "not asked (--no-aide)"},
              "firewall": firewall_facts(baseline), "updates": updates_facts(), "clamav": clamav_facts(baseline),
              "auditd": auditd_facts(baseline), "sysctl": sysctl_facts(baseline), "login": login_facts(),
-             "services": services_facts(baseline)}
+             "services": services_facts(baseline), "postgresql": postgresql_facts()}
     facts["lynis"] = lynis_facts() if with_lynis else {"ran": False, "error": "not asked"}
     facts["duration_s"] = round(time.monotonic() - started, 1)
     return facts
