@@ -30,8 +30,15 @@ def run_cli(*args: str, check_json: bool = True, timeout: float = 1800,
     return done.returncode, data, done.stderr + done.stdout
 
 
+def remove_extra_host(lab_state: dict, name: str) -> None:
+    """Remove a host :func:`extra_host` started (it carries the lab's label: left running, a later ``lab up`` would
+    count it as one of the lab's sites)."""
+    subprocess.run(["docker", "rm", "-f", f"{lab_state['name']}-{name}"], capture_output=True, check=False, timeout=120)
+
+
 def extra_host(lab_state: dict, name: str, ssh_port: int, https_port: int, tmpfs: dict[str, str] | None = None):
-    """Start one more lab host (not in the lab inventory) and return its HostSpec."""
+    """Start one more lab host (not in the lab inventory) and return its HostSpec; remove it with
+    :func:`remove_extra_host` when done."""
     from lpse_ops.lab import lab as lab_actions
 
     lab_plan = lab_actions.LabPlan(lab_state["name"], lab_state["port_base"], [])

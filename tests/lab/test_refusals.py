@@ -6,12 +6,13 @@ import tarfile
 
 import pytest
 
-from tests.lab.labkit import PORT_BASE, extra_host, inventory_for, run_cli, ssh_logins
+from tests.lab.labkit import PORT_BASE, extra_host, inventory_for, remove_extra_host, run_cli, ssh_logins
 
 
 @pytest.fixture(scope="module")
 def spare(lab):
-    return extra_host(lab, "spare", PORT_BASE + 60, PORT_BASE + 160)
+    yield extra_host(lab, "spare", PORT_BASE + 60, PORT_BASE + 160)
+    remove_extra_host(lab, "spare")
 
 
 @pytest.mark.parametrize("hosts, problem", [
