@@ -201,3 +201,14 @@ def test_postgresql_rules():
                                            "user_name": ["all"], "auth_method": "trust"}]}
     assert compliance_wire.postgresql_auth({"postgresql": trust}) == (
         "fail", "line 9: host all all uses trust over TCP (only scram-sha-256)")
+
+
+def test_the_audits_tls_12_suites_are_the_ones_the_nginx_role_writes():
+    """One list in two places (the role's vars, the audit's rule): a suite added to one only would make the audit
+    fail a site the role configured, or pass one it did not."""
+    import yaml
+
+    role_vars = yaml.safe_load((Path(__file__).resolve().parents[2] / "roles" / "nginx" / "vars" / "main.yml")
+                               .read_text())
+    assert set(role_vars["__nginx_intermediate_ciphers"]) == compliance_wire.INTERMEDIATE_TLS12
+    assert set(role_vars["__nginx_curves"]) == compliance_wire.GOOD_GROUPS

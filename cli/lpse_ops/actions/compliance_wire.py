@@ -63,11 +63,17 @@ def expectations(fleet: Fleet, host: str) -> dict:
             "ssh_rsa_host_key": bool(variables.get("hardening_ssh_rsa_host_key", False))}
 
 
+def _looked(facts: dict, part: str, missing: str) -> dict:
+    """The wire look's *part* (``tls``, ``ssh``); ValueError saying *missing* and why when there is none: every
+    control that reads it then fails with that reason (``compliance.evaluate``)."""
+    found = (facts.get("wire") or {}).get(part) or {}
+    if not found or found.get("error"):
+        raise ValueError(f"{missing}: {found.get('error', 'not looked at')}")
+    return found
+
+
 def _tls(facts: dict) -> dict:
-    tls = (facts.get("wire") or {}).get("tls") or {}
-    if not tls or tls.get("error"):
-        raise ValueError(f"no TLS handshake with the site: {tls.get('error', 'not looked at')}")
-    return tls
+    return _looked(facts, "tls", "no TLS handshake with the site")
 
 
 def tls_protocols(facts: dict) -> Outcome:
@@ -125,10 +131,7 @@ def https_hsts(facts: dict) -> Outcome:
 
 
 def _ssh(facts: dict) -> dict:
-    ssh = (facts.get("wire") or {}).get("ssh") or {}
-    if not ssh or ssh.get("error"):
-        raise ValueError(f"no SSH key-exchange offer from the site: {ssh.get('error', 'not looked at')}")
-    return ssh
+    return _looked(facts, "ssh", "no SSH key-exchange offer from the site")
 
 
 def ssh_host_keys_wire(facts: dict) -> Outcome:
