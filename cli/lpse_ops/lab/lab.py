@@ -28,7 +28,7 @@ import yaml
 
 from lpse_ops import config
 from lpse_ops.backends import docker, s3
-from lpse_ops.lab import image, smtp, tls
+from lpse_ops.lab import image, smtp, tls, wan
 
 LABEL = "lpse-ops.lab"
 ADMIN_USER = "lpse-admin"
@@ -517,8 +517,9 @@ def start_smtp(port_base: int) -> dict:
 
 # --- the three commands ----------------------------------------------------------------------------
 
-def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
-    """Bring the lab up (idempotent when it is already up); return its state."""
+def up(lab: LabPlan, progress: Progress, lock_days: int = 190, link: wan.Link | None = None) -> dict:
+    """Bring the lab up (idempotent when it is already up); return its state. *link*: each site's WAN link to
+    the offsite host (:mod:`wan`), set on a lab brought up now or already up."""
     directory = lab_dir()
     progress(docker.ensure_engine(directory / "dockerd.log"))
     existing = docker.containers(f"{LABEL}={lab.name}")
@@ -531,7 +532,7 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
             state["smtp"] = start_smtp(state["port_base"])  # restarted if it stopped; its settings kept
             state_path().write_text(json.dumps(state, indent=2))
             progress("the lab is already up")
-            return state
+            return set_wan(link, progress) if link is not None else state
         if state and state.get("complete") and running:
             raise LabError(f"a lab with {len(have) - 1} site(s) is up: run `lpse-ops lab down` before "
                            f"bringing one up with {len(wanted) - 1}")
@@ -576,7 +577,65 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190) -> dict:
     inventory = write_inventory(lab, offsite, mail)
     _save_state(lab, complete=True, image=tag, subnet=subnet, egress_allowed=mirrors,
                 inventory=str(inventory), s3_endpoint=offsite["endpoint_control"], bucket=BUCKET, smtp=mail)
-    return load_state() or {}
+    return set_wan(link, progress) if link is not None else load_state() or {}
+
+
+def set_wan(link: wan.Link | None, progress: Progress = lambda _m: None, only: list[str] | None = None) -> dict:
+    """Shape each site's link to the offsite host as *link* says (None or 0 Mbit/s: no shaping), or only the
+    sites named in *only* (a rebuilt host gets the lab's link again); record it in the lab state; return it."""
+    state = load_state()
+    if not state or not state.get("complete"):
+        raise LabError("no complete lab: run `lpse-ops lab up` first")
+    plan = LabPlan(state["name"], state["port_base"], [])
+    hosts = [HostSpec(**raw) for raw in state["hosts"]]
+    offsite_ip = address_of(plan, next(h for h in hosts if h.role == "offsite"))
+    if offsite_ip is None:
+        raise LabError("the offsite host is not running: `lpse-ops lab status` says why")
+    for host in hosts:
+        if host.role == "site" and (only is None or host.name in only):
+            progress(f"{host.name}: WAN link {describe_link(link)}")
+            try:
+                wan.apply(plan.container(host), link, offsite_ip)
+            except wan.WanError as error:
+                raise LabError(str(error)) from error
+    if only is None:
+        state["wan"] = link.as_dict() if link and link.mbit else None
+        state_path().write_text(json.dumps(state, indent=2))
+    return state
+
+
+def lab_link(state: dict | None = None) -> wan.Link | None:
+    """The WAN link the lab was given (None: not shaped)."""
+    recorded = (state or load_state() or {}).get("wan")
+    return wan.Link(**recorded) if recorded else None
+
+
+def describe_link(link: wan.Link | None) -> str:
+    if not link or not link.mbit:
+        return "not shaped"
+    return f"{link.mbit:g} Mbit/s each way" + (f", {link.delay_ms:g} ms one way" if link.delay_ms else "")
+
+
+def measure_wan(site: str, seconds: float = 4.0) -> dict:
+    """Send and fetch one object between *site* and the offsite S3 server over its link; return the rates with
+    the link's set rate and their ratio to it."""
+    state = load_state() or {}
+    spec = next((raw for raw in state.get("hosts", []) if raw["name"] == site and raw["role"] == "site"), None)
+    if spec is None:
+        raise LabError(f"{site} is not a site of the lab")
+    host = HostSpec(**spec)
+    plan = LabPlan(state["name"], state["port_base"], [])
+    link = lab_link(state)
+    credentials = json.loads((lab_dir() / "s3-credentials.json").read_text())
+    try:
+        measured = wan.measure(plan.container(host), credentials, str(lab_dir() / "tls" / "ca.crt"), VIEWS_BUCKET,
+                               link.mbit if link else 0.0, seconds)
+    except (wan.WanError, docker.DockerError) as error:
+        raise LabError(f"{site}: the WAN measurement failed: {error}") from error
+    set_rate = link.mbit if link else None
+    return {"site": site, "set_mbit": set_rate, **measured, **wan.shaped(plan.container(host)),
+            "down_ratio": round(measured["down_mbit"] / set_rate, 3) if set_rate else None,
+            "up_ratio": round(measured["up_mbit"] / set_rate, 3) if set_rate else None}
 
 
 def _https_health(port: int) -> dict | None:
@@ -608,12 +667,14 @@ def status() -> dict:
             row["ssh"] = ssh_ok(host)
             if host.https_port:
                 row["spse"] = _https_health(host.https_port)
+            if host.role == "site" and state.get("wan"):
+                row["wan"] = wan.shaped(f"{state['name']}-{host.name}")  # what the kernel has, not what was asked
             if host.s3_port:
                 row["s3"] = _s3_alive(state, host.s3_port)
         rows.append(row)
     healthy = state.get("complete") and all(r["container"] == "running" and r["ssh"] for r in rows)
     return {"up": bool(healthy), "complete": state.get("complete", False), "name": state["name"],
-            "inventory": state.get("inventory"), "hosts": rows}
+            "inventory": state.get("inventory"), "wan": state.get("wan"), "hosts": rows}
 
 
 def _s3_alive(state: dict, port: int) -> bool:
