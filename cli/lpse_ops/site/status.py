@@ -10,7 +10,7 @@ import contextlib
 import os
 import re
 
-from lpse_ops.site import engine, manifest, pgbackrest, postgres, restic, verify
+from lpse_ops.site import engine, hydrate, manifest, pgbackrest, postgres, restic, verify
 from lpse_ops.site.clock import iso, now_utc
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.settings import Settings
@@ -33,6 +33,7 @@ def main(settings: Settings, args) -> dict:
             "wal_archiving": wal_facts(settings, stanza),
             "spool_queue": spool_facts(settings),
             "restic": {name: restic_facts(settings, name) for name in ("local", "offsite")},
+            "hydration": hydrate.summary(settings),
             **verification_facts(settings)}
 
 
