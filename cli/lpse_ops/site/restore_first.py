@@ -80,7 +80,8 @@ def priority_ids(current: Restore) -> tuple[list[str] | None, str | None]:
 def snapshot_listing(current: Restore) -> tuple[dict[str, int], dict[str, str]]:
     """The chosen snapshot's documents: ({path: size}, {path: mtime}), paths under the documents folder."""
     docs = current.settings.docs_dir
-    done = engine.restic_call(current.settings, current.restic_name, ["ls", "--json", current.snapshot.id, docs],
+    # the whole snapshot, filtered here: restic 0.14 (Debian 12) lists only a directory's own entries when given one
+    done = engine.restic_call(current.settings, current.restic_name, ["ls", "--json", current.snapshot.id],
                               url=current.restic_url, step="restic ls", timeout=engine.DAY_S)
     return hydrate.parse_listing(done.stdout, docs)
 
