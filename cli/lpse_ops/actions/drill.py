@@ -132,7 +132,8 @@ def run(request: DrillRequest) -> DrillResult:
                          **({"continued_failures": [step["step"] for step in passed]} if passed else {}))
             outcome["failed_step"] = stopped_at
             outcome["continued_failures"] = passed
-            hydration = follow_hydration(shell, book, fault_at, timeline) if stopped_at is None else None
+            hydration = follow_hydration(shell, book, fault_at, timeline, link_mbit=hostvars.get("site_wan_mbit")) \
+                if stopped_at is None else None
             verified, markers, problem = verify(shell, hostvars, prefix, workload.acks, rpo_cut, timeline)
             if problem is None and request.scenario in SAME_VERSION:
                 problem = verify_version(hostvars, version_before, timeline)

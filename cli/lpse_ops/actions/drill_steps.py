@@ -234,7 +234,7 @@ HYDRATION_WAIT_S = 6 * 3600.0
 
 
 def follow_hydration(shell: SiteShell, book: runbook_run.RunbookResult, fault_at: datetime, timeline: Timeline,
-                     bound_s: float = HYDRATION_WAIT_S) -> dict[str, Any] | None:
+                     link_mbit: float | None = None, bound_s: float = HYDRATION_WAIT_S) -> dict[str, Any] | None:
     """After a runbook whose restore served first: when SPSE served again (the restore step's end), when the first
     hydrated document and the last were in place; waits (bounded) for the hydration to end. None when the runbook
     restored without --serve-first."""
@@ -242,7 +242,8 @@ def follow_hydration(shell: SiteShell, book: runbook_run.RunbookResult, fault_at
                     and s.status == "ok" and s.finished_at), None)
     if restore is None:
         return None
-    figures: dict[str, Any] = {"rto_serving_s": round((restore.finished_at - fault_at).total_seconds(), 1)}
+    figures: dict[str, Any] = {"rto_serving_s": round((restore.finished_at - fault_at).total_seconds(), 1),
+                               "link_mbit": link_mbit}
     timeline.add("serving_again", at=restore.finished_at, step=restore.step.id)
 
     def read() -> dict[str, Any]:
@@ -269,4 +270,6 @@ def follow_hydration(shell: SiteShell, book: runbook_run.RunbookResult, fault_at
     figures["hydration"] = {key: seen.get(key) for key in ("state", "files_total", "bytes_total", "missing_count",
                                                            "runs", "hydration_s")}
     figures["hydration"]["rate_bytes_s"] = round(seen["bytes_total"] / seconds) if seconds else None
+    figures["database"] = seen.get("database") or {}
+    figures["first_bytes"] = (seen.get("first") or {}).get("first_bytes")
     return figures

@@ -601,7 +601,25 @@ def set_wan(link: wan.Link | None, progress: Progress = lambda _m: None, only: l
     if only is None:
         state["wan"] = link.as_dict() if link and link.mbit else None
         state_path().write_text(json.dumps(state, indent=2))
+        _inventory_wan(link.mbit if link and link.mbit else None)
     return state
+
+
+def _inventory_wan(mbit: float | None) -> None:
+    """Write each site's ``site_wan_mbit`` into the lab's inventory (removed when not shaped): what a real
+    inventory says of a site's link, read by the drill and the DRP's RTO estimate."""
+    path = inventory_path()
+    if not path.exists():
+        return
+    text = path.read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    data = yaml.safe_load(text)
+    for variables in data["all"]["children"]["sites"]["hosts"].values():
+        if mbit:
+            variables["site_wan_mbit"] = mbit
+        else:
+            variables.pop("site_wan_mbit", None)
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
 
 
 def lab_link(state: dict | None = None) -> wan.Link | None:

@@ -187,13 +187,15 @@ def in_progress(settings: Settings) -> bool:
 
 
 def write_plan(settings: Settings, snapshot: restic.Snapshot, restic_name: str, restic_url: str | None,
-               pending: list[Pending], first: dict) -> dict:
-    """Write the plan and a first progress record; return the progress record."""
+               pending: list[Pending], first: dict, database: dict | None = None) -> dict:
+    """Write the plan and a first progress record; return the progress record. *first*: what came back before SPSE
+    opened; *database*: the recovered database's bytes and restore seconds (what the DRP's RTO model reads)."""
     _write_json(plan_path(settings), {"snapshot": snapshot.as_dict(), "restic_name": restic_name,
                                       "restic_url": restic_url, "pending": [p.as_dict() for p in pending]})
     status = {"state": RUNNING, "planned_at": iso(now_utc()), "snapshot": snapshot.short_id,
               "files_total": len(pending), "bytes_total": sum(p.size for p in pending), "files_done": 0,
-              "bytes_done": 0, "first": first, "first_document_at": None, "finished_at": None, "runs": 0,
+              "bytes_done": 0, "first": first, "database": database or {}, "first_document_at": None,
+              "finished_at": None, "runs": 0,
               "rate_bytes_s": None, "eta_s": None, "eta_at": None, "missing": [], "mismatched": []}
     _write_json(status_path(settings), status)
     return status

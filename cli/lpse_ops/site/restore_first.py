@@ -171,8 +171,11 @@ def open_hydration(current: Restore) -> None:
     if not later:
         current.result["hydration"] = {"state": "none", "note": "every document was back before SPSE opened"}
         return
+    current.result["database_bytes"] = postgres.cluster_size(current.settings)
     status = hydrate.write_plan(current.settings, current.snapshot, current.restic_name, current.restic_url, later,
-                                first=current.result["serve_first"])
+                                first=current.result["serve_first"],
+                                database={"bytes": current.result["database_bytes"],
+                                          "restore_s": current.result.get("database_restore_duration_s")})
     # the documents deltas start from here: what SPSE receives from now on is backed up within 30 s, hydration or not
     backup_run.write_stamp(current.settings, time.time())
     gate = hydrate.open_gate()

@@ -13,6 +13,7 @@ never starts from a delta snapshot; it takes the files it lacks from them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -227,6 +228,20 @@ def back_up_files(current: Run) -> None:
             entry["duration_s"] = seconds_since(began, time.monotonic())
             current.result["restic"][name] = entry
         write_stamp(settings, walk_started)
+        write_files_size(settings, current.result["restic"].get("local") or {})
+
+
+FILES_SIZE_NAME = "files-size.json"
+"""The last full files snapshot's size (bytes and files restic read): what ``status`` reports as the data's size."""
+
+
+def write_files_size(settings: Settings, entry: dict) -> None:
+    if entry.get("total_bytes") is None:
+        return
+    path = os.path.join(settings.state_dir, FILES_SIZE_NAME)
+    with open(f"{path}.tmp", "w") as handle:
+        json.dump({"bytes": entry["total_bytes"], "files": entry.get("total_files"), "at": iso(now_utc())}, handle)
+    os.replace(f"{path}.tmp", path)
 
 
 def snapshot_files(settings: Settings, name: str, tags: list[str], paths: list[str]) -> dict:
