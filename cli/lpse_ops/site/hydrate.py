@@ -289,18 +289,19 @@ def _placed(item: Pending, docs_dir: str) -> bool:
 def bring_batch(settings: Settings, plan: dict, snapshot: restic.Snapshot, batch: list[Pending]) -> list[Pending]:
     """Restore one batch into scratch and put each file whose sha256 matches in place; return those not placed.
 
-    Under the documents' lock (a delta backup waits for the batch, never reads half of it)."""
+    The download goes to root's own scratch folder without the documents' lock (the 30-second deltas go on);
+    only the moves into place take it, so a delta never reads half of a batch."""
     docs = settings.docs_dir
-    with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
-        scratch = tempfile.mkdtemp(prefix=".lpse-hydrate-", dir=settings.state_dir)
-        try:
-            engine.restic_call(settings, plan["restic_name"],
-                               restic.restore_args(snapshot.id, scratch,
-                                                   include=[os.path.join(docs, p.document.stored_path) for p in batch]),
-                               url=plan.get("restic_url"), step="restic restore", timeout=engine.DAY_S)
+    scratch = tempfile.mkdtemp(prefix=".lpse-hydrate-", dir=settings.state_dir)
+    try:
+        engine.restic_call(settings, plan["restic_name"],
+                           restic.restore_args(snapshot.id, scratch,
+                                               include=[os.path.join(docs, p.document.stored_path) for p in batch]),
+                           url=plan.get("restic_url"), step="restic restore", timeout=engine.DAY_S)
+        with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
             still = documents.bring_back([p.document for p in batch], scratch + docs, docs)
-        finally:
-            safefs.remove_tree(scratch)
+    finally:
+        safefs.remove_tree(scratch)
     missing = {d.id for d in still}
     return [p for p in batch if p.document.id in missing]
 
