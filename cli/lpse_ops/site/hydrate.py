@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ BATCH_FILES = 1000
 FIRST_BYTES = 1 << 30
 """How much the restore brings back before SPSE opens (the open tenders' documents first), by default."""
 RUNNING, DONE, INCOMPLETE = "running", "done", "incomplete"
+UNIT = "lpse-backup-hydrate"
+"""The transient systemd service the hydration runs in (``systemd-run``: no unit file, so a rebuilt server whose
+backup setup has not run yet has it too)."""
+TOOL = "/usr/local/sbin/lpse-backup"
 
 
 @dataclass(frozen=True)
@@ -220,6 +225,27 @@ def open_gate() -> dict:
         return {"gate": False, "warning": f"nginx refused the hydration gate ({failure.message}): a document not "
                                           "back yet answers 404, not 503"}
     return {"gate": True}
+
+
+def tool_path() -> str:
+    """This site tool's own path (the role's ``site_tool``), else the default."""
+    here = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return here if os.path.isfile(here) and os.access(here, os.X_OK) else TOOL
+
+
+def start_service() -> bool:
+    """Start the hydration in its own transient service unless it runs already; True when started now.
+
+    ``Restart=on-failure``: killed or failed halfway, systemd starts it again and it goes on from the files in
+    place; ``--collect``: a failed run leaves no unit behind that would block the next start."""
+    active = run(["systemctl", "is-active", f"{UNIT}.service"], check=False, step="hydration service")
+    if active.stdout.strip() in ("active", "activating", "reloading"):
+        return False
+    run(["systemd-run", f"--unit={UNIT}", "--collect", "--description=lpse-backup: documents a serve-first restore "
+         "left for later", "--property=Type=exec", "--property=Restart=on-failure", "--property=RestartSec=15s",
+         "--property=Nice=5", "--property=IOSchedulingClass=best-effort", tool_path(), "hydrate"],
+        step="start hydration")
+    return True
 
 
 def close_gate() -> None:
