@@ -24,8 +24,11 @@ def lab() -> None:
               help="Offsite SSH on BASE, site i SSH on BASE+i, S3 on BASE+100, site i HTTPS on BASE+100+i.")
 @click.option("--lock-days", default=190, show_default=True,
               help="Object Lock retention (COMPLIANCE) in days: at least the longest offsite retention.")
+@click.option("--tls-mode", type=click.Choice(lab_actions.TLS_MODES), default="lab", show_default=True,
+              help="Every site's site_tls_mode in the inventory written: lab (self-signed) or acme (certbot from the "
+                   "offsite host's pebble, docs/tls.md). A lab already up keeps its inventory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab state as JSON.")
-def up_command(sites: int, port_base: int, lock_days: int, as_json: bool) -> None:
+def up_command(sites: int, port_base: int, lock_days: int, tls_mode: str, as_json: bool) -> None:
     """Build (or reuse) the base image and start the lab; write its inventory and SSH key."""
     try:
         plan = lab_actions.plan(sites=sites, port_base=port_base)
@@ -33,13 +36,13 @@ def up_command(sites: int, port_base: int, lock_days: int, as_json: bool) -> Non
             def progress(message: str) -> None:
                 spinner.update(message)
                 terminal.info(f"  {message}")
-            state = lab_actions.up(plan, progress, lock_days=lock_days)
+            state = lab_actions.up(plan, progress, lock_days=lock_days, tls_mode=tls_mode)
     except (lab_actions.LabError, DockerError) as error:
         raise terminal.fail(str(error)) from error
     if as_json:
         terminal.emit_json(state)
         return
-    terminal.info(f"lab is up: {len(state['hosts']) - 1} site(s) and the offsite S3 host")
+    terminal.info(f"lab is up: {len(state['hosts']) - 1} site(s) and the offsite host (S3, the ACME CA pebble)")
     terminal.out.print(f"inventory: {state['inventory']}")
 
 
