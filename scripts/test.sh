@@ -10,7 +10,7 @@
 # Both also run the unit tests again with the clock a year ahead (--clock-ahead-days 365: tests/conftest.py,
 # time-machine), so a test that fixes a date while the code reads the real clock fails now, not in a year.
 # Every pytest run writes JUnit XML into .ci-artifacts/ and prints its 20 slowest tests. Extra arguments
-# go to the main pytest run only.
+# go to the unit and integration run and to lab stream a (--fast: to its one run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tier=full
@@ -50,17 +50,24 @@ if [ "$tier" = fast ]; then
   echo "==> pytest: unit and integration tests (--fast: no lab)"
   pytest -ra --durations=20 --junitxml="$artifacts/junit-fast.xml" tests/unit tests/integration "$@" || status=$?
 else
-  # The lab tests run in two streams at once, each on a lab of its own (tests/lab/conftest.py STREAM_B): stream b
-  # (lab lpse-testb, ports from 2720) in the background from the start, so its lab comes up while the unit
-  # tests run; stream a (lab lpse-test, ports from 2420) after the unit and integration tests, here.
+  # Three runs at once. The lab tests run in two streams, each on a lab of its own (tests/lab/conftest.py
+  # STREAM_B): stream b (lab lpse-testb, ports from 2720) in the background and stream a (lab lpse-test, ports
+  # from 2420) here, both from the start; the host-free tiers (unit and integration) run in the background
+  # (nice 5) while the labs come up and whenever a stream waits on a site. The lab streams are the critical path.
+  echo "==> pytest: unit and integration tests, in the background (nice 5)"
+  hostfree_tmp="${TMPDIR:-/tmp}/lpse-ops-hostfree-$$"
+  nice -n 5 pytest -ra --durations=20 -p no:cacheprovider --basetemp="$hostfree_tmp" \
+    --junitxml="$artifacts/junit-hostfree.xml" tests/unit tests/integration "$@" >"$artifacts/hostfree.log" 2>&1 &
+  hostfree=$!
   echo "==> pytest: lab stream b (its own lab), in the background"
   b_tmp="${TMPDIR:-/tmp}/lpse-ops-lab-b-$$"
   LPSE_OPS_TEST_LAB_NAME=lpse-testb LPSE_OPS_TEST_PORT_BASE=2720 \
     pytest -ra --durations=20 -p no:cacheprovider --basetemp="$b_tmp" --lab-stream b \
     --junitxml="$artifacts/junit-lab-b.xml" tests/lab >"$artifacts/lab-b.log" 2>&1 &
   lab_b=$!
-  echo "==> pytest: every test (unit, integration, lab stream a)"
-  pytest -ra --durations=20 --lab-stream a --junitxml="$artifacts/junit-full.xml" "$@" || status=$?
+  echo "==> pytest: lab stream a (its own lab)"
+  pytest -ra --durations=20 --lab-stream a --junitxml="$artifacts/junit-lab-a.xml" tests/lab "$@" || status=$?
+  finish_background "unit and integration tests" "$hostfree" "$hostfree_tmp" "$artifacts/hostfree.log"
   finish_background "lab stream b" "$lab_b" "$b_tmp" "$artifacts/lab-b.log"
 fi
 finish_background "unit tests a year ahead (--clock-ahead-days 365)" "$ahead" "$ahead_tmp" \

@@ -118,6 +118,12 @@ MANIFEST_SCHEMA: dict[str, Any] = {
                 },
             },
         },
+        "documents_first": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["query"],
+            "properties": {"query": {"type": "string", "minLength": 1, "maxLength": 8000}},
+        },
         "run": {
             "type": "object",
             "additionalProperties": False,
@@ -230,6 +236,9 @@ class Manifest:
     files: tuple[FileEntry, ...]
     migrations: tuple[Migration, ...]
     run: RunSpec
+    documents_first: dict[str, str] | None = None
+    """Optional: ``{"query": SQL}`` returning document ids, open tenders' first: what a serve-first restore
+    brings back before SPSE opens (docs/release-bundle.md; site/restore_first.py runs it read-only)."""
 
     def files_by_path(self) -> dict[str, FileEntry]:
         """Return the payload files keyed by their path relative to ``payload/``."""
@@ -251,6 +260,8 @@ class Manifest:
         data["directories"] = [asdict(entry) for entry in self.directories]
         data["files"] = [asdict(entry) for entry in self.files]
         data["migrations"] = [asdict(migration) for migration in self.migrations]
+        if data["documents_first"] is None:
+            del data["documents_first"]
         return data
 
     @classmethod
@@ -267,6 +278,7 @@ class Manifest:
             files=tuple(FileEntry(**entry) for entry in data["files"]),
             migrations=tuple(Migration(**migration) for migration in data["migrations"]),
             run=RunSpec(**data["run"]),
+            documents_first=data.get("documents_first"),
         )
 
 
@@ -521,7 +533,7 @@ def _load_release(source: Path) -> dict[str, Any]:
         raise _release_error(source, f"invalid YAML ({error}); fix the syntax") from None
     if not isinstance(release, dict):
         raise _release_error(source, "must be a mapping with version, min_upgrade_from, migrations and run")
-    allowed = {"version", "min_upgrade_from", "migrations", "run"}
+    allowed = {"version", "min_upgrade_from", "migrations", "run", "documents_first"}
     unknown = sorted(str(key) for key in release if key not in allowed)
     if unknown:
         raise _release_error(source, f"unknown key(s) {', '.join(unknown)}; allowed: {', '.join(sorted(allowed))}")
@@ -555,6 +567,11 @@ def _load_release(source: Path) -> dict[str, Any]:
         version = migration["schema_version"]
         if not isinstance(version, int) or isinstance(version, bool) or version < 1:
             raise _release_error(source, f"migrations[{index}].schema_version must be a positive integer")
+    first = release.get("documents_first")
+    if first is not None and (not isinstance(first, dict) or set(first) != {"query"}
+                              or not isinstance(first["query"], str) or not first["query"].strip()):
+        raise _release_error(source, "documents_first must have exactly the key query: SQL returning document ids, "
+                                     "the ones to bring back first after a server is lost")
     run = release["run"]
     if not isinstance(run, dict) or set(run) != {"jar", "health_path"}:
         raise _release_error(source, "run must have exactly the keys jar and health_path")
@@ -689,6 +706,8 @@ def build(source_dir: Path, private_key_path: Path, out_dir: Path) -> Path:
         "files": entries,
         "migrations": migrations,
         "run": {"jar": release["run"]["jar"], "health_path": release["run"]["health_path"]},
+        **({"documents_first": {"query": release["documents_first"]["query"]}} if release.get("documents_first")
+           else {}),
     }
     validate_manifest(copy.deepcopy(data))
     raw_manifest = manifest_bytes(data)

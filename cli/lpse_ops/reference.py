@@ -42,6 +42,10 @@ BAD_DIR = FIXTURE_DIR / "bad"
 BAD_KINDS = ("migration-fails-halfway", "unhealthy", "partial-5xx")
 """The kinds of bad release :func:`build_bad_release` builds (the keys of ``bad/releases.yml``)."""
 
+DOCUMENTS_FIRST_QUERY = ("SELECT d.id FROM documents d JOIN tenders t ON t.id = d.tender_id "
+                         "WHERE t.status = 'published' ORDER BY t.id DESC, d.id")
+"""The reference releases' ``documents_first`` (schema 2 and later): the open tenders' documents, newest tender
+first; a serve-first restore brings these back before SPSE opens (site/restore_first.py)."""
 JDBC_JAR = "/usr/share/java/postgresql.jar"
 """Where Debian's libpostgresql-jdbc-java installs the driver; the jar's ``Class-Path`` points here."""
 
@@ -230,6 +234,8 @@ def _build(version: str, meta: dict, workdir: Path, *, defect: str | None = None
         "migrations": migrations,
         "run": {"jar": "lib/spse.jar", "health_path": "/health"},
     }
+    if int(meta["schema_version"]) >= 2:  # tenders.status: the published (open) tenders' documents come first
+        release["documents_first"] = {"query": DOCUMENTS_FIRST_QUERY}
     (source / "release.yml").write_text(yaml.safe_dump(release, sort_keys=False), encoding="utf-8")
     shutil.rmtree(build)
     return source

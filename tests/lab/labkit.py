@@ -94,15 +94,16 @@ def sql(query: str, site: str = SITE) -> str:
     return on_site(f"runuser -u postgres -- psql -d spse -AtX -c {json.dumps(query)}", site=site).strip()
 
 
-def upload_documents(prefix: str, count: int, site: str = SITE) -> dict[str, str]:
-    """Create *count* tenders with one document each through nginx on the site; return name -> sha256."""
+def upload_documents(prefix: str, count: int, site: str = SITE, size: int = 2048) -> dict[str, str]:
+    """Create *count* tenders with one document each (about *size* bytes, each its own) through nginx on the site;
+    return name -> sha256."""
     script = f"""
 set -e
 for i in $(seq 1 {count}); do
   tender=$(curl -sk -X POST https://127.0.0.1/tenders -H 'Content-Type: application/json' \\
     -d "{{\\"code\\":\\"{prefix}-$i\\",\\"title\\":\\"Dokumen {prefix} $i\\",\\"agency\\":\\"Dinas $i\\"}}" \\
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
-  head -c $((2048 + i * 37)) /dev/urandom > /tmp/doc-$i
+  head -c $(({size} + i * 37)) /dev/urandom > /tmp/doc-$i
   curl -sk -X POST "https://127.0.0.1/tenders/$tender/documents?name={prefix}-$i.pdf" \\
     --data-binary @/tmp/doc-$i -o /dev/null -w '%{{http_code}}\\n' | grep -q 201
   echo "{prefix}-$i.pdf $(sha256sum /tmp/doc-$i | cut -d' ' -f1)"

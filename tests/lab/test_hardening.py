@@ -272,3 +272,57 @@ def test_the_wire_audit_agrees_with_outside_auditors_and_names_each_weakening_on
     restored = fleet_audit()
     assert wire_status(restored[SITE]) == wire_status(before[SITE])
     assert restored[SITE]["score"] == before[SITE]["score"], restored[SITE]["controls"]
+
+
+def test_a_strict_client_that_knew_only_the_ecdsa_key_still_connects_after_harden_stops_offering_it(hardened,
+                                                                                                      tmp_path):
+    """Issue 19: harden pins the host keys sshd keeps in the control node's known_hosts before the drop-in stops
+    sshd offering the others, so an inventory that checks host keys strictly (StrictHostKeyChecking=yes, no
+    UpdateHostKeys) and knew SITE only by Debian's ECDSA key is not stranded; OpenSSH and the probe both connect."""
+    import shutil
+
+    import yaml
+
+    from lpse_ops.lab import lab as lab_actions
+
+    dropin = "/etc/ssh/sshd_config.d/10-lpse-hardening.conf"
+    # sshd offers the ECDSA key again, through the role's own drop-in (so harden writes it back)
+    on_site(f"sed -i -e 's|^HostKey .*|HostKey /etc/ssh/ssh_host_ecdsa_key\\nHostKey /etc/ssh/ssh_host_ed25519_key|' "
+            f"-e 's|^HostKeyAlgorithms .*|HostKeyAlgorithms ecdsa-sha2-nistp256,ssh-ed25519|' {dropin} "
+            "&& sshd -t && systemctl reload ssh")
+    lab_inventory = lab_actions.inventory_path()
+    strict = tmp_path / "inventory"
+    shutil.copytree(lab_inventory.parent, strict)
+    data = yaml.safe_load((strict / lab_inventory.name).read_text())
+    known = tmp_path / "known_hosts"
+    data["all"]["vars"]["ansible_ssh_common_args"] = f"-o StrictHostKeyChecking=yes -o UserKnownHostsFile={known}"
+    (strict / lab_inventory.name).write_text(yaml.safe_dump(data, sort_keys=False))
+    port = data["all"]["children"]["sites"]["hosts"][SITE]["ansible_port"]
+    name = f"[127.0.0.1]:{port}"
+
+    def offered(kind: str) -> list[str]:
+        done = subprocess.run(["ssh-keyscan", "-t", kind, "-p", str(port), "127.0.0.1"], capture_output=True,
+                              text=True, timeout=30, check=False)
+        return [line for line in done.stdout.splitlines() if line.startswith(name)]
+
+    def strict_login() -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes", "-o",
+                               f"UserKnownHostsFile={known}", "-o", "ControlMaster=no", "-i",
+                               str(lab_actions.lab_dir() / "id_ed25519"), "-p", str(port),
+                               "lpse-admin@127.0.0.1", "true"], capture_output=True, text=True, timeout=60, check=False)
+
+    [ecdsa] = offered("ecdsa")
+    known.write_text(ecdsa + "\n")
+    assert strict_login().returncode == 0  # the strict client knows SITE by its ECDSA key
+    code, report, output = run_cli("harden", "-i", str(strict), "--limit", SITE, "--yes", "--json")
+    assert code == 0, output
+    assert report["hosts"][SITE]["changed"] >= 1, report["hosts"][SITE]  # the drop-in was written back
+    assert offered("ecdsa") == []  # sshd no longer offers ECDSA ...
+    [ed25519] = offered("ed25519")
+    pinned = known.read_text().splitlines()
+    assert ed25519 in pinned, pinned  # ... and the key it offers was pinned by harden, not learned by a client
+    login = strict_login()
+    assert login.returncode == 0, login.stderr
+    code, status, output = run_cli("fleet", "status", "-i", str(strict), "--limit", SITE, "--json")
+    [site] = status["sites"]
+    assert site["reachable"] and site.get("error") is None, site

@@ -89,3 +89,28 @@ def test_lab_down_keeps_the_lab_folder_and_purge_removes_it_and_only_that_labs_h
     state = subprocess.run(["docker", "inspect", "-f", "{{.State.Running}}", container_of("site1")],
                            capture_output=True, text=True, check=True).stdout.strip()
     assert state == "true", "lab down of another lab stopped this one"
+
+
+def test_a_wan_link_shapes_each_sites_transfers_to_the_offsite_s3_and_comes_off_again(lab):
+    """Issue 20: `lab wan set` shapes every site's link to the offsite host both ways; `lab status` shows the
+    rate the kernel holds; a real S3 transfer (curl on the site, presigned URLs) reaches 85-102 % of it each way
+    (90-100 % by hand: bench/README); `lab wan off` takes it away, so the transfer is faster than the link."""
+    mbit = 20
+    code, _, output = run_cli("lab", "wan", "set", "--mbit", str(mbit), check_json=False)
+    try:
+        assert code == 0, output
+        code, status, output = run_cli("lab", "status", "--json")
+        assert code == 0 and status["wan"] == {"mbit": mbit, "delay_ms": 0}, output
+        sites = [h for h in status["hosts"] if h["role"] == "site"]
+        assert sites and all(h["wan"] == {"up_mbit": mbit, "down_mbit": mbit} for h in sites), sites
+        code, measured, output = run_cli("lab", "wan", "measure", "--site", "site1", "--seconds", "3", "--json")
+        assert code == 0, output
+        assert 0.85 <= measured["down_ratio"] <= 1.02 and 0.85 <= measured["up_ratio"] <= 1.02, measured
+    finally:
+        code, _, output = run_cli("lab", "wan", "off", check_json=False)
+        assert code == 0, output
+    code, status, output = run_cli("lab", "status", "--json")
+    assert status["wan"] is None and all("wan" not in h for h in status["hosts"]), status
+    code, unshaped, output = run_cli("lab", "wan", "measure", "--site", "site1", "--seconds", "3", "--json")
+    assert code == 0 and unshaped["set_mbit"] is None, output
+    assert unshaped["down_mbit"] > 2 * mbit and unshaped["up_mbit"] > 2 * mbit, unshaped

@@ -19,17 +19,34 @@ database is recovered again to just before LOST, so KEEP, SNAP, AFTERSNAP and DE
 and every marker are not, and every document the database references is present with its sha256. The
 drill measures that honestly: RPO figures that are lower bounds, recorded, and the RTO from the loss to
 the verified site. The rebuilt site runs the release the lost one ran (in the full run an upgraded one).
+
+Serve first, then hydrate (issue 20), over a shaped link (``lab wan set --mbit 16``) with a first budget of 1 MB
+(``site_restore_first_mb``): OPEN's small documents (the open tenders' where the release's schema has a status,
+else the newest files) are back before SPSE serves, LATER's (1.5 MB each) come back afterwards. A watcher outside
+the drill sees, the moment SPSE serves again, OPEN's document answer 200 with its exact bytes and LATER's answer
+503 with Retry-After and the Indonesian page; it then kills the hydration once (SIGKILL), which systemd starts
+again and which finishes; the drill reports the RTO to serving, the first and the last hydrated document.
 """
 
 from __future__ import annotations
 
+import hashlib
+import ssl
+import subprocess
+import threading
 import time
+import urllib.error
+import urllib.request
 
+import yaml
+
+from lpse_ops.lab import lab as lab_actions
 from lpse_ops.state import StateStore
 from tests.lab.labkit import (
     SITE,
     archived_now,
     backup_cli,
+    container_of,
     documents_not_matching,
     on_site,
     run_cli,
@@ -38,6 +55,62 @@ from tests.lab.labkit import (
     upload_documents,
 )
 
+LATER_SIZE = 3 << 19  # 1.5 MB: more than the first budget, so never among the first documents
+
+
+class ServingWatch(threading.Thread):
+    """From the control node, while the drill runs (issue 20: serve first, then hydrate): waits for the site to go
+    (the loss) and to serve again, then fetches a first and a later document through nginx and kills the
+    hydration service once."""
+
+    def __init__(self, port: int, first: tuple[str, str], later: tuple[str, str]) -> None:
+        super().__init__(daemon=True)
+        self.port, self.first, self.later = port, first, later
+        self.seen: dict = {}
+        self.context = ssl.create_default_context()
+        self.context.check_hostname = False
+        self.context.verify_mode = ssl.CERT_NONE
+
+    def get(self, path: str) -> tuple[int, dict, bytes]:
+        try:
+            with urllib.request.urlopen(f"https://127.0.0.1:{self.port}{path}", context=self.context,  # noqa: S310
+                                        timeout=5) as answer:
+                return answer.status, dict(answer.headers), answer.read()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read()
+        except OSError:
+            return 0, {}, b""
+
+    def wait(self, serving: bool, bound_s: float) -> None:
+        deadline = time.monotonic() + bound_s
+        while (self.get("/health")[0] == 200) != serving:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the site did not {'serve' if serving else 'go'} within {bound_s:.0f} s")
+            time.sleep(0.2)
+
+    def run(self) -> None:
+        try:
+            self.wait(serving=False, bound_s=900)
+            self.wait(serving=True, bound_s=1800)
+            self.seen["first"] = self.get(f"/documents/{self.first[0]}")
+            self.seen["later"] = self.get(f"/documents/{self.later[0]}")
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                active = subprocess.run(["docker", "exec", container_of(SITE), "systemctl", "is-active",
+                                         "lpse-backup-hydrate.service"], capture_output=True, text=True, check=False)
+                if active.stdout.strip() == "active":
+                    subprocess.run(["docker", "exec", container_of(SITE), "systemctl", "kill", "--signal=SIGKILL",
+                                    "lpse-backup-hydrate.service"], check=True, capture_output=True, timeout=60)
+                    self.seen["killed"] = True
+                    break
+                time.sleep(0.2)
+        except Exception as error:  # noqa: BLE001 - reported by the test's assertions
+            self.seen["error"] = repr(error)
+
+
+def document_id(name: str) -> str:
+    return sql(f"SELECT id FROM documents WHERE name = '{name}'")
+
 
 def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inventory(lab, release, backed_up,
                                                                                        monkeypatch):
@@ -45,6 +118,12 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
     stop_documents_timers()
     sql(f"INSERT INTO tenders (code, title, agency) VALUES ('KEEP-{stamp}', 'sebelum', 'x')")
     kept = upload_documents(f"SNAP{stamp}", 1)
+    later = upload_documents(f"LATER{stamp}", 16, size=LATER_SIZE)
+    opened = upload_documents(f"OPEN{stamp}", 2)  # the newest files; published where the schema has a status
+    has_status = sql("SELECT count(*) FROM information_schema.columns WHERE table_name = 'tenders' "
+                     "AND column_name = 'status'") == "1"
+    if has_status:
+        sql(f"UPDATE tenders SET status = CASE WHEN code LIKE 'OPEN{stamp}-%' THEN 'published' ELSE 'draft' END")
     code, _, output = backup_cli("run", "--type", "files")
     assert code == 0, output
     sql(f"INSERT INTO tenders (code, title, agency) VALUES ('AFTERSNAP-{stamp}', 'setelah snapshot', 'x')")
@@ -60,9 +139,23 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
     documents_before = int(sql("SELECT count(*) FROM documents"))
     version_before = on_site("readlink -f /opt/spse/current").strip().rsplit("/", 1)[-1]
 
+    (first_name, first_sha), (later_name, later_sha) = next(iter(opened.items())), next(iter(later.items()))
+    port = next(h["https_port"] for h in lab["hosts"] if h["name"] == SITE)
+    watch = ServingWatch(port, (document_id(first_name), first_sha), (document_id(later_name), later_sha))
+    host_vars = lab_actions.inventory_path().parent / "host_vars" / SITE
+    (host_vars / "restore.yml").write_text(yaml.safe_dump({"site_restore_first_mb": 1}))
+
     monkeypatch.setenv("LPSE_OPS_TRUSTED_KEYS", str(release["trusted"]))
-    code, report, output = run_cli("drill", "run", "server-lost", "--site", SITE, "--warmup-markers", "5", "--json",
-                                   timeout=3600)
+    code, _, output = run_cli("lab", "wan", "set", "--mbit", "16", check_json=False)
+    assert code == 0, output
+    watch.start()
+    try:
+        code, report, output = run_cli("drill", "run", "server-lost", "--site", SITE, "--warmup-markers", "5",
+                                       "--json", timeout=3600)
+    finally:
+        (host_vars / "restore.yml").unlink()
+        run_cli("lab", "wan", "off", check_json=False)
+        watch.join(timeout=120)
     assert report["ok"] is True and report["failed_step"] is None, output
     # recovered AND within the runbook's targets (600 s / 60 s / 300 s; the lab measures ~180 s / 5 s / 5 s):
     # exit 3 would be "recovered but a target missed", which is a failed drill for this test
@@ -81,6 +174,28 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
     # the release the site ran (in the full run an upgraded one, not the first install's), reinstalled
     assert events["version_verified"]["version"] == version_before
     assert events["runbook_started"]["values"]["bundle"].endswith(f"spse-{version_before}.tar.gz")
+
+    # served first: the open tenders' documents were there, byte for byte, the moment SPSE served again; a later one
+    # answered 503 with Retry-After and the Indonesian page; the hydration, killed once, started again and finished
+    assert "error" not in watch.seen, watch.seen
+    status, _headers, body = watch.seen["first"]
+    assert status == 200 and hashlib.sha256(body).hexdigest() == first_sha, (status, body[:200])
+    status, headers, body = watch.seen["later"]
+    assert status == 503 and int(headers["Retry-After"]) > 0, (status, headers)
+    assert "Dokumen sedang dipulihkan" in body.decode(), body[:300]
+    assert watch.seen.get("killed") is True, watch.seen
+    restored = next(o for o in report["runbook"]["steps"] if o["id"] == "restore-from-offsite")
+    assert "--serve-first" in restored["command"]
+    hydration = report["detail"]["hydration"]
+    assert hydration["hydration"]["state"] == "done" and hydration["hydration"]["runs"] == 2, hydration
+    assert hydration["hydration"]["files_total"] >= 16, hydration
+    assert report["rto_s"] == hydration["rto_serving_s"] < hydration["rto_verified_s"], (report["rto_s"], hydration)
+    assert hydration["rto_serving_s"] < hydration["first_document_s"] <= hydration["finished_s"], hydration
+    events = [event["event"] for event in report["timeline"]]
+    assert events.index("serving_again") < events.index("hydration_first_document") < events.index("hydrated")
+    for name, sha in {**opened, **later}.items():  # every document, hydrated or first, served with its bytes
+        status, _headers, body = watch.get(f"/documents/{document_id(name)}")
+        assert status == 200 and hashlib.sha256(body).hexdigest() == sha, (name, status)
 
     # the moments: back to just before LOST, the first document no snapshot holds
     assert documents_not_matching() == [], "a document the rebuilt database references is missing"

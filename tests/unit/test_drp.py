@@ -12,6 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from lpse_ops import runbooks
+from lpse_ops.actions import drp_rto
 from lpse_ops.actions.drp import DrpRequest, latest_drills, render_drp, site_contacts
 from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.main import main
@@ -142,3 +143,53 @@ def test_drp_render_cli_html_with_inventory_contacts_and_drill(tmp_path: Path) -
     assert "Selasa, 24 November 2026 pukul 10.00 WIT" in html
     bad = CliRunner().invoke(main, ["drp", "render", "--format", "pdf"])
     assert bad.exit_code == 2 and "pdf" in bad.output
+
+
+SERVED_FIRST = {"hydration": {
+    "rto_serving_s": 300.0, "link_mbit": 100, "first_bytes": 1 << 30,
+    "database": {"bytes": 2_000_000_000, "restore_s": 100.0},
+    "hydration": {"state": "done", "files_total": 5000, "bytes_total": 10_000_000_000, "hydration_s": 900.0,
+                  "rate_bytes_s": 11_250_000, "runs": 1, "missing_count": 0}}}
+
+
+def test_the_rto_model_takes_its_rates_from_a_served_first_drill_and_scales_with_size_and_link() -> None:
+    rates = drp_rto.rates_from_drill({"id": 7, "ok": True, "site": "site1", "finished_at": "x",
+                                      "detail": SERVED_FIRST})
+    link_bytes_s = 100e6 / 8
+    assert rates.efficiency == 0.9 and rates.database_bytes_s == 20_000_000
+    # 300 s to serving = fixed + 100 s of database + 1 GiB of first documents at 90 % of the link
+    assert rates.fixed_s == round(300 - 100 - (1 << 30) / (0.9 * link_bytes_s), 1)
+    same = drp_rto.estimate(rates, "site1", 100, 2_000_000_000, 10_000_000_000 + (1 << 30), first_mb=1024)
+    assert same.rto_serving_s == pytest.approx(300, abs=0.2)  # the drill's own site comes out as measured
+    assert same.hydration_s == pytest.approx(10_000_000_000 / (0.9 * link_bytes_s), abs=0.2)
+    slow = drp_rto.estimate(rates, "site2", 20, 2_000_000_000, 200_000_000_000, first_mb=1024)
+    assert slow.rto_serving_s > same.rto_serving_s and slow.hydration_s > 20 * 3600  # 200 GB at 20 Mbit/s
+    unknown = drp_rto.estimate(rates, "site3", None, None, 5)
+    assert unknown.rto_serving_s is None and unknown.missing == "site_wan_mbit, ukuran basis data"
+    assert drp_rto.rates_from_drill({"id": 8, "ok": False, "detail": SERVED_FIRST}) is None
+    assert drp_rto.rates_from_drill({"id": 9, "ok": True, "detail": {}}) is None
+
+
+def test_the_drp_states_each_sites_rto_from_its_link_and_its_probed_sizes(tmp_path: Path) -> None:
+    data = INVENTORY.replace("site_timezone: Asia/Jakarta", "site_timezone: Asia/Jakarta\n          site_wan_mbit: 100")
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(data, encoding="utf-8")
+    text = render_drp(DrpRequest(output_format="md", inventory=inventory)).text
+    assert "Belum ada uji server hilang yang melayani lebih dahulu" in text
+    with StateStore.open() as store:
+        drill_id = drill_store.start_drill(store, "server-lost", "site1", {"rto_s": 600, "rpo_db_s": 60,
+                                                                           "rpo_docs_s": 300},
+                                           started_at=datetime(2026, 11, 30, 1, 0, tzinfo=UTC))
+        drill_store.finish_drill(store, drill_id, ok=True, met=True, rto_s=300, rpo_db_s=5, rpo_docs_s=5,
+                                 finished_at=datetime(2026, 11, 30, 1, 30, tzinfo=UTC), detail=SERVED_FIRST)
+        backup = {"pgbackrest": {"repos": {"1": {"last_backup": {"database_bytes": 4_000_000_000}}}},
+                  "files_size": {"bytes": 50_000_000_000}}
+        store.record_probe("site1", {"reachable": True, "facts": {"backup": backup}})
+    text = render_drp(DrpRequest(output_format="md", inventory=inventory)).text
+    assert "## 4. Perkiraan RTO server hilang per lokasi (butir 10.2)" in text
+    assert f"uji #{drill_id} (lokasi site1, tautan 100 Mbit/s)" in text
+    section = text.split("## 4. Perkiraan RTO")[1]
+    row = next(line for line in section.splitlines() if line.startswith("| site1 |"))
+    assert row.startswith("| site1 | 100 Mbit/s | 4,0 | 50,0 | 1,1 |") and "dalam target" in row, row
+    row3 = next(line for line in section.splitlines() if line.startswith("| site3 |"))
+    assert "data belum lengkap: site_wan_mbit, ukuran basis data, ukuran dokumen" in row3

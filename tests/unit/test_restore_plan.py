@@ -92,3 +92,22 @@ def test_a_restore_reads_the_inventory_once_from_plan_to_run(ctx: backup.BackupC
     result, _outputs = restoring.execute(plan)
     assert ran == ["site2"] and result.hosts == ["site2"]
     assert started == ["inventory_list"], started
+
+
+def test_serve_first_takes_the_sites_first_mb_or_the_default_and_says_so(ctx: backup.BackupContext) -> None:
+    plan = restoring.plan(restoring.RestoreRequest(ctx, "site1", None, "offsite", serve_first=True))
+    assert plan.args == ["--target-time", "latest", "--repo", "2", "--serve-first", "--first-mb", "1024"]
+    assert any("up to 1024 MB of documents" in line and "503" in line for line in plan.describe())
+    data = yaml.safe_load(ctx.inventory.read_text())
+    data["all"]["children"]["sites"]["hosts"]["site2"]["site_restore_first_mb"] = 64
+    ctx.inventory.write_text(yaml.safe_dump(data))
+    assert restoring.plan(restoring.RestoreRequest(ctx, "site2", None, serve_first=True)).args[-1] == "64"
+    assert restoring.plan(restoring.RestoreRequest(ctx, "site2", None, serve_first=True, first_mb=0)).args[-1] == "0"
+    assert "--serve-first" not in restoring.plan(restoring.RestoreRequest(ctx, "site2", None)).args
+
+
+def test_the_hydration_note_names_what_is_still_coming_back() -> None:
+    assert restoring.hydration_note({"hydration": {"state": "running", "files": 12, "bytes": 48_000_000}}) == (
+        "; serving, 12 documents (48 MB) coming back in the background (lpse-ops backup status)")
+    assert restoring.hydration_note({"hydration": {"state": "none"}}) == ""
+    assert restoring.hydration_note({}) == ""

@@ -57,7 +57,8 @@ def test_status_reports_facts_and_no_verdict(site):
     assert "alert" not in facts["spool_queue"]
     repos = facts["pgbackrest"]["repos"]
     assert repos["1"]["last_backup"] == {"label": "20261124-093245F", "type": "full",
-                                         "time": "2026-11-24T09:32:48+00:00"}
+                                         "time": "2026-11-24T09:32:48+00:00", "database_bytes": 31861617}
+    assert facts["files_size"] is None  # no full files snapshot taken yet
     assert repos["2"]["status"] == {"code": 0, "message": "ok"} and repos["2"]["backups"] == 1
 
 

@@ -149,8 +149,34 @@ def assess(host: str, output: dict, verification: dict | None, limits: Threshold
     found = (_database_warnings(output.get("pgbackrest") or {}, ages, limits)
              + _files_warnings(output.get("restic") or {}, ages, limits)
              + _wal_warnings(output.get("wal_archiving") or {}, output.get("spool_queue") or {}, ages, limits)
-             + _verify_warnings(verification, ages, limits))
+             + _verify_warnings(verification, ages, limits)
+             + hydration_warnings(output.get("hydration")))
     return _verdict(host, ages, found)
+
+
+def hydration_warnings(hydration: dict | None) -> list[Warning]:
+    """The documents a serve-first restore left for later (site/hydrate.py): still coming back (a warning with
+    the progress and the estimated end), or ended with some missing (``hydration_incomplete``, critical)."""
+    if not hydration:
+        return []
+    if hydration.get("state") == "running":
+        eta = hydration.get("eta_s")
+        when = (f", about {_duration(eta)} left (until {hydration.get('eta_at')})" if eta is not None
+                else ", estimated end after the first batch")
+        done_mb, total_mb = ((hydration.get(key) or 0) / 1e6 for key in ("bytes_done", "bytes_total"))
+        return [("hydrating", f"documents coming back after a serve-first restore: {hydration.get('percent', 0):.1f}% "
+                              f"({hydration.get('files_done')}/{hydration.get('files_total')} files, "
+                              f"{done_mb:.0f}/{total_mb:.0f} MB){when}")]
+    if hydration.get("state") == "incomplete":
+        return [("hydration_incomplete", f"the hydration ended with {hydration.get('missing_count')} document(s) "
+                                         "missing: they answer 503; see `lpse-backup status` on the site")]
+    return []
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 AGE_KEYS = ("backup_local_s", "backup_offsite_s", "files_local_s", "files_offsite_s", "wal_archived_s", "verified_s")

@@ -37,6 +37,7 @@ from lpse_ops.actions import drill_upgrade, operation, runbook_run
 from lpse_ops.actions.drill_rules import drillable, last_drill_line, runbook_verdict, site_url, targets_met
 from lpse_ops.actions.drill_steps import (
     Timeline,
+    follow_hydration,
     inject,
     recovery_values,
     site_health,
@@ -97,6 +98,7 @@ def run(request: DrillRequest) -> DrillResult:
         outcome: dict[str, Any] = {"ok": False, "failed_step": None}
         runbook_dict: dict[str, Any] | None = None
         markers: dict[str, Any] = {}
+        hydration: dict[str, Any] | None = None
         measured: dict[str, float | None] = {"rto_s": None, "rpo_db_s": None, "rpo_docs_s": None}
         try:
             shell = SiteShell(request.site, hostvars)
@@ -130,6 +132,8 @@ def run(request: DrillRequest) -> DrillResult:
                          **({"continued_failures": [step["step"] for step in passed]} if passed else {}))
             outcome["failed_step"] = stopped_at
             outcome["continued_failures"] = passed
+            hydration = follow_hydration(shell, book, fault_at, timeline, link_mbit=hostvars.get("site_wan_mbit")) \
+                if stopped_at is None else None
             verified, markers, problem = verify(shell, hostvars, prefix, workload.acks, rpo_cut, timeline)
             if problem is None and request.scenario in SAME_VERSION:
                 problem = verify_version(hostvars, version_before, timeline)
@@ -139,6 +143,9 @@ def run(request: DrillRequest) -> DrillResult:
                 outcome["failed_step"] = problem
             if verified and outcome["failed_step"] is None:  # a failed recovery has no recovery time
                 measured["rto_s"] = round((verified - fault_at).total_seconds(), 1)
+                if hydration:  # served first: the RTO is to serving again; the data's full check came after
+                    hydration["rto_verified_s"] = measured["rto_s"]
+                    measured["rto_s"] = hydration["rto_serving_s"]
             outcome["ok"] = outcome["failed_step"] is None
         except Exception as error:  # noqa: BLE001 - a drill that breaks down is a failed drill, recorded
             timeline.add("drill_error", error=str(error)[-500:])
@@ -164,6 +171,7 @@ def run(request: DrillRequest) -> DrillResult:
                                  detail={"markers": markers, "runbook_run_id": (runbook_dict or {}).get("run_id"),
                                          "runbook_result": (runbook_dict or {}).get("result"),
                                          "continued_failures": outcome.get("continued_failures") or [],
+                                         "hydration": hydration,
                                          "error": outcome.get("error"), "workload_errors": (
                                              workload.errors[-20:] if workload else [])}, **measured)
         store.finish_run(run_id, "ok" if outcome["ok"] else "failed",

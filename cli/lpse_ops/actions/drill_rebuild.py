@@ -102,6 +102,8 @@ def server_lost(site: str, shell: Shell, hostvars: dict[str, Any]) -> Injected:
                     str(lab_actions.lab_dir() / "known_hosts")], capture_output=True, check=False, timeout=60)
     if not lab_actions.ssh_ok(host, wait_s=90):
         raise RuntimeError(f"the bare {site} does not answer SSH")
+    if lab_actions.lab_link(state):  # the new host reaches the offsite copy over the same WAN link as the lost one
+        lab_actions.set_wan(lab_actions.lab_link(state), only=[site])
     return fault_at, {"bundle": bundle}, f"container {plan.container(host)} destroyed; a bare host started in its place"
 
 

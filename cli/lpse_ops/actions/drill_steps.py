@@ -225,3 +225,51 @@ def verify_version(hostvars: dict[str, Any], before: str | None, timeline: Timel
         return "verify-version"
     timeline.add("version_verified", version=now)
     return None
+
+
+HYDRATION_STATUS = "/var/lib/lpse-backup/hydration.json"
+"""The site tool's record of a serve-first restore's hydration (site/hydrate.py; the backup role's state folder)."""
+HYDRATION_WAIT_S = 6 * 3600.0
+"""The longest the drill waits for the documents to be back (200 GB at 100 Mbit/s takes about 4.4 hours)."""
+
+
+def follow_hydration(shell: SiteShell, book: runbook_run.RunbookResult, fault_at: datetime, timeline: Timeline,
+                     link_mbit: float | None = None, bound_s: float = HYDRATION_WAIT_S) -> dict[str, Any] | None:
+    """After a runbook whose restore served first: when SPSE served again (the restore step's end), when the first
+    hydrated document and the last were in place; waits (bounded) for the hydration to end. None when the runbook
+    restored without --serve-first."""
+    restore = next((s for s in book.steps if s.step.action == "backup.restore" and "--serve-first" in s.step.argv
+                    and s.status == "ok" and s.finished_at), None)
+    if restore is None:
+        return None
+    figures: dict[str, Any] = {"rto_serving_s": round((restore.finished_at - fault_at).total_seconds(), 1),
+                               "link_mbit": link_mbit}
+    timeline.add("serving_again", at=restore.finished_at, step=restore.step.id)
+
+    def read() -> dict[str, Any]:
+        text = shell.run(f"cat {HYDRATION_STATUS} 2>/dev/null || true", timeout=60)
+        return json.loads(text) if text.strip() else {}
+
+    seen: dict[str, Any] = read()
+    if not seen:
+        figures["hydration"] = {"state": "none"}  # every document was back before SPSE opened
+        return figures
+
+    def ended() -> bool:
+        seen.update(read())
+        return seen.get("state") != "running"
+
+    wait_for(ended, bound_s, "the documents' hydration to end", every_s=2.0)
+    for key, event in (("first_document_at", "hydration_first_document"), ("finished_at", "hydrated")):
+        moment = parse_at(seen[key]) if seen.get(key) else None
+        if moment is not None:
+            figures[key.replace("_at", "_s")] = round((moment - fault_at).total_seconds(), 1)
+            timeline.add(event, at=moment, **({"state": seen.get("state"), "files": seen.get("files_total"),
+                                               "bytes": seen.get("bytes_total")} if event == "hydrated" else {}))
+    seconds = seen.get("hydration_s")
+    figures["hydration"] = {key: seen.get(key) for key in ("state", "files_total", "bytes_total", "missing_count",
+                                                           "runs", "hydration_s")}
+    figures["hydration"]["rate_bytes_s"] = round(seen["bytes_total"] / seconds) if seconds else None
+    figures["database"] = seen.get("database") or {}
+    figures["first_bytes"] = (seen.get("first") or {}).get("first_bytes")
+    return figures

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lpse_ops import config, inventory, runbooks
+from lpse_ops.actions import drp_rto
 from lpse_ops.actions.operation import OperationRefused
 from lpse_ops.reports import dates
 from lpse_ops.reports import drp as report
@@ -130,6 +131,7 @@ def render_drp(request: DrpRequest) -> DrpResult:
         raise OperationRefused("no usable runbook: a DRP is compiled from runbooks/*.md (lpse-ops runbook lint)")
     sites: list[report.SiteContacts] | None = None
     zones: dict[str, str] = {}
+    hostvars: dict[str, Any] = {}
     if request.inventory is not None:
         try:
             data = inventory.load(request.inventory)
@@ -148,9 +150,16 @@ def render_drp(request: DrpRequest) -> DrpResult:
         by_scenario = latest_drills(drills or [], zones)
         for scenario in scenarios:
             scenario.drills = by_scenario.get(scenario.scenario, [])
+        rto_model = None
+        if request.inventory is not None:
+            rates, estimates = drp_rto.gather(store, drills or [], {site.host: hostvars.get(site.host, {})
+                                                                    for site in sites or []})
+            target = next((item.rto_s for item in scenarios if item.scenario == drp_rto.SCENARIO), None)
+            rto_model = {"rates": rates.as_dict() if rates else None,
+                         "estimates": [item.as_dict() for item in estimates], "target_s": target}
         content = report.DrpContent(generated_at=request.generated_at or datetime.now(UTC), zone=request.zone,
                                     scenarios=scenarios, sites=sites, drills_available=drills is not None,
-                                    notes=notes)
+                                    notes=notes, rto_model=rto_model)
         text = report.render(content, request.output_format)
         result = DrpResult(text=text, output_format=request.output_format,
                            scenarios=[scenario.scenario for scenario in scenarios],

@@ -24,8 +24,9 @@ OPERATION = "fleet.status"
 
 EXIT_OK, EXIT_FAULT, EXIT_UNREACHABLE, EXIT_WARNING = 0, 3, 4, 5
 
-BACKUP_CRITICAL = frozenset({"status_unavailable", "pgbackrest_unreadable", "repo_error", "no_backup",
-                             "backup_too_old", "verification_failed", "wal_failing", "postgres_unavailable"})
+BACKUP_CRITICAL = frozenset({"hydration_incomplete", "status_unavailable", "pgbackrest_unreadable", "repo_error",
+                             "no_backup", "backup_too_old", "verification_failed", "wal_failing",
+                             "postgres_unavailable"})
 """Backup status codes (``actions.backup.assess``) that are critical in the fleet view; the rest warn."""
 
 

@@ -24,7 +24,13 @@ class RestoreRequest:
     target: datetime | None
     source: str = "local"
     offsite_as_of: datetime | None = None
+    serve_first: bool = False
+    """Open SPSE once the database and the first documents are back; hydrate the rest (site/restore_first.py)."""
+    first_mb: int | None = None
+    """With serve_first: MB brought back before SPSE opens (None: the site's ``site_restore_first_mb``, else 1024)."""
 
+
+FIRST_MB_DEFAULT = 1024
 
 @dataclass
 class RestorePlan:
@@ -46,6 +52,11 @@ class RestorePlan:
         target = "the end of the archived WAL" if self.request.target is None else self.target_text
         lines = [f"Restore {self.host} to {target} from {'offsite' if self.view else self.request.source}.",
                  "SPSE stops meanwhile; the current database and documents are moved aside, not deleted."]
+        if self.request.serve_first:
+            first = self.args[self.args.index("--first-mb") + 1]
+            lines.append(f"Serve first: SPSE opens once the database and up to {first} MB of documents (the open "
+                         "tenders' first) are back; the others come back in the background, each checked by sha256, "
+                         "and answer 503 with Retry-After until then.")
         if self.view:
             plan = self.view.as_dict()
             lines.append(f"The offsite repositories as of {plan['as_of']}: {plan['objects']['pgbackrest']} pgBackRest "
@@ -89,7 +100,20 @@ def plan(request: RestoreRequest) -> RestorePlan:
         view = offsite.plan_view(offsite.ViewRequest(site_code(read, host), request.offsite_as_of))
     elif request.source == "offsite":
         args += ["--repo", "2"]
+    if request.serve_first:
+        first_mb = request.first_mb if request.first_mb is not None else int(
+            read.hostvars(host).get("site_restore_first_mb") or FIRST_MB_DEFAULT)
+        args += ["--serve-first", "--first-mb", str(first_mb)]
     return RestorePlan(request, host, args, view, read)
+
+
+def hydration_note(output: dict) -> str:
+    """``; N documents (M MB) coming back in the background`` after a serve-first restore that left some."""
+    hydration = output.get("hydration") or {}
+    if hydration.get("state") != "running":
+        return ""
+    return (f"; serving, {hydration.get('files')} documents ({(hydration.get('bytes') or 0) / 1e6:.0f} MB) coming "
+            "back in the background (lpse-ops backup status)")
 
 
 def execute(restore: RestorePlan) -> tuple[operation.OperationResult, dict[str, dict]]:
@@ -106,7 +130,7 @@ def execute(restore: RestorePlan) -> tuple[operation.OperationResult, dict[str, 
         result, outputs = backup.execute(dataclasses.replace(restore.request.ctx, fleet=restore.fleet), "restore",
                                          args, record={
             "target_time": restore.target_text, "source": "offsite" if view else restore.request.source,
-            "view": view.as_dict() if view else None})
+            "view": view.as_dict() if view else None, "serve_first": restore.request.serve_first})
     finally:
         if view and view.copied:
             offsite.remove_view(view)

@@ -13,6 +13,7 @@ ansible-core 2.19 trusts as a template, and which ``ps`` shows.)
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import re
@@ -27,6 +28,7 @@ import yaml
 
 from lpse_ops import config
 from lpse_ops import settings as settings_schema
+from lpse_ops.backends import inventory_cache
 from lpse_ops.site import build as site_build
 
 ARTIFACTS_KEPT = 200
@@ -166,16 +168,31 @@ def list_hosts(inventory: Path, group: str, limit: str | None = None, *,
 def inventory_list(inventory: Path, *, app_settings: settings_schema.Settings | None = None) -> dict:
     """Return ``ansible-inventory --list`` of *inventory* (groups and ``_meta.hostvars``, vault decrypted).
 
-    Raises AnsibleError with Ansible's reason when the inventory cannot be read.
+    Raises AnsibleError with Ansible's reason when the inventory cannot be read. The output is kept in
+    ``<home>/cache/inventory`` and reused while nothing Ansible reads changes (:mod:`inventory_cache`: never
+    for a dynamic inventory or vault content).
     """
+    cache_key = inventory_cache.key(inventory, process_environment(app_settings=app_settings), _cache_extra())
+    cache_dir = config.home() / "cache" / "inventory"
+    if cache_key and (cached := inventory_cache.load(cache_dir, cache_key)) is not None:
+        return cached
     done = _run("ansible-inventory", ["-i", str(inventory), "--list"], app_settings)
     if done.returncode != 0:
         raise _failed(f"inventory {inventory} cannot be parsed", done)
     try:
-        return json.loads(done.stdout)
+        data = json.loads(done.stdout)
     except json.JSONDecodeError as error:
         raise AnsibleError(f"ansible-inventory printed no JSON for {inventory}: {error}", argv=tuple(done.args),
                            returncode=done.returncode, stderr=done.stderr) from error
+    if cache_key:
+        inventory_cache.store(cache_dir, cache_key, data)
+    return data
+
+
+def _cache_extra() -> bytes:
+    """What else ``ansible-inventory --list`` output depends on: the project's ansible.cfg and ansible-core."""
+    cfg = config.PROJECT_DIR / "ansible.cfg"
+    return cfg.read_bytes() + b"\0" + importlib.metadata.version("ansible-core").encode()
 
 
 def inventory_graph(inventory: Path, group: str = "all", *,

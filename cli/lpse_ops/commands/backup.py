@@ -184,10 +184,17 @@ def verify_command(inventory_path: Path | None, limit: str | None, repo: str, ba
 @click.option("--from", "source", type=click.Choice(["local", "offsite"]), default="local", show_default=True)
 @click.option("--offsite-as-of", default=None,
               help="Use the offsite repository as it stood at this time (survives later deletes/overwrites).")
+@click.option("--serve-first", is_flag=True,
+              help="Open SPSE once the database and the open tenders' documents are back; bring the other documents "
+                   "back in the background, each checked by sha256 (`backup status` shows the progress).")
+@click.option("--first-mb", type=click.IntRange(min=0), default=None,
+              help="With --serve-first: MB of documents brought back before SPSE opens [default: the site's "
+                   "site_restore_first_mb, else 1024].")
 @yes_option("restoring")
 @json_option
 def restore_command(inventory_path: Path | None, limit: str, target_time: str, source: str,
-                    offsite_as_of: str | None, yes: bool, as_json: bool) -> None:
+                    offsite_as_of: str | None, serve_first: bool, first_mb: int | None, yes: bool,
+                    as_json: bool) -> None:
     """Point-in-time recovery of one site's database and documents (the current data is moved aside, not lost).
 
     Plan, show, confirm, then act: with --offsite-as-of, the offsite repositories as they stood then
@@ -197,9 +204,12 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
     latest = target_time.strip().lower() == "latest"
     if as_json and not yes:
         raise terminal.fail("--json never prompts: add --yes (or LPSE_OPS_YES=1) to restore without asking")
+    if first_mb is not None and not serve_first:
+        raise terminal.fail("--first-mb goes with --serve-first")
     request = restoring.RestoreRequest(_ctx(inventory_path, limit, as_json), limit,
                                        None if latest else _parse_time(target_time), source,
-                                       _parse_time(offsite_as_of) if offsite_as_of else None)
+                                       _parse_time(offsite_as_of) if offsite_as_of else None,
+                                       serve_first=serve_first, first_mb=first_mb)
     with refusal_as_error():
         plan = restoring.plan(request)
         if not yes:
@@ -208,7 +218,7 @@ def restore_command(inventory_path: Path | None, limit: str, target_time: str, s
             click.confirm("Go ahead?", abort=True, err=True)
         result, outputs = restoring.execute(plan)
     details = {h: o.get("error") or f"recovered to {(o.get('recovery_point') or {}).get('target_time', target_time)}"
-               for h, o in outputs.items()}
+               + restoring.hydration_note(o) for h, o in outputs.items()}
     _finish(result, outputs, as_json, "backup restore", details)
 
 

@@ -11,6 +11,7 @@ from lpse_ops import terminal
 from lpse_ops.backends.docker import DockerError
 from lpse_ops.lab import lab as lab_actions
 from lpse_ops.lab import traffic as traffic_actions
+from lpse_ops.lab import wan
 
 
 @click.group(name="lab")
@@ -24,25 +25,32 @@ def lab() -> None:
               help="Offsite SSH on BASE, site i SSH on BASE+i, S3 on BASE+100, site i HTTPS on BASE+100+i.")
 @click.option("--lock-days", default=190, show_default=True,
               help="Object Lock retention (COMPLIANCE) in days: at least the longest offsite retention.")
+@click.option("--wan-mbit", type=click.FloatRange(min=0), default=None,
+              help="Shape each site's link to the offsite host to this rate, each way (0: no shaping); see `lab wan`.")
+@click.option("--wan-delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="One-way delay on that link (needs the kernel's netem).")
 @click.option("--tls-mode", type=click.Choice(lab_actions.TLS_MODES), default="lab", show_default=True,
               help="Every site's site_tls_mode in the inventory written: lab (self-signed) or acme (certbot from the "
                    "offsite host's pebble, docs/tls.md). A lab already up keeps its inventory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab state as JSON.")
-def up_command(sites: int, port_base: int, lock_days: int, tls_mode: str, as_json: bool) -> None:
+def up_command(sites: int, port_base: int, lock_days: int, wan_mbit: float | None, wan_delay_ms: float,
+               tls_mode: str, as_json: bool) -> None:
     """Build (or reuse) the base image and start the lab; write its inventory and SSH key."""
     try:
+        link = _link(wan_mbit, wan_delay_ms)
         plan = lab_actions.plan(sites=sites, port_base=port_base)
         with terminal.err.status("bringing the lab up") as spinner:
             def progress(message: str) -> None:
                 spinner.update(message)
                 terminal.info(f"  {message}")
-            state = lab_actions.up(plan, progress, lock_days=lock_days, tls_mode=tls_mode)
+            state = lab_actions.up(plan, progress, lock_days=lock_days, link=link, tls_mode=tls_mode)
     except (lab_actions.LabError, DockerError) as error:
         raise terminal.fail(str(error)) from error
     if as_json:
         terminal.emit_json(state)
         return
-    terminal.info(f"lab is up: {len(state['hosts']) - 1} site(s) and the offsite host (S3, the ACME CA pebble)")
+    terminal.info(f"lab is up: {len(state['hosts']) - 1} site(s) and the offsite host (S3, the ACME CA pebble); "
+                  f"WAN link {lab_actions.describe_link(lab_actions.lab_link(state))}")
     terminal.out.print(f"inventory: {state['inventory']}")
 
 
@@ -68,9 +76,14 @@ def status_command(expect_version: str | None, as_json: bool) -> None:
                 service = f"SPSE {row['spse'].get('version')} ({row['spse'].get('status')})"
             else:
                 service = "SPSE not answering"
+            if row.get("wan"):
+                down, up = row["wan"]["down_mbit"], row["wan"]["up_mbit"]
+                service += f"; WAN {down if down is not None else '-'}/{up if up is not None else '-'} Mbit/s down/up"
             table.add_row(row["name"], row["role"], row["container"],
                           f"127.0.0.1:{row['ssh_port']} {'ok' if row['ssh'] else 'down'}", service)
         terminal.out.print(table) if report["hosts"] else terminal.info(report.get("message", ""))
+        if report["hosts"]:
+            terminal.info(f"WAN link: {lab_actions.describe_link(lab_actions.lab_link(report))}")
     if not report["up"]:
         raise SystemExit(1)
     if expect_version:
@@ -83,6 +96,73 @@ def status_command(expect_version: str | None, as_json: bool) -> None:
                 if row["role"] == "site":
                     terminal.out.print(f"{row['name']}: https://127.0.0.1:{row['https_port']}/health -> "
                                        f"{json.dumps(row['spse'], sort_keys=True)}", highlight=False)
+
+
+def _link(mbit: float | None, delay_ms: float) -> wan.Link | None:
+    if mbit is None:
+        if delay_ms:
+            raise click.BadParameter("a delay needs a rate: add --wan-mbit N", param_hint="--wan-delay-ms")
+        return None
+    try:
+        return wan.Link(mbit, delay_ms)
+    except wan.WanError as error:
+        raise click.BadParameter(str(error)) from error
+
+
+@lab.group(name="wan")
+def wan_group() -> None:
+    """The WAN link between each site and the offsite host: set, remove, measure (issue 20)."""
+
+
+@wan_group.command(name="set")
+@click.option("--mbit", type=click.FloatRange(min=0, min_open=True), required=True, help="Rate each way, Mbit/s.")
+@click.option("--delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="One-way delay (needs the kernel's netem).")
+def wan_set(mbit: float, delay_ms: float) -> None:
+    """Shape every site's link to the offsite host (HTB both ways; other traffic untouched)."""
+    link = _link(mbit, delay_ms)
+    try:
+        lab_actions.set_wan(link, progress=lambda m: terminal.info(f"  {m}"))
+    except (lab_actions.LabError, DockerError) as error:
+        raise terminal.fail(str(error)) from error
+    terminal.info(f"WAN link set: {lab_actions.describe_link(link)}")
+
+
+@wan_group.command(name="off")
+def wan_off() -> None:
+    """Remove the shaping: the sites reach the offsite host at the bridge's speed again."""
+    try:
+        lab_actions.set_wan(None, progress=lambda m: terminal.info(f"  {m}"))
+    except (lab_actions.LabError, DockerError) as error:
+        raise terminal.fail(str(error)) from error
+    terminal.info("WAN link removed")
+
+
+@wan_group.command(name="measure")
+@click.option("--site", default="site1", show_default=True, help="The lab site whose link is measured.")
+@click.option("--seconds", type=click.FloatRange(min=1, max=60), default=4.0, show_default=True,
+              help="About how long each transfer takes at the set rate (bounded: 2-256 MiB).")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurement as JSON.")
+def wan_measure(site: str, seconds: float, as_json: bool) -> None:
+    """Send and fetch one object between SITE and the offsite S3 server (curl, presigned URLs) and show the
+    rates next to the set one."""
+    try:
+        with terminal.err.status(f"measuring {site}'s link"):
+            result = lab_actions.measure_wan(site, seconds)
+    except (lab_actions.LabError, DockerError) as error:
+        raise terminal.fail(str(error)) from error
+    if as_json:
+        terminal.emit_json(result)
+        return
+    table = Table(title=f"WAN link of {site}")
+    for column in ("direction", "set (Mbit/s)", "measured (Mbit/s)", "of the set rate"):
+        table.add_column(column)
+    for direction in ("down", "up"):
+        ratio = result[f"{direction}_ratio"]
+        table.add_row("offsite -> site" if direction == "down" else "site -> offsite",
+                      f"{result['set_mbit']:g}" if result["set_mbit"] else "not shaped",
+                      f"{result[f'{direction}_mbit']:g}", f"{ratio:.0%}" if ratio is not None else "-")
+    terminal.out.print(table)
 
 
 @lab.command(name="down")

@@ -28,7 +28,7 @@ import yaml
 
 from lpse_ops import config
 from lpse_ops.backends import docker, s3
-from lpse_ops.lab import image, smtp, tls
+from lpse_ops.lab import image, smtp, tls, wan
 
 LABEL = "lpse-ops.lab"
 ADMIN_USER = "lpse-admin"
@@ -476,6 +476,10 @@ postgresql_spse_password: "{{ vault_spse_db_password }}"
 backup_cipher_pass: "{{ vault_backup_cipher_pass }}"
 backup_restic_password: "{{ vault_backup_restic_password }}"
 spse_server_name: "{{ inventory_hostname }}"
+# Lab only: a lab site is a small container on a shared machine, so its JVM uses the client compiler and the
+# serial collector (about a quarter less CPU to start and serve the lab's light traffic); a real site keeps the
+# role's default (spse_java_opts in roles/spse/defaults).
+spse_java_opts: -Xms64m -Xmx384m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 -Xshare:auto
 # Lab only: the traffic generator (`lpse-ops lab traffic`, lab/traffic.py) is no part of a site's integrity
 # baseline; production sites keep the role's default (no extra exclusion).
 hardening_aide_exclude:
@@ -583,8 +587,10 @@ def start_smtp(port_base: int) -> dict:
 
 # --- the three commands ----------------------------------------------------------------------------
 
-def up(lab: LabPlan, progress: Progress, lock_days: int = 190, tls_mode: str = "lab") -> dict:
-    """Bring the lab up (idempotent when it is already up); return its state. *tls_mode* (lab or acme) is every
+def up(lab: LabPlan, progress: Progress, lock_days: int = 190, link: wan.Link | None = None,
+       tls_mode: str = "lab") -> dict:
+    """Bring the lab up (idempotent when it is already up); return its state. *link*: each site's WAN link to
+    the offsite host (:mod:`wan`), set on a lab brought up now or already up. *tls_mode* (lab or acme) is every
     site's site_tls_mode in the inventory written now (a lab already up keeps its inventory)."""
     directory = lab_dir()
     progress(docker.ensure_engine(directory / "dockerd.log"))
@@ -598,7 +604,7 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190, tls_mode: str = "
             state["smtp"] = start_smtp(state["port_base"])  # restarted if it stopped; its settings kept
             state_path().write_text(json.dumps(state, indent=2))
             progress("the lab is already up")
-            return state
+            return set_wan(link, progress) if link is not None else state
         if state and state.get("complete") and running:
             raise LabError(f"a lab with {len(have) - 1} site(s) is up: run `lpse-ops lab down` before "
                            f"bringing one up with {len(wanted) - 1}")
@@ -644,7 +650,83 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190, tls_mode: str = "
     _save_state(lab, complete=True, image=tag, subnet=subnet, egress_allowed=mirrors,
                 inventory=str(inventory), s3_endpoint=offsite["endpoint_control"], bucket=BUCKET, smtp=mail,
                 acme_directory=ACME_DIRECTORY_URL, tls_mode=tls_mode)
-    return load_state() or {}
+    return set_wan(link, progress) if link is not None else load_state() or {}
+
+
+def set_wan(link: wan.Link | None, progress: Progress = lambda _m: None, only: list[str] | None = None) -> dict:
+    """Shape each site's link to the offsite host as *link* says (None or 0 Mbit/s: no shaping), or only the
+    sites named in *only* (a rebuilt host gets the lab's link again); record it in the lab state; return it."""
+    state = load_state()
+    if not state or not state.get("complete"):
+        raise LabError("no complete lab: run `lpse-ops lab up` first")
+    plan = LabPlan(state["name"], state["port_base"], [])
+    hosts = [HostSpec(**raw) for raw in state["hosts"]]
+    offsite_ip = address_of(plan, next(h for h in hosts if h.role == "offsite"))
+    if offsite_ip is None:
+        raise LabError("the offsite host is not running: `lpse-ops lab status` says why")
+    for host in hosts:
+        if host.role == "site" and (only is None or host.name in only):
+            progress(f"{host.name}: WAN link {describe_link(link)}")
+            try:
+                wan.apply(plan.container(host), link, offsite_ip)
+            except wan.WanError as error:
+                raise LabError(str(error)) from error
+    if only is None:
+        state["wan"] = link.as_dict() if link and link.mbit else None
+        state_path().write_text(json.dumps(state, indent=2))
+        _inventory_wan(link.mbit if link and link.mbit else None)
+    return state
+
+
+def _inventory_wan(mbit: float | None) -> None:
+    """Write each site's ``site_wan_mbit`` into the lab's inventory (removed when not shaped): what a real
+    inventory says of a site's link, read by the drill and the DRP's RTO estimate."""
+    path = inventory_path()
+    if not path.exists():
+        return
+    text = path.read_text()
+    header = "".join(line + "\n" for line in text.splitlines() if line.startswith("#"))
+    data = yaml.safe_load(text)
+    for variables in data["all"]["children"]["sites"]["hosts"].values():
+        if mbit:
+            variables["site_wan_mbit"] = mbit
+        else:
+            variables.pop("site_wan_mbit", None)
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+
+
+def lab_link(state: dict | None = None) -> wan.Link | None:
+    """The WAN link the lab was given (None: not shaped)."""
+    recorded = (state or load_state() or {}).get("wan")
+    return wan.Link(**recorded) if recorded else None
+
+
+def describe_link(link: wan.Link | None) -> str:
+    if not link or not link.mbit:
+        return "not shaped"
+    return f"{link.mbit:g} Mbit/s each way" + (f", {link.delay_ms:g} ms one way" if link.delay_ms else "")
+
+
+def measure_wan(site: str, seconds: float = 4.0) -> dict:
+    """Send and fetch one object between *site* and the offsite S3 server over its link; return the rates with
+    the link's set rate and their ratio to it."""
+    state = load_state() or {}
+    spec = next((raw for raw in state.get("hosts", []) if raw["name"] == site and raw["role"] == "site"), None)
+    if spec is None:
+        raise LabError(f"{site} is not a site of the lab")
+    host = HostSpec(**spec)
+    plan = LabPlan(state["name"], state["port_base"], [])
+    link = lab_link(state)
+    credentials = json.loads((lab_dir() / "s3-credentials.json").read_text())
+    try:
+        measured = wan.measure(plan.container(host), credentials, str(lab_dir() / "tls" / "ca.crt"), VIEWS_BUCKET,
+                               link.mbit if link else 0.0, seconds)
+    except (wan.WanError, docker.DockerError) as error:
+        raise LabError(f"{site}: the WAN measurement failed: {error}") from error
+    set_rate = link.mbit if link else None
+    return {"site": site, "set_mbit": set_rate, **measured, **wan.shaped(plan.container(host)),
+            "down_ratio": round(measured["down_mbit"] / set_rate, 3) if set_rate else None,
+            "up_ratio": round(measured["up_mbit"] / set_rate, 3) if set_rate else None}
 
 
 def _https_health(port: int) -> dict | None:
@@ -676,12 +758,14 @@ def status() -> dict:
             row["ssh"] = ssh_ok(host)
             if host.https_port:
                 row["spse"] = _https_health(host.https_port)
+            if host.role == "site" and state.get("wan"):
+                row["wan"] = wan.shaped(f"{state['name']}-{host.name}")  # what the kernel has, not what was asked
             if host.s3_port:
                 row["s3"] = _s3_alive(state, host.s3_port)
         rows.append(row)
     healthy = state.get("complete") and all(r["container"] == "running" and r["ssh"] for r in rows)
     return {"up": bool(healthy), "complete": state.get("complete", False), "name": state["name"],
-            "inventory": state.get("inventory"), "hosts": rows}
+            "inventory": state.get("inventory"), "wan": state.get("wan"), "hosts": rows}
 
 
 def _s3_alive(state: dict, port: int) -> bool:

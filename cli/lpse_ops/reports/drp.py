@@ -113,6 +113,9 @@ class DrpContent:
     notes: list[str] = field(default_factory=list)
     helpdesk: str = HELPDESK
     sender: str = SENDER
+    rto_model: dict[str, Any] | None = None
+    """The server-lost RTO by size and link (actions/drp_rto.py): ``rates`` (a drill's), ``estimates`` (per site),
+    ``target_s``; None without an inventory."""
 
 
 def scenario_from_runbook(runbook: Any, path: str) -> Scenario | None:
@@ -182,7 +185,34 @@ def context(content: DrpContent) -> dict[str, Any]:
         "clause_text": CLAUSE_TEXT,
         "agreement": AGREEMENT,
         "never_drilled": NEVER_DRILLED,
+        "rto_model": rto_model_context(content.rto_model),
     }
+
+
+def _gb(value: float | None) -> str:
+    return "-" if value is None else f"{value / 1e9:,.1f}".replace(",", "X").replace(".", ",").replace("X", ".")
+
+
+def rto_model_context(model: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The model's rates and each site's estimate as Indonesian text (sizes in GB with a decimal comma)."""
+    if model is None:
+        return None
+    rates = model.get("rates")
+    target = model.get("target_s")
+    rows = []
+    for item in model.get("estimates") or []:
+        rto = item.get("rto_serving_s")
+        rows.append({"host": item["host"], "link": f"{item['link_mbit']:g} Mbit/s" if item.get("link_mbit") else "-",
+                     "database": _gb(item.get("database_bytes")), "files": _gb(item.get("files_bytes")),
+                     "first": _gb(item.get("first_bytes")), "rto": seconds_text(rto),
+                     "hydration": seconds_text(item.get("hydration_s")),
+                     "verdict": ("data belum lengkap: " + item["missing"]) if item.get("missing") else
+                     ("dalam target" if target is None or rto <= target else "melebihi target")})
+    return {"rates": rates and {
+        "drill": rates["drill_id"], "site": rates["site"], "link": f"{rates['link_mbit']:g} Mbit/s",
+        "fixed": seconds_text(rates["fixed_s"]), "database_rate": f"{rates['database_bytes_s'] / 1e6:,.1f} MB/detik"
+        .replace(",", "X").replace(".", ",").replace("X", "."),
+        "efficiency": f"{rates['efficiency'] * 100:.0f}%"}, "rows": rows, "target": seconds_text(target)}
 
 
 def render(content: DrpContent, output_format: str) -> str:

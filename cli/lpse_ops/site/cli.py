@@ -32,6 +32,7 @@ from collections.abc import Callable
 from lpse_ops.site import (
     audit,
     checkpoint,
+    hydrate,
     integrity,
     listing,
     nginxlog,
@@ -49,7 +50,7 @@ from lpse_ops.site.errors import Failure
 
 Action = Callable[[settings.Settings, argparse.Namespace], dict]
 ACTIONS: dict[str, Action] = {"run": run.main, "list": listing.main, "status": status.main, "verify": verify.main,
-                              "restore": restore.main, "checkpoint": checkpoint.take,
+                              "restore": restore.main, "hydrate": hydrate.main, "checkpoint": checkpoint.take,
                               "rollback-db": checkpoint.rollback_database, "compare": checkpoint.compare,
                               "traffic": nginxlog.main, "preflight": preflight.main, "audit": audit.main,
                               "integrity-refresh": integrity.main,
@@ -86,6 +87,14 @@ def parser() -> argparse.ArgumentParser:
     recover.add_argument("--repo2-path", help="pgBackRest repo2-path override (a read-only view of the bucket)")
     recover.add_argument("--repo2-bucket", help="pgBackRest repo2-s3-bucket override (the restore views bucket)")
     recover.add_argument("--restic-repo", help="restic repository URL override")
+    recover.add_argument("--serve-first", action="store_true",
+                         help="open SPSE once the database and the first documents are back; hydrate the rest after")
+    recover.add_argument("--first-mb", type=int, default=hydrate.FIRST_BYTES >> 20,
+                         help="with --serve-first: at most this many MB of documents before SPSE opens")
+    recover.add_argument("--spse-base", default="/opt/spse", help="SPSE's base folder (its releases' manifests)")
+    hydration = sub.add_parser("hydrate", help="bring back the documents a --serve-first restore left for later")
+    hydration.add_argument("--batch-mb", type=int, default=hydrate.BATCH_BYTES >> 20,
+                           help="documents restored per restic call, in MB")
     for name, text in (("checkpoint", "an upgrade's restore point: a fresh backup, its table checksums, every "
                                       "document's sha256"),
                        ("rollback-db", "the live database back to a checkpoint's restore point (SPSE left stopped)"),

@@ -70,6 +70,12 @@ class Restore:
     set_timeline: int | None = None
     documents_skipped: list[dict] = field(default_factory=list)
     """Documents refused while bringing them back (a link, a FIFO, an unsafe path), with the reason."""
+    serve_first: bool = False
+    """``--serve-first``: SPSE opens once the first documents are back; the rest is hydrated (restore_first.py)."""
+    first_bytes: int = 0
+    spse_base: str = "/opt/spse"
+    first: dict = field(default_factory=dict)
+    """What the serve-first steps found and chose (restore_first.py)."""
 
     @property
     def restic_name(self) -> str:
@@ -96,12 +102,20 @@ def main(settings: Settings, args) -> dict:
                                                                  ("s3-bucket", args.repo2_bucket)) if value)
     current = Restore(settings, str(args.repo), target, args.target_time, result,
                       started_at.strftime("%Y%m%dT%H%M%SZ"), args.repo2_path, args.restic_repo, extra=extra,
-                      latest=latest)
+                      latest=latest, serve_first=bool(getattr(args, "serve_first", False)),
+                      first_bytes=int(getattr(args, "first_mb", 1024) or 0) << 20,
+                      spse_base=getattr(args, "spse_base", None) or "/opt/spse")
+    if current.serve_first:
+        from lpse_ops.site import restore_first  # it builds on this module
+
+        steps = restore_first.STEPS
+    else:
+        steps = STEPS
     step_name = "lock"
     try:
         with locking.exclusive(settings.lock_path, settings.lock_wait_s), \
                 locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
-            for step in STEPS:
+            for step in steps:
                 step_name = step.__name__
                 step(current)
     except Exception as error:  # noqa: BLE001 (any error after the first change must roll the site back)
@@ -468,6 +482,10 @@ def roll_back(current: Restore) -> None:
     settings, result = current.settings, current.result
     result["ok"] = False
     try:
+        if current.serve_first:
+            from lpse_ops.site import restore_first
+
+            restore_first.forget_hydration(current)
         run(["systemctl", "stop", settings.spse_unit], step="roll back", check=False)
         run(["systemctl", "stop", settings.pg_unit], step="roll back", check=False)
         kept = [swap_back(moved["from"], moved["to"], current.stamp) for moved in result["moved_aside"].values()]

@@ -13,6 +13,7 @@ never starts from a delta snapshot; it takes the files it lacks from them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -22,10 +23,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from lpse_ops.site import engine, locking, manifest, pgbackrest, postgres, restic, safefs
+from lpse_ops.site import engine, hydrate, locking, manifest, pgbackrest, postgres, restic, safefs
 from lpse_ops.site.clock import iso, now_utc, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log
+from lpse_ops.site.proc import run as run_command
 from lpse_ops.site.settings import Settings
 
 REPOS = ("1", "2")
@@ -201,6 +203,22 @@ def back_up_files(current: Run) -> None:
     paths = [p for p in settings.restic_paths if os.path.exists(p)]
     held = contextlib.nullcontext() if current.backup_type == "files" else \
         locking.exclusive(settings.files_lock_path, settings.lock_wait_s)
+    if hydrate.in_progress(settings):
+        # Documents are still coming back after a --serve-first restore: a snapshot of the folder now would record
+        # those not back yet as gone. The new documents go into a delta; the folder's next full snapshot is taken
+        # once the hydration has ended.
+        # after a reboot the hydration service is not running: the documents runs (every 5 minutes) start it again
+        run_command(["systemctl", "start", "--no-block", "lpse-backup-hydrate.service"], check=False,
+                    step="start hydration")
+        with held:
+            current.result["hydrating"] = {"note": "documents still being hydrated: a delta of the new ones instead "
+                                                   "of a full snapshot of the folder", "restic": {}}
+            take_delta(settings, current.result["hydrating"])
+        paths = [p for p in paths if p != settings.docs_dir]
+        held = contextlib.nullcontext() if current.backup_type == "files" else \
+            locking.exclusive(settings.files_lock_path, settings.lock_wait_s)
+        if not paths:
+            return
     with held:
         walk_started = time.time()
         for name in RESTIC_REPOS:
@@ -210,6 +228,20 @@ def back_up_files(current: Run) -> None:
             entry["duration_s"] = seconds_since(began, time.monotonic())
             current.result["restic"][name] = entry
         write_stamp(settings, walk_started)
+        write_files_size(settings, current.result["restic"].get("local") or {})
+
+
+FILES_SIZE_NAME = "files-size.json"
+"""The last full files snapshot's size (bytes and files restic read): what ``status`` reports as the data's size."""
+
+
+def write_files_size(settings: Settings, entry: dict) -> None:
+    if entry.get("total_bytes") is None:
+        return
+    path = os.path.join(settings.state_dir, FILES_SIZE_NAME)
+    with open(f"{path}.tmp", "w") as handle:
+        json.dump({"bytes": entry["total_bytes"], "files": entry.get("total_files"), "at": iso(now_utc())}, handle)
+    os.replace(f"{path}.tmp", path)
 
 
 def snapshot_files(settings: Settings, name: str, tags: list[str], paths: list[str]) -> dict:
@@ -304,7 +336,7 @@ def take_delta(settings: Settings, result: dict) -> None:
         write_stamp(settings, walk_started)
         result.update(ok=True, skipped="no document changed since the last snapshot")
         return
-    if len(changed) > DELTA_MAX_FILES:
+    if len(changed) > DELTA_MAX_FILES and not hydrate.in_progress(settings):  # never a full one while hydrating
         log(f"{len(changed)} documents changed: a full documents snapshot instead of a delta")
         current = Run(settings, "files", result)
         preflight_files(current)
@@ -352,6 +384,9 @@ def snapshot_delta(settings: Settings, name: str, paths: list[str]) -> dict:
 def forget_snapshots(current: Run) -> None:
     """Apply the retention to both restic repositories (``restic forget --prune``); record what it removed."""
     settings = current.settings
+    if hydrate.in_progress(settings):  # the hydration reads the snapshots retention could remove
+        current.result["forget"] = {"skipped": "documents are still being hydrated from the snapshots"}
+        return
     with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
         for name in RESTIC_REPOS:
             done = engine.restic_call(settings, name, restic.forget_args(settings.site_code, settings.restic_keep),

@@ -7,10 +7,11 @@ The site does not judge: ages, limits and warnings are the control machine's
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 
-from lpse_ops.site import engine, manifest, pgbackrest, postgres, restic, verify
+from lpse_ops.site import engine, hydrate, manifest, pgbackrest, postgres, restic, verify
 from lpse_ops.site.clock import iso, now_utc
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.settings import Settings
@@ -33,6 +34,8 @@ def main(settings: Settings, args) -> dict:
             "wal_archiving": wal_facts(settings, stanza),
             "spool_queue": spool_facts(settings),
             "restic": {name: restic_facts(settings, name) for name in ("local", "offsite")},
+            "hydration": hydrate.summary(settings),
+            "files_size": files_size(settings),
             **verification_facts(settings)}
 
 
@@ -67,8 +70,17 @@ def repo_facts(stanza: dict, repo: str) -> dict:
     backups = pgbackrest.backups_in(stanza, repo)
     last = pgbackrest.describe_backup(backups[-1]) if backups else None
     return {"status": pgbackrest.repo_status(stanza, repo), "backups": len(backups),
-            "last_backup": {"label": last["label"], "type": last["type"], "time": last["finished_at"]}
-            if last else None}
+            "last_backup": {"label": last["label"], "type": last["type"], "time": last["finished_at"],
+                            "database_bytes": last["size_bytes"]} if last else None}
+
+
+def files_size(settings: Settings) -> dict | None:
+    """The last full files snapshot's bytes and files (the documents, most of it), or None before the first."""
+    try:
+        with open(os.path.join(settings.state_dir, "files-size.json"), encoding="utf-8") as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
 
 
 def wal_facts(settings: Settings, stanza: dict | None) -> dict:
