@@ -106,11 +106,13 @@ def test_a_wan_link_shapes_each_sites_transfers_to_the_offsite_s3_and_comes_off_
         code, measured, output = run_cli("lab", "wan", "measure", "--site", "site1", "--seconds", "3", "--json")
         assert code == 0, output
         assert 0.85 <= measured["down_ratio"] <= 1.02 and 0.85 <= measured["up_ratio"] <= 1.02, measured
+        assert measured["kernel"] == {"up_mbit": mbit, "down_mbit": mbit}, measured
     finally:
         code, _, output = run_cli("lab", "wan", "off", check_json=False)
         assert code == 0, output
     code, status, output = run_cli("lab", "status", "--json")
     assert status["wan"] is None and all("wan" not in h for h in status["hosts"]), status
     code, unshaped, output = run_cli("lab", "wan", "measure", "--site", "site1", "--seconds", "3", "--json")
-    assert code == 0 and unshaped["set_mbit"] is None, output
+    assert code == 0 and unshaped["set_mbit"] is None and unshaped["kernel"] == {"up_mbit": None, "down_mbit": None}, \
+        output
     assert unshaped["down_mbit"] > 2 * mbit and unshaped["up_mbit"] > 2 * mbit, unshaped

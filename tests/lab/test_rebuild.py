@@ -31,6 +31,7 @@ again and which finishes; the drill reports the RTO to serving, the first and th
 from __future__ import annotations
 
 import hashlib
+import json
 import ssl
 import subprocess
 import threading
@@ -63,9 +64,9 @@ class ServingWatch(threading.Thread):
     (the loss) and to serve again, then fetches a first and a later document through nginx and kills the
     hydration service once."""
 
-    def __init__(self, port: int, first: tuple[str, str], later: tuple[str, str]) -> None:
+    def __init__(self, port: int, tender: str, first: tuple[str, str], later: tuple[str, str]) -> None:
         super().__init__(daemon=True)
-        self.port, self.first, self.later = port, first, later
+        self.port, self.tender, self.first, self.later = port, tender, first, later
         self.seen: dict = {}
         self.context = ssl.create_default_context()
         self.context.check_hostname = False
@@ -81,17 +82,29 @@ class ServingWatch(threading.Thread):
         except OSError:
             return 0, {}, b""
 
-    def wait(self, serving: bool, bound_s: float) -> None:
+    def wait(self, condition, what: str, bound_s: float) -> None:
         deadline = time.monotonic() + bound_s
-        while (self.get("/health")[0] == 200) != serving:
+        while not condition():
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the site did not {'serve' if serving else 'go'} within {bound_s:.0f} s")
+                raise TimeoutError(f"{what} did not happen within {bound_s:.0f} s")
             time.sleep(0.2)
+
+    def recovered(self) -> bool:
+        """SPSE answers with the lost database: its newest tender is at least the open tender (the fresh install's
+        database has none)."""
+        status, _headers, body = self.get("/tenders?limit=1")
+        try:
+            newest = json.loads(body) if status == 200 else []
+        except ValueError:
+            return False
+        return bool(newest) and int(newest[0]["id"]) >= int(self.tender)
 
     def run(self) -> None:
         try:
-            self.wait(serving=False, bound_s=900)
-            self.wait(serving=True, bound_s=1800)
+            self.wait(lambda: self.get("/health")[0] != 200, "the loss", 900)
+            # the rebuilt host serves an empty SPSE after its install; the recovered data is served once the open
+            # tender (a row of the lost database) answers: the documents are fetched at that moment
+            self.wait(self.recovered, "serving the recovered data", 1800)
             self.seen["first"] = self.get(f"/documents/{self.first[0]}")
             self.seen["later"] = self.get(f"/documents/{self.later[0]}")
             deadline = time.monotonic() + 60
@@ -141,7 +154,8 @@ def test_server_lost_drill_rebuilds_the_site_from_the_offsite_bucket_and_the_inv
 
     (first_name, first_sha), (later_name, later_sha) = next(iter(opened.items())), next(iter(later.items()))
     port = next(h["https_port"] for h in lab["hosts"] if h["name"] == SITE)
-    watch = ServingWatch(port, (document_id(first_name), first_sha), (document_id(later_name), later_sha))
+    tender = sql(f"SELECT tender_id FROM documents WHERE name = '{first_name}'")
+    watch = ServingWatch(port, tender, (document_id(first_name), first_sha), (document_id(later_name), later_sha))
     host_vars = lab_actions.inventory_path().parent / "host_vars" / SITE
     (host_vars / "restore.yml").write_text(yaml.safe_dump({"site_restore_first_mb": 1}))
 

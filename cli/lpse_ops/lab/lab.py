@@ -724,7 +724,7 @@ def measure_wan(site: str, seconds: float = 4.0) -> dict:
     except (wan.WanError, docker.DockerError) as error:
         raise LabError(f"{site}: the WAN measurement failed: {error}") from error
     set_rate = link.mbit if link else None
-    return {"site": site, "set_mbit": set_rate, **measured, **wan.shaped(plan.container(host)),
+    return {"site": site, "set_mbit": set_rate, **measured, "kernel": wan.shaped(plan.container(host)),
             "down_ratio": round(measured["down_mbit"] / set_rate, 3) if set_rate else None,
             "up_ratio": round(measured["up_mbit"] / set_rate, 3) if set_rate else None}
 

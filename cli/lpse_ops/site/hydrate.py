@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -47,6 +48,10 @@ BATCH_FILES = 1000
 FIRST_BYTES = 1 << 30
 """How much the restore brings back before SPSE opens (the open tenders' documents first), by default."""
 RUNNING, DONE, INCOMPLETE = "running", "done", "incomplete"
+UNIT = "lpse-backup-hydrate"
+"""The transient systemd service the hydration runs in (``systemd-run``: no unit file, so a rebuilt server whose
+backup setup has not run yet has it too)."""
+TOOL = "/usr/local/sbin/lpse-backup"
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,27 @@ def open_gate() -> dict:
     return {"gate": True}
 
 
+def tool_path() -> str:
+    """This site tool's own path (the role's ``site_tool``), else the default."""
+    here = os.path.abspath(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return here if os.path.isfile(here) and os.access(here, os.X_OK) else TOOL
+
+
+def start_service() -> bool:
+    """Start the hydration in its own transient service unless it runs already; True when started now.
+
+    ``Restart=on-failure``: killed or failed halfway, systemd starts it again and it goes on from the files in
+    place; ``--collect``: a failed run leaves no unit behind that would block the next start."""
+    active = run(["systemctl", "is-active", f"{UNIT}.service"], check=False, step="hydration service")
+    if active.stdout.strip() in ("active", "activating", "reloading"):
+        return False
+    run(["systemd-run", f"--unit={UNIT}", "--collect", "--description=lpse-backup: documents a serve-first restore "
+         "left for later", "--property=Type=exec", "--property=Restart=on-failure", "--property=RestartSec=15s",
+         "--property=Nice=5", "--property=IOSchedulingClass=best-effort", tool_path(), "hydrate"],
+        step="start hydration")
+    return True
+
+
 def close_gate() -> None:
     """Take the 503 page away (every document is back) and reload nginx."""
     if os.path.lexists(GATE_LINK):
@@ -289,18 +315,19 @@ def _placed(item: Pending, docs_dir: str) -> bool:
 def bring_batch(settings: Settings, plan: dict, snapshot: restic.Snapshot, batch: list[Pending]) -> list[Pending]:
     """Restore one batch into scratch and put each file whose sha256 matches in place; return those not placed.
 
-    Under the documents' lock (a delta backup waits for the batch, never reads half of it)."""
+    The download goes to root's own scratch folder without the documents' lock (the 30-second deltas go on);
+    only the moves into place take it, so a delta never reads half of a batch."""
     docs = settings.docs_dir
-    with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
-        scratch = tempfile.mkdtemp(prefix=".lpse-hydrate-", dir=settings.state_dir)
-        try:
-            engine.restic_call(settings, plan["restic_name"],
-                               restic.restore_args(snapshot.id, scratch,
-                                                   include=[os.path.join(docs, p.document.stored_path) for p in batch]),
-                               url=plan.get("restic_url"), step="restic restore", timeout=engine.DAY_S)
+    scratch = tempfile.mkdtemp(prefix=".lpse-hydrate-", dir=settings.state_dir)
+    try:
+        engine.restic_call(settings, plan["restic_name"],
+                           restic.restore_args(snapshot.id, scratch,
+                                               include=[os.path.join(docs, p.document.stored_path) for p in batch]),
+                           url=plan.get("restic_url"), step="restic restore", timeout=engine.DAY_S)
+        with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
             still = documents.bring_back([p.document for p in batch], scratch + docs, docs)
-        finally:
-            safefs.remove_tree(scratch)
+    finally:
+        safefs.remove_tree(scratch)
     missing = {d.id for d in still}
     return [p for p in batch if p.document.id in missing]
 

@@ -27,7 +27,6 @@ from lpse_ops.site import engine, hydrate, locking, manifest, pgbackrest, postgr
 from lpse_ops.site.clock import iso, now_utc, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.proc import log
-from lpse_ops.site.proc import run as run_command
 from lpse_ops.site.settings import Settings
 
 REPOS = ("1", "2")
@@ -208,8 +207,10 @@ def back_up_files(current: Run) -> None:
         # those not back yet as gone. The new documents go into a delta; the folder's next full snapshot is taken
         # once the hydration has ended.
         # after a reboot the hydration service is not running: the documents runs (every 5 minutes) start it again
-        run_command(["systemctl", "start", "--no-block", "lpse-backup-hydrate.service"], check=False,
-                    step="start hydration")
+        try:
+            hydrate.start_service()
+        except Failure as failure:  # the documents' delta below still runs
+            log(f"could not start the hydration service: {failure.message}")
         with held:
             current.result["hydrating"] = {"note": "documents still being hydrated: a delta of the new ones instead "
                                                    "of a full snapshot of the folder", "restic": {}}
