@@ -107,6 +107,77 @@ def test_probe_script_runs_under_sh_and_prints_one_complete_probe(tmp_path: Path
     assert any(disk.path == str(tmp_path) and disk.size_kb for disk in probe.disks), probe.disks
 
 
+
+def _cert_with_end(directory: Path, stem: str, days: int) -> tuple[Path, Path, datetime]:
+    """A self-signed certificate valid for *days* from now (whole seconds); returns (cert, key, notAfter)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, stem)])
+    now = datetime.now(UTC).replace(microsecond=0)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=1))
+            .not_valid_after(now + timedelta(days=days)).sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path, now + timedelta(days=days)
+
+
+def _probe_cert(tmp_path: Path, cert_file: Path) -> ssh_probe.SiteProbe:
+    facts = replace(ssh_probe.site_facts({}), spse_base_dir=str(tmp_path / "spse"), spse_data_dir=str(tmp_path),
+                    spse_url="http://127.0.0.1:9", nginx_cert_path=str(cert_file))
+    done = subprocess.run(["sh", "-c", ssh_probe.probe_script(facts)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    return ssh_probe.parse_output("here", "127.0.0.1:22", done.stdout)
+
+
+def test_probe_reads_the_certificate_nginx_serves_not_the_file(tmp_path: Path, monkeypatch) -> None:
+    # acme mode: nginx serves certbot's certificate while /etc/nginx/tls/spse.crt holds the self-signed fallback
+    import ssl
+    import threading
+
+    from lpse_ops.backends import probe_output
+
+    served_cert, served_key, served_end = _cert_with_end(tmp_path, "served", 60)
+    file_cert, _, _ = _cert_with_end(tmp_path, "file", 300)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(served_cert, served_key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    monkeypatch.setattr(probe_output, "NGINX_HTTPS_PORT", port)
+
+    def serve() -> None:
+        with listener:
+            connection, _ = listener.accept()
+            try:
+                with context.wrap_socket(connection, server_side=True) as tls:
+                    tls.recv(1)
+            except (OSError, ssl.SSLError):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    probe = _probe_cert(tmp_path, file_cert)
+    thread.join(timeout=30)
+    assert probe.cert_not_after == served_end.isoformat(), (probe.cert_not_after, probe.cert_error)
+
+
+def test_probe_reads_the_certificate_file_when_no_handshake_completes(tmp_path: Path, monkeypatch) -> None:
+    from lpse_ops.backends import probe_output
+
+    file_cert, _, file_end = _cert_with_end(tmp_path, "file", 300)
+    with socket.create_server(("127.0.0.1", 0)) as closed:
+        port = closed.getsockname()[1]
+    monkeypatch.setattr(probe_output, "NGINX_HTTPS_PORT", port)  # nothing listens there now (nginx down)
+    probe = _probe_cert(tmp_path, file_cert)
+    assert probe.cert_not_after == file_end.isoformat(), (probe.cert_not_after, probe.cert_error)
+
+
 # -- the fault rules, each side of its threshold ------------------------------------------------
 
 

@@ -71,8 +71,11 @@ def test_the_image_downloads_every_package_a_role_installs(tmp_path, monkeypatch
         role = vars_file.parent.parent.name
         for name in yaml.safe_load(vars_file.read_text()).get(f"__{role}_packages") or []:
             assert name.replace("{{ postgresql_version }}", "15") in packages, (role, name)
-    assert {"postgresql-15", "pgbackrest", "restic", "nginx", "openjdk-17-jre-headless", "aide"} <= set(packages)
-    assert image.recipe()["downloaded"] == packages
+    assert {"postgresql-15", "pgbackrest", "restic", "nginx", "certbot", "openjdk-17-jre-headless",
+            "aide"} <= set(packages)
+    # and the lab's own: pebble, the offsite host's ACME CA (not a role's: no site installs it)
+    assert "pebble" not in packages and image.LAB_DOWNLOADS == ("pebble",)
+    assert image.recipe()["downloaded"] == [*packages, "pebble"]
     first = image.image_tag()
     monkeypatch.setattr(image, "role_packages", lambda: [*packages, "vim"])  # a role that installs one more
     assert image.image_tag() != first
@@ -97,3 +100,32 @@ def test_status_without_a_lab_says_how_to_start(tmp_path, monkeypatch):
     monkeypatch.setenv("LPSE_OPS_HOME", str(tmp_path))
     report = lab_actions.status()
     assert report["up"] is False and "lpse-ops lab up" in report["message"]
+
+
+def test_pebble_validates_http01_on_the_sites_real_port_and_issues_for_at_most_90_days():
+    config = lab_actions.pebble_config("/etc/pebble/offsite.crt", "/etc/pebble/offsite.key")["pebble"]
+    assert config["listenAddress"] == "0.0.0.0:443"  # a hardened site may reach 80 and 443 only
+    assert lab_actions.ACME_DIRECTORY_URL == "https://offsite/dir"
+    assert config["managementListenAddress"] == f"0.0.0.0:{lab_actions.ACME_MANAGEMENT_PORT}"
+    assert config["httpPort"] == 80
+    assert config["certificate"] == "/etc/pebble/offsite.crt" and config["privateKey"] == "/etc/pebble/offsite.key"
+    # pebble 2.4.0's own default is five years
+    assert config["certificateValidityPeriod"] == 90 * 86400
+
+
+def test_pebble_unit_never_skips_validation():
+    unit = lab_actions.pebble_unit()
+    assert "PEBBLE_VA_ALWAYS_VALID" not in unit
+    assert "ExecStart=/usr/bin/pebble -config /etc/pebble/pebble.json" in unit
+
+
+def test_acme_site_vars_point_at_pebble_through_the_lab_ca():
+    assert lab_actions.acme_site_vars("/home/x/lab/tls/ca.crt") == {
+        "nginx_acme_directory_url": "https://offsite/dir", "nginx_acme_email": "acme@lkpp.lab.test",
+        "nginx_acme_ca_cert": "/home/x/lab/tls/ca.crt"}
+
+
+def test_write_inventory_refuses_an_unknown_tls_mode(tmp_path, monkeypatch):
+    monkeypatch.setenv("LPSE_OPS_HOME", str(tmp_path))
+    with pytest.raises(lab_actions.LabError, match="--tls-mode must be one of lab, acme"):
+        lab_actions.write_inventory(lab_actions.plan(1, 2220, "x"), {}, tls_mode="provided")

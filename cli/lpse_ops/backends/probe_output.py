@@ -24,6 +24,11 @@ CONNECTION_ERRORS = ("unreachable", "auth_failed", "host_key_mismatch", "host_ke
 
 CRITICAL, WARNING = "critical", "warning"
 
+NGINX_HTTPS_PORT = 443
+"""Where the probe asks nginx, on the site itself, for the certificate it serves (whatever its source: the
+self-signed or provided one in /etc/nginx/tls, or certbot's in acme mode); the file at the site facts'
+``nginx_cert_path`` is read only when no handshake completes (nginx down)."""
+
 BACKUP_TOOL = "/usr/local/sbin/lpse-backup"
 """The site tool the backup role installs; ``status`` prints one JSON record."""
 
@@ -51,7 +56,10 @@ done
 awk '/^(MemTotal|MemAvailable):/ {print "mem_" $1 "=" $2}' /proc/meminfo | tr -d ':'
 echo "loadavg=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo "cpus=$(nproc 2>/dev/null || getconf _NPROCESSORS_ONLN)"
-E=$($S openssl x509 -noout -enddate -in "$CERT" 2>&1 </dev/null); echo "cert_rc=$?"
+E=$(timeout 10 openssl s_client -connect "127.0.0.1:$HTTPS_PORT" </dev/null 2>/dev/null \
+  | openssl x509 -noout -enddate 2>/dev/null)
+if [ -n "$E" ]; then echo "cert_rc=0"; else E=$($S openssl x509 -noout -enddate -in "$CERT" 2>&1 </dev/null)
+  echo "cert_rc=$?"; fi
 echo "cert=$(printf '%s' "$E" | head -n1)"
 echo "security_updates=$(apt list --upgradable 2>/dev/null | grep -c security)"
 if [ -e "$SPSE_CONF/frozen" ]; then echo "frozen=yes"; else echo "frozen=no"; fi
@@ -81,7 +89,8 @@ def probe_script(facts: SiteFacts, backup_args: str = BACKUP_STATUS) -> str:
     """
     values = {"SPSE_UNIT": facts.spse_unit, "PG_UNIT": facts.pg_unit, "PG_PORT": str(facts.pg_port),
               "SPSE_BASE": facts.spse_base_dir, "HEALTH_URL": facts.health_url, "PG_DATA": facts.pg_data_dir,
-              "SPSE_DATA": facts.spse_data_dir, "CERT": facts.nginx_cert_path, "SPSE_CONF": facts.spse_conf_dir,
+              "SPSE_DATA": facts.spse_data_dir, "CERT": facts.nginx_cert_path, "HTTPS_PORT": str(NGINX_HTTPS_PORT),
+              "SPSE_CONF": facts.spse_conf_dir,
               "BACKUP_TOOL": BACKUP_TOOL, "BACKUP_ARGS": backup_args}
     header = "".join(f"{name}={shlex.quote(value)}\n" for name, value in values.items())
     return f"lpse_probe_out=$(\n{header}{_SCRIPT.strip()}\n)\nprintf '%s\\n' \"$lpse_probe_out\"\n"

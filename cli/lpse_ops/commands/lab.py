@@ -29,9 +29,12 @@ def lab() -> None:
               help="Shape each site's link to the offsite host to this rate, each way (0: no shaping); see `lab wan`.")
 @click.option("--wan-delay-ms", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="One-way delay on that link (needs the kernel's netem).")
+@click.option("--tls-mode", type=click.Choice(lab_actions.TLS_MODES), default="lab", show_default=True,
+              help="Every site's site_tls_mode in the inventory written: lab (self-signed) or acme (certbot from the "
+                   "offsite host's pebble, docs/tls.md). A lab already up keeps its inventory.")
 @click.option("--json", "as_json", is_flag=True, help="Print the lab state as JSON.")
 def up_command(sites: int, port_base: int, lock_days: int, wan_mbit: float | None, wan_delay_ms: float,
-               as_json: bool) -> None:
+               tls_mode: str, as_json: bool) -> None:
     """Build (or reuse) the base image and start the lab; write its inventory and SSH key."""
     try:
         link = _link(wan_mbit, wan_delay_ms)
@@ -40,14 +43,14 @@ def up_command(sites: int, port_base: int, lock_days: int, wan_mbit: float | Non
             def progress(message: str) -> None:
                 spinner.update(message)
                 terminal.info(f"  {message}")
-            state = lab_actions.up(plan, progress, lock_days=lock_days, link=link)
+            state = lab_actions.up(plan, progress, lock_days=lock_days, link=link, tls_mode=tls_mode)
     except (lab_actions.LabError, DockerError) as error:
         raise terminal.fail(str(error)) from error
     if as_json:
         terminal.emit_json(state)
         return
-    terminal.info(f"lab is up: {len(state['hosts']) - 1} site(s) and the offsite S3 host; WAN link "
-                  f"{lab_actions.describe_link(lab_actions.lab_link(state))}")
+    terminal.info(f"lab is up: {len(state['hosts']) - 1} site(s) and the offsite host (S3, the ACME CA pebble); "
+                  f"WAN link {lab_actions.describe_link(lab_actions.lab_link(state))}")
     terminal.out.print(f"inventory: {state['inventory']}")
 
 

@@ -31,6 +31,9 @@ OVERLAY: dict[str, str] = {
     "etc/sudoers.d/lpse-admin": "lpse-admin ALL=(ALL:ALL) NOPASSWD: ALL\n",
     "etc/apt/apt.conf.d/99lpse-lab": 'APT::Install-Recommends "false";\nAcquire::Retries "3";\n',
 }
+# Downloaded into the image like the roles' packages, for the lab's own services: Debian's pebble, the ACME CA
+# the offsite host runs (lab.setup_acme_ca), installed there only.
+LAB_DOWNLOADS = ("pebble",)
 RECIPE_VERSION = 2
 IMAGE_REPOSITORY = "lpse-ops-base"
 
@@ -63,7 +66,8 @@ def role_packages(roles_dir: Path | None = None) -> list[str]:
 def recipe() -> dict:
     """Return everything that decides the image's content; its hash names the image."""
     return {"version": RECIPE_VERSION, "suite": SUITE, "variant": "minbase",
-            "packages": list(PACKAGES), "overlay": OVERLAY, "downloaded": role_packages()}
+            "packages": list(PACKAGES), "overlay": OVERLAY,
+            "downloaded": role_packages() + list(LAB_DOWNLOADS)}
 
 
 def image_tag() -> str:
@@ -131,7 +135,7 @@ def _download_role_packages(rootfs: Path, log: Path) -> None:
         with open(log, "ab") as handle:
             for argv in (("apt-get", "update"),
                          ("apt-get", "install", "--download-only", "--yes", "--no-install-recommends",
-                          *role_packages())):
+                          *role_packages(), *LAB_DOWNLOADS)):
                 done = subprocess.run(("chroot", str(rootfs), *argv), stdout=handle, stderr=subprocess.STDOUT,
                                       env=env, check=False)
                 if done.returncode != 0:

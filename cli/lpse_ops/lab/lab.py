@@ -41,6 +41,15 @@ ZONES = ("Asia/Jakarta", "Asia/Makassar", "Asia/Jayapura")
 S3_CONTAINER_PORT = 8333
 SMTP_PORT_OFFSET = 99  # the lab's SMTP server (lab/smtp.py) on 127.0.0.1:BASE+99
 SMTP_FROM = "lpse-ops@lkpp.lab.test"
+# The lab's ACME CA: Debian's pebble on the offsite host, its directory on the real HTTPS port (a hardened site
+# may reach 443 and 80 only), its management interface (pebble's own root, /roots/0) on 15000.
+ACME_DIRECTORY_URL = "https://offsite/dir"
+ACME_MANAGEMENT_PORT = 15000
+ACME_EMAIL = "acme@lkpp.lab.test"
+# Pebble 2.4.0 issues certificates for 5 years unless told; 90 days is what Let's Encrypt issues and what the
+# ACME part of issue 19 asks for at most.
+ACME_CERT_SECONDS = 90 * 86400
+TLS_MODES = ("lab", "acme")
 Progress = Callable[[str], None]
 
 
@@ -352,6 +361,7 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
     docker.write_file(container, "/etc/systemd/system/seaweedfs.service", unit.encode())
     docker.exec_in(container, "sh", "-c", "mkdir -p /var/lib/seaweedfs && systemctl daemon-reload && "
                    "systemctl enable --now seaweedfs.service")
+    setup_acme_ca(lab, host, ca_cert, cert, key, progress)
     progress("waiting for the offsite S3 endpoint and creating the Object Lock bucket")
     endpoint = f"https://localhost:{host.s3_port}"
     _create_locked_bucket(endpoint, str(ca_cert), credentials["admin"], lock_days)
@@ -359,6 +369,52 @@ def setup_offsite(lab: LabPlan, host: HostSpec, site_codes: list[str], lock_days
             "bucket": BUCKET, "views_bucket": VIEWS_BUCKET, "region": "us-east-1", "ca_cert": str(ca_cert),
             "lock_days": lock_days, "witness_bucket": WITNESS_BUCKET,
             "credentials": credentials}
+
+
+def pebble_config(certificate: str, private_key: str) -> dict:
+    """Return pebble's configuration: the directory on 443, management on ACME_MANAGEMENT_PORT, both with the
+    offsite host's lab-CA certificate (so the sites trust the directory through the lab CA); http-01 validated on
+    the sites' real port 80; certificates of ACME_CERT_SECONDS."""
+    return {"pebble": {"listenAddress": "0.0.0.0:443", "managementListenAddress": f"0.0.0.0:{ACME_MANAGEMENT_PORT}",
+                       "certificate": certificate, "privateKey": private_key, "httpPort": 80, "tlsPort": 443,
+                       "ocspResponderURL": "", "externalAccountBindingRequired": False,
+                       "certificateValidityPeriod": ACME_CERT_SECONDS}}
+
+
+def pebble_unit() -> str:
+    """Return pebble's systemd unit (Debian's package ships none).
+
+    PEBBLE_VA_NOSLEEP only drops pebble's random wait of up to 15 s before each validation, and
+    PEBBLE_WFE_NONCEREJECT=0 its deliberate rejection of 5 % of nonces: every http-01 challenge is still fetched
+    from the site by its name and checked (PEBBLE_VA_ALWAYS_VALID is not set).
+    """
+    return ("[Unit]\nDescription=pebble, the lab's ACME CA (lpse-ops lab, issue 19)\nAfter=network-online.target\n\n"
+            "[Service]\nEnvironment=PEBBLE_VA_NOSLEEP=1 PEBBLE_WFE_NONCEREJECT=0\n"
+            "ExecStart=/usr/bin/pebble -config /etc/pebble/pebble.json\nRestart=on-failure\n\n"
+            "[Install]\nWantedBy=multi-user.target\n")
+
+
+def setup_acme_ca(lab: LabPlan, host: HostSpec, ca_cert: Path, cert: Path, key: Path, progress: Progress) -> None:
+    """Install Debian's pebble on the offsite host (its .deb is in the image) and run it as the lab's ACME CA,
+    serving with *cert* (issued by the lab CA *ca_cert*); wait (bounded) until its directory answers."""
+    container = lab.container(host)
+    progress("installing pebble (the lab's ACME CA) on the offsite host")
+    docker.exec_in(container, "sh", "-c", "DEBIAN_FRONTEND=noninteractive apt-get install -y -q "
+                   "--no-install-recommends pebble >/var/log/lpse-lab-pebble-install.log 2>&1")
+    docker.write_file(container, "/etc/pebble/offsite.crt", cert.read_bytes())
+    docker.write_file(container, "/etc/pebble/offsite.key", key.read_bytes(), mode="0600")
+    docker.write_file(container, "/etc/pebble/lab-ca.crt", ca_cert.read_bytes())
+    config_json = json.dumps(pebble_config("/etc/pebble/offsite.crt", "/etc/pebble/offsite.key"), indent=2)
+    docker.write_file(container, "/etc/pebble/pebble.json", config_json.encode())
+    docker.write_file(container, "/etc/systemd/system/pebble.service", pebble_unit().encode())
+    docker.exec_in(container, "sh", "-c", "systemctl daemon-reload && systemctl enable --now pebble.service")
+    deadline = time.monotonic() + 60
+    while docker.exec_in(container, "curl", "-sf", "-o", "/dev/null", "--cacert", "/etc/pebble/lab-ca.crt",
+                         "https://offsite/dir", check=False).returncode != 0:
+        if time.monotonic() > deadline:
+            raise LabError("pebble (the lab's ACME CA) did not answer on https://offsite/dir within 60 s: see "
+                           f"`docker exec {container} journalctl -u pebble`, then `lpse-ops lab down` and retry")
+        time.sleep(1)
 
 
 def site_actions(code: str) -> list[str]:
@@ -447,8 +503,20 @@ def address_of(lab: LabPlan, host: HostSpec) -> str | None:
     return network.get("IPAddress") or None
 
 
-def write_inventory(lab: LabPlan, offsite: dict, mail: dict | None = None) -> Path:
-    """Write the lab's ready inventory (with its secrets in 0600 files) and return its path."""
+def acme_site_vars(ca_cert: str) -> dict:
+    """Return the nginx role's ACME inputs for the lab's sites: pebble's directory, trusted through the lab CA."""
+    return {"nginx_acme_directory_url": ACME_DIRECTORY_URL, "nginx_acme_email": ACME_EMAIL,
+            "nginx_acme_ca_cert": ca_cert}
+
+
+def write_inventory(lab: LabPlan, offsite: dict, mail: dict | None = None, tls_mode: str = "lab") -> Path:
+    """Write the lab's ready inventory (with its secrets in 0600 files) and return its path.
+
+    Every site gets the ACME inputs of the offsite pebble (inert unless its site_tls_mode is acme); *tls_mode*
+    acme sets site_tls_mode: acme on every site, lab leaves the site role's default (self-signed).
+    """
+    if tls_mode not in TLS_MODES:
+        raise LabError(f"--tls-mode must be one of {', '.join(TLS_MODES)} (got {tls_mode})")
     directory = lab_dir()
     inventory = inventory_path()
     (inventory.parent / "group_vars" / "sites").mkdir(parents=True, exist_ok=True)
@@ -456,7 +524,8 @@ def write_inventory(lab: LabPlan, offsite: dict, mail: dict | None = None) -> Pa
     sites = {h.name: {"ansible_port": h.ssh_port, "site_code": h.site_code,
                       **({"site_public_address": addresses[h.name]} if addresses[h.name] else {}),
                       "site_name": f"LPSE Lab {h.site_code[-2:]}", "site_timezone": h.timezone,
-                      "lab_https_port": h.https_port, "site_contacts": lab_contacts(h.site_code)}
+                      "lab_https_port": h.https_port, "site_contacts": lab_contacts(h.site_code),
+                      **({"site_tls_mode": "acme"} if tls_mode == "acme" else {})}
              for h in lab.hosts if h.role == "site"}
     offsite_hosts = {h.name: {"ansible_port": h.ssh_port, "lab_s3_port": h.s3_port}
                      for h in lab.hosts if h.role == "offsite"}
@@ -471,7 +540,8 @@ def write_inventory(lab: LabPlan, offsite: dict, mail: dict | None = None) -> Pa
                  "lpse_environment": "lab",
                  **({"lpse_smtp_host": mail["host"], "lpse_smtp_port": mail["port"], "lpse_smtp_from": mail["from"],
                      "lpse_smtp_ca_cert": mail["ca_cert"]} if mail else {})},
-        "children": {"sites": {"hosts": sites}, "offsite": {"hosts": offsite_hosts}}}}
+        "children": {"sites": {"hosts": sites, "vars": acme_site_vars(offsite["ca_cert"])},
+                     "offsite": {"hosts": offsite_hosts}}}}
     inventory.write_text("# Written by `lpse-ops lab up`; the lab's secrets are in group_vars/, mode 0600.\n"
                          + yaml.safe_dump(data, sort_keys=False))
     secrets_file = inventory.parent / "group_vars" / "sites" / "secrets.yml"
@@ -517,9 +587,11 @@ def start_smtp(port_base: int) -> dict:
 
 # --- the three commands ----------------------------------------------------------------------------
 
-def up(lab: LabPlan, progress: Progress, lock_days: int = 190, link: wan.Link | None = None) -> dict:
+def up(lab: LabPlan, progress: Progress, lock_days: int = 190, link: wan.Link | None = None,
+       tls_mode: str = "lab") -> dict:
     """Bring the lab up (idempotent when it is already up); return its state. *link*: each site's WAN link to
-    the offsite host (:mod:`wan`), set on a lab brought up now or already up."""
+    the offsite host (:mod:`wan`), set on a lab brought up now or already up. *tls_mode* (lab or acme) is every
+    site's site_tls_mode in the inventory written now (a lab already up keeps its inventory)."""
     directory = lab_dir()
     progress(docker.ensure_engine(directory / "dockerd.log"))
     existing = docker.containers(f"{LABEL}={lab.name}")
@@ -574,9 +646,10 @@ def up(lab: LabPlan, progress: Progress, lock_days: int = 190, link: wan.Link | 
     creds_file.chmod(0o600)
     mail = start_smtp(lab.port_base)
     progress(f"SMTP server on 127.0.0.1:{mail['port']} delivering into {mail['maildir']}")
-    inventory = write_inventory(lab, offsite, mail)
+    inventory = write_inventory(lab, offsite, mail, tls_mode=tls_mode)
     _save_state(lab, complete=True, image=tag, subnet=subnet, egress_allowed=mirrors,
-                inventory=str(inventory), s3_endpoint=offsite["endpoint_control"], bucket=BUCKET, smtp=mail)
+                inventory=str(inventory), s3_endpoint=offsite["endpoint_control"], bucket=BUCKET, smtp=mail,
+                acme_directory=ACME_DIRECTORY_URL, tls_mode=tls_mode)
     return set_wan(link, progress) if link is not None else load_state() or {}
 
 
