@@ -143,13 +143,21 @@ def seed(site: str, docs_gb: float, doc_mb: int, open_mb: int) -> list[dict]:
     return documents
 
 
+def existing(site: str) -> list[dict]:
+    """The documents a previous run seeded: [{id, sha256, open}]."""
+    found = sql(site, "SELECT d.id, d.sha256, t.status = 'published' FROM documents d JOIN tenders t "
+                      "ON t.id = d.tender_id WHERE t.code LIKE 'OPEN%' OR t.code LIKE 'WAN%'")
+    return [{"id": line.split("|")[0], "sha256": line.split("|")[1], "open": line.split("|")[2] == "t"}
+            for line in found.splitlines()]
+
+
 class Watch(threading.Thread):
     """From outside, during the drill: the open tenders' documents at the moment SPSE serves again, random fetches
     until the hydration ends, and one SIGKILL of the hydration at half its bytes."""
 
-    def __init__(self, site: str, port: int, documents: list[dict]) -> None:
+    def __init__(self, site: str, port: int, documents: list[dict], tender_floor: int) -> None:
         super().__init__(daemon=True)
-        self.site, self.port, self.documents = site, port, documents
+        self.site, self.port, self.documents, self.tender_floor = site, port, documents, tender_floor
         self.by_id = {d["id"]: d["sha256"] for d in documents}
         self.result: dict = {"open_at_serving": {}, "fetches": {"200": 0, "503": 0, "other": 0, "wrong": 0},
                              "killed_at_percent": None}
@@ -176,6 +184,16 @@ class Watch(threading.Thread):
             self.result["fetches"]["wrong"] += 1
         return status
 
+    def recovered(self) -> bool:
+        """SPSE answers with the lost database (the rebuilt host serves an empty one after its install): its newest
+        tender is at least the newest seeded one."""
+        status, body = self.get("/tenders?limit=1")
+        try:
+            newest = json.loads(body) if status == 200 else []
+        except ValueError:
+            return False
+        return bool(newest) and int(newest[0]["id"]) >= self.tender_floor
+
     def hydration(self) -> dict:
         try:
             text = on_site(self.site, "cat", "/var/lib/lpse-backup/hydration.json", timeout=60)
@@ -186,7 +204,7 @@ class Watch(threading.Thread):
     def run(self) -> None:
         while self.get("/health")[0] == 200 and not self.stop.is_set():  # wait for the loss
             time.sleep(0.5)
-        while self.get("/health")[0] != 200 and not self.stop.is_set():  # and for SPSE to serve again
+        while not self.recovered() and not self.stop.is_set():  # and for SPSE to serve the recovered data
             time.sleep(0.2)
         served = datetime.now(UTC)
         for doc in (d for d in self.documents if d["open"]):
@@ -214,6 +232,8 @@ def main() -> None:
     parser.add_argument("--site", default="site1")
     parser.add_argument("--prepare", action="store_true", help="Install release 1.1 and set up backups, then stop.")
     parser.add_argument("--docs-gb", type=float, default=10.0)
+    parser.add_argument("--reuse", action="store_true",
+                        help="Use the documents already seeded (a second run on the rebuilt site), then a full backup")
     parser.add_argument("--doc-mb", type=int, default=5)
     parser.add_argument("--open-mb", type=int, default=200)
     parser.add_argument("--mbit", type=float, default=100.0)
@@ -224,7 +244,8 @@ def main() -> None:
     if args.prepare:
         prepare(args.site)
         return
-    documents = seed(args.site, args.docs_gb, args.doc_mb, args.open_mb)
+    documents = existing(args.site) if args.reuse else seed(args.site, args.docs_gb, args.doc_mb, args.open_mb)
+    tender_floor = int(sql(args.site, "SELECT max(id) FROM tenders WHERE code LIKE 'OPEN%' OR code LIKE 'WAN%'"))
     started = time.monotonic()
     code, _, output = cli("backup", "run", "--limit", args.site, "--type", "full", "--json")
     if code != 0:
@@ -236,7 +257,7 @@ def main() -> None:
     try:
         _, measured, _ = cli("lab", "wan", "measure", "--site", args.site, "--seconds", "4", "--json")
         port = next(h["https_port"] for h in lab_actions.load_state()["hosts"] if h["name"] == args.site)
-        watch = Watch(args.site, port, documents)
+        watch = Watch(args.site, port, documents, tender_floor)
         watch.start()
         os.environ["LPSE_OPS_TRUSTED_KEYS"] = str(config.home() / "bench-trusted-keys")
         code, report, output = cli("drill", "run", "server-lost", "--site", args.site, "--warmup-markers", "10",
@@ -254,7 +275,8 @@ def main() -> None:
     result = {
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(),
         "cpus": os.cpu_count(), "load_1m": os.getloadavg()[0], "link_mbit": args.mbit, "link_measured": measured,
-        "documents": {"count": len(documents), "gb": round(args.docs_gb, 1), "open": sum(d["open"] for d in documents)},
+        "documents": {"count": len(documents), "gb": round(args.docs_gb, 1), "open": sum(d["open"] for d in documents),
+                      "reused": args.reuse},
         "full_backup_s": backup_s, "drill": {"id": report.get("id"), "exit_code": code, "ok": report.get("ok"),
                                              "met": report.get("met"), "failed_step": report.get("failed_step"),
                                              "error": None if report else output[-2000:]},

@@ -134,3 +134,25 @@ def test_the_control_node_warns_while_hydrating_and_fails_an_incomplete_one(stat
     if state == "running":
         assert "40.0% (4/10 files, 40/100 MB), about 1 h 2 min left (until T)" in found[0][1]
     assert backup.hydration_warnings(None) == []
+
+
+def test_a_verification_leaves_out_a_set_taken_while_hydrating_unless_asked_for_it(tmp_path: Path, monkeypatch):
+    """A backup set taken while documents were still coming back has no documents snapshot of its own (run.py puts
+    them in a delta): the verification picks the newest complete set, and says which it left out."""
+    from lpse_ops.site import manifest, verify
+
+    settings = settings_for(tmp_path)
+    where = Path(manifest.directory(settings))
+    where.mkdir(parents=True)
+    (where / "20261204-100000F.json").write_text(json.dumps({"label": "20261204-100000F"}))
+    (where / "20261204-120000F.json").write_text(json.dumps({"label": "20261204-120000F", "documents_hydrating": True}))
+    stanza = {"backup": [{"label": label, "type": "full", "database": {"repo-key": 2}}
+                         for label in ("20261204-100000F", "20261204-120000F")]}
+    monkeypatch.setattr(verify.engine, "stanza", lambda *_args, **_kw: stanza)
+    current = verify.Verify(settings, "2", {}, scratch=None)
+    verify.choose_set(current)
+    assert current.label == "20261204-100000F"
+    assert current.result["sets_left_out"] == {"20261204-120000F": "taken while documents were still being hydrated"}
+    asked = verify.Verify(settings, "2", {}, scratch=None, wanted_set="20261204-120000F")
+    verify.choose_set(asked)
+    assert asked.label == "20261204-120000F"  # asked for by name: verified, and its documents check says what lacks

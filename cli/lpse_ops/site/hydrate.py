@@ -320,9 +320,12 @@ def bring_batch(settings: Settings, plan: dict, snapshot: restic.Snapshot, batch
     docs = settings.docs_dir
     scratch = tempfile.mkdtemp(prefix=".lpse-hydrate-", dir=settings.state_dir)
     try:
+        # --no-lock: a read that holds no lock, so a verification's `restic check` (an exclusive lock) is never
+        # refused for hours; nothing removes data meanwhile (retention waits for the hydration: run.py)
         engine.restic_call(settings, plan["restic_name"],
-                           restic.restore_args(snapshot.id, scratch,
-                                               include=[os.path.join(docs, p.document.stored_path) for p in batch]),
+                           ["--no-lock", *restic.restore_args(snapshot.id, scratch,
+                                                              include=[os.path.join(docs, p.document.stored_path)
+                                                                       for p in batch])],
                            url=plan.get("restic_url"), step="restic restore", timeout=engine.DAY_S)
         with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
             still = documents.bring_back([p.document for p in batch], scratch + docs, docs)

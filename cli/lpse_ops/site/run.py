@@ -185,6 +185,8 @@ def write_manifest(current: Run) -> None:
     settings = current.settings
     log("writing the verification manifest and the restore point")
     taken = manifest.take(settings, current.labels["1"], current.labels, current.backup_type)
+    if hydrate.in_progress(settings):  # its documents go into a delta, not into a snapshot tagged with this set
+        taken["documents_hydrating"] = True
     path = manifest.save(taken, manifest.directory(settings))
     if taken["wal_file"]:
         postgres.wait_archived(settings, taken["wal_file"])

@@ -151,7 +151,14 @@ def choose_set(current: Verify) -> None:
                           "`lpse-backup list`", step="select")
     else:
         where = manifest.directory(current.settings)
-        candidates = [b for b in backups if manifest.find(where, b["label"])] or backups
+        found = {b["label"]: manifest.find(where, b["label"]) for b in backups}
+        # A set taken while a serve-first restore was still hydrating has no documents snapshot of its own (they went
+        # into deltas): it is not a complete restore point for the documents, so it is not picked by itself.
+        hydrating = [label for label, data in found.items() if data and data.get("documents_hydrating")]
+        if hydrating:
+            current.result["sets_left_out"] = {label: "taken while documents were still being hydrated"
+                                               for label in hydrating}
+        candidates = [b for b in backups if found[b["label"]] and b["label"] not in hydrating] or backups
         chosen = random.choice(candidates) if current.pick_random else candidates[-1]
     current.label = chosen["label"]
     current.result["set"], current.result["backup_type"] = chosen["label"], chosen.get("type")
