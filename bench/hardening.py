@@ -3,7 +3,8 @@
 Lynis takes minutes per run on a lab host (1.5 to 5 on the shared 2-core machine), too long for CI, so
 the comparison lives here: this runs the lab test ``tests/lab/test_hardening.py`` with
 ``LPSE_OPS_TEST_LYNIS=1`` (its audits before and after hardening then run Lynis too, and it asserts the
-index reaches 80), on a lab of its own with ONE fresh site, then reads the audits from that lab's state
+index reaches 80), on a lab of its own with two fresh sites (the wire audit and the host-key tests use site2),
+then reads the audits from that lab's state
 store and writes ``bench/results/hardening.json``: score and Lynis index before and after, the failed
 and unsupported controls, the wall time.
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     env = {**os.environ, "LPSE_OPS_TEST_LYNIS": "1", "LPSE_OPS_TEST_LAB_NAME": args.lab,
            "LPSE_OPS_TEST_PORT_BASE": str(args.port_base), "LPSE_OPS_TEST_HOME": str(args.home),
-           "LPSE_OPS_TEST_SITES": "1", "LPSE_OPS_REUSE_LAB": "1"}
+           "LPSE_OPS_TEST_SITES": "2", "LPSE_OPS_REUSE_LAB": "1"}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/lab/test_hardening.py"], cwd=ROOT, env=env,
                           capture_output=True, text=True, check=False)
