@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -90,17 +91,19 @@ def test_the_plan_is_written_root_only_and_a_resumed_run_counts_the_files_alread
     (Path(settings.docs_dir) / "aa" / "one").write_bytes(content)
     asked: list[list[str]] = []
 
-    def bring(_settings, _plan, _snapshot, batch):  # what the restic restore would do: nothing comes back
+    def download(_settings, _plan, _snapshot, batch):  # a restic restore that brings nothing back
         asked.append([p.document.id for p in batch])
-        return batch
+        return str(Path(tempfile.mkdtemp(dir=settings.state_dir, prefix=".lpse-hydrate-")))
 
-    monkeypatch.setattr(hydrate, "bring_batch", bring)
+    (Path(settings.state_dir) / ".lpse-hydrate-stale").mkdir()  # a killed run's scratch: removed on start
+    monkeypatch.setattr(hydrate, "download", download)
     monkeypatch.setattr(hydrate, "from_other_snapshots", lambda _s, _p, _c, left: left)
     monkeypatch.setattr(hydrate, "finish", lambda _s, status, left: {"status": status, "left": left})
     ended = hydrate.main(settings, SimpleNamespace(batch_mb=0))
     assert asked == [["2"]]  # the file already in place (its size) is not asked for again
     assert ended["status"]["files_done"] == 1 and ended["status"]["runs"] == 1
-    assert [p.document.id for p in ended["left"]] == ["2"]
+    assert [p.document.id for p in ended["left"]] == ["2"]  # placed for real: nothing came back
+    assert not list(Path(settings.state_dir).glob(".lpse-hydrate-*"))  # every scratch folder removed
     summary = hydrate.summary(settings)
     assert summary["percent"] == 50.0 and summary["state"] == hydrate.RUNNING
 

@@ -23,11 +23,13 @@ record the documents not back yet as gone).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from lpse_ops.site import documents, engine, locking, postgres, restic, safefs
@@ -43,7 +45,7 @@ GATE_SNIPPET = "/etc/nginx/snippets/lpse-hydrating.conf"
 GATE_DIR = "/etc/nginx/spse-hydration"
 """Included by the site's server block: the gate is open while a link to the snippet is in it."""
 GATE_LINK = os.path.join(GATE_DIR, "documents.conf")
-BATCH_BYTES = 256 << 20
+BATCH_BYTES = 512 << 20
 BATCH_FILES = 1000
 FIRST_BYTES = 1 << 30
 """How much the restore brings back before SPSE opens (the open tenders' documents first), by default."""
@@ -273,6 +275,9 @@ def main(settings: Settings, args) -> dict:
     snapshot = restic.parse_snapshots([plan["snapshot"]])[0]
     pending = [Pending.from_dict(p) for p in plan["pending"]]
     status["runs"] = int(status.get("runs") or 0) + 1
+    for stale in os.listdir(settings.state_dir):  # scratch a killed run left (root's own folder: no link followed)
+        if stale.startswith(".lpse-hydrate-"):
+            safefs.remove_tree(os.path.join(settings.state_dir, stale))
     todo = [p for p in pending if not _placed(p, settings.docs_dir)]
     status["bytes_done"] = status["bytes_total"] - sum(p.size for p in todo)
     status["files_done"] = len(pending) - len(todo)
@@ -281,19 +286,33 @@ def main(settings: Settings, args) -> dict:
     began, moved, placed_now = time.monotonic(), 0, 0
     left: list[Pending] = []
     done_before = len(pending) - len(todo)
-    for batch in batches(todo, int(getattr(args, "batch_mb", 0) or 0) * (1 << 20) or BATCH_BYTES):
-        not_placed = bring_batch(settings, plan, snapshot, batch)
-        left += not_placed
-        placed = [p for p in batch if p not in not_placed]
-        moved += sum(p.size for p in placed)
-        placed_now += len(placed)
-        status["bytes_done"] = status["bytes_total"] - sum(p.size for p in todo) + moved
-        status["files_done"] = done_before + placed_now
-        if placed and not status.get("first_document_at"):
-            status["first_document_at"] = iso(now_utc())
-        status.update(estimate(status["bytes_total"], status["bytes_done"], moved, time.monotonic() - began))
-        status["eta_at"] = iso(from_epoch(time.time() + status["eta_s"])) if status.get("eta_s") is not None else None
-        _write_json(status_path(settings), status)
+    groups = batches(todo, int(getattr(args, "batch_mb", 0) or 0) * (1 << 20) or BATCH_BYTES)
+    # Pipelined: the next batch downloads while this one is checked and put in place, so the link never waits
+    # for the local disk (one batch ahead: two batches of scratch space at most).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="hydrate-download") as pool:
+        ahead = pool.submit(download, settings, plan, snapshot, groups[0]) if groups else None
+        try:
+            for index, batch in enumerate(groups):
+                scratch, ahead = ahead.result(), None
+                if index + 1 < len(groups):
+                    ahead = pool.submit(download, settings, plan, snapshot, groups[index + 1])
+                not_placed = place(settings, batch, scratch)
+                left += not_placed
+                placed = [p for p in batch if p not in not_placed]
+                moved += sum(p.size for p in placed)
+                placed_now += len(placed)
+                status["bytes_done"] = status["bytes_total"] - sum(p.size for p in todo) + moved
+                status["files_done"] = done_before + placed_now
+                if placed and not status.get("first_document_at"):
+                    status["first_document_at"] = iso(now_utc())
+                status.update(estimate(status["bytes_total"], status["bytes_done"], moved, time.monotonic() - began))
+                status["eta_at"] = iso(from_epoch(time.time() + status["eta_s"])) \
+                    if status.get("eta_s") is not None else None
+                _write_json(status_path(settings), status)
+        finally:
+            if ahead is not None:  # a failure left a download running: wait for it and remove what it wrote
+                with contextlib.suppress(Failure, OSError):
+                    safefs.remove_tree(ahead.result())
     if left:
         left = from_other_snapshots(settings, plan, snapshot, left)
     return finish(settings, status, left)
@@ -312,11 +331,8 @@ def _placed(item: Pending, docs_dir: str) -> bool:
         os.close(fd)
 
 
-def bring_batch(settings: Settings, plan: dict, snapshot: restic.Snapshot, batch: list[Pending]) -> list[Pending]:
-    """Restore one batch into scratch and put each file whose sha256 matches in place; return those not placed.
-
-    The download goes to root's own scratch folder without the documents' lock (the 30-second deltas go on);
-    only the moves into place take it, so a delta never reads half of a batch."""
+def download(settings: Settings, plan: dict, snapshot: restic.Snapshot, batch: list[Pending]) -> str:
+    """Restore one batch into a new scratch folder of root's (no documents' lock: the deltas go on); return it."""
     docs = settings.docs_dir
     scratch = tempfile.mkdtemp(prefix=".lpse-hydrate-", dir=settings.state_dir)
     try:
@@ -327,12 +343,28 @@ def bring_batch(settings: Settings, plan: dict, snapshot: restic.Snapshot, batch
                                                               include=[os.path.join(docs, p.document.stored_path)
                                                                        for p in batch])],
                            url=plan.get("restic_url"), step="restic restore", timeout=engine.DAY_S)
+    except BaseException:
+        safefs.remove_tree(scratch)
+        raise
+    return scratch
+
+
+def place(settings: Settings, batch: list[Pending], scratch: str) -> list[Pending]:
+    """Put each downloaded file whose sha256 matches in place, under the documents' lock (a delta never reads half
+    of a batch); remove the scratch folder; return those not placed."""
+    docs = settings.docs_dir
+    try:
         with locking.exclusive(settings.files_lock_path, settings.lock_wait_s):
             still = documents.bring_back([p.document for p in batch], scratch + docs, docs)
     finally:
         safefs.remove_tree(scratch)
     missing = {d.id for d in still}
     return [p for p in batch if p.document.id in missing]
+
+
+def bring_batch(settings: Settings, plan: dict, snapshot: restic.Snapshot, batch: list[Pending]) -> list[Pending]:
+    """Download one batch and put what matches in place; return those not placed."""
+    return place(settings, batch, download(settings, plan, snapshot, batch))
 
 
 def from_other_snapshots(settings: Settings, plan: dict, chosen: restic.Snapshot, left: list[Pending]) -> list[Pending]:
