@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from lpse_ops.site import documents, engine, locking, manifest, pgbackrest, postgres, restic, scratch
+from lpse_ops.site import documents, engine, hydrate, locking, manifest, pgbackrest, postgres, restic, scratch
 from lpse_ops.site.clock import iso, now_utc, seconds_since
 from lpse_ops.site.errors import Failure
 from lpse_ops.site.explain import explain, tail
@@ -183,10 +183,17 @@ def check_repository(current: Verify) -> None:
 def check_restic_repository(current: Verify) -> None:
     """``restic check --read-data``: every pack of the matching restic repository read and verified."""
     name = current.restic_name
-    out = engine.restic_call(current.settings, name, ["check", "--read-data"], check=False, step="restic check",
+    # While a serve-first restore hydrates, the offsite link is the hydration's: reading every pack of the offsite
+    # repository (as big as the archive) over it would double the time until every document is back. A twentieth of
+    # the packs is read then, and the result says so; the next verification after the hydration reads them all.
+    subset = name == "offsite" and hydrate.in_progress(current.settings)
+    read = ["--read-data-subset=5%"] if subset else ["--read-data"]
+    out = engine.restic_call(current.settings, name, ["check", *read], check=False, step="restic check",
                              timeout=engine.DAY_S)
-    current.check(f"restic check --read-data ({name})", out.returncode == 0,
-                  "all packs read and verified" if out.returncode == 0 else tail(out.stdout + out.stderr, 6))
+    label = f"restic check {read[0]} ({name})" + (": documents are being hydrated over the link" if subset else "")
+    current.check(label, out.returncode == 0,
+                  ("5% of the packs read and verified" if subset else "all packs read and verified")
+                  if out.returncode == 0 else tail(out.stdout + out.stderr, 6))
 
 
 def restore_files(current: Verify) -> None:
