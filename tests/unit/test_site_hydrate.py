@@ -14,6 +14,7 @@ import pytest
 
 from lpse_ops.actions import backup
 from lpse_ops.site import documents, hydrate, restic, restore_first
+from lpse_ops.site.errors import Failure
 from lpse_ops.site.settings import Settings
 
 
@@ -159,3 +160,32 @@ def test_a_verification_leaves_out_a_set_taken_while_hydrating_unless_asked_for_
     asked = verify.Verify(settings, "2", {}, scratch=None, wanted_set="20261204-120000F")
     verify.choose_set(asked)
     assert asked.label == "20261204-120000F"  # asked for by name: verified, and its documents check says what lacks
+
+
+def test_an_offsite_verification_waits_for_the_hydration_then_goes_on_and_gives_up_at_its_bound(tmp_path: Path,
+                                                                                                 monkeypatch):
+    """The offsite link is the hydration's: a verification of the offsite copy (a whole set restored over it) waits
+    until the documents are back, and fails with code ``hydrating`` past its bound."""
+    from lpse_ops.site import verify
+
+    settings = settings_for(tmp_path)
+    snapshot = restic.parse_snapshots([{"id": "f" * 64, "short_id": "ffffffff", "time": "2026-12-04T01:02:03Z",
+                                        "paths": [settings.docs_dir], "tags": ["lab01"]}])[0]
+    hydrate.write_plan(settings, snapshot, "offsite", None, [], first={})
+    polls: list[float] = []
+
+    def finish_on_second_poll(_seconds: float) -> None:  # the hydration ends while the verification waits
+        polls.append(_seconds)
+        if len(polls) == 2:
+            status = hydrate.read_status(settings)
+            hydrate._write_json(hydrate.status_path(settings), {**status, "state": hydrate.DONE})
+
+    monkeypatch.setattr(verify.time, "sleep", finish_on_second_poll)
+    result: dict = {}
+    verify.wait_for_hydration(settings, result)
+    assert len(polls) == 2
+    hydrate.write_plan(settings, snapshot, "offsite", None, [], first={})  # running again, and never ends
+    monkeypatch.setattr(verify.time, "sleep", lambda _s: None)
+    with pytest.raises(Failure, match="still being hydrated") as caught:
+        verify.wait_for_hydration(settings, {}, bound_s=0.05)
+    assert caught.value.code == "hydrating"
