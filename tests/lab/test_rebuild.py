@@ -109,9 +109,16 @@ class ServingWatch(threading.Thread):
             self.seen["later"] = self.get(f"/documents/{self.later[0]}")
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline:
-                active = subprocess.run(["docker", "exec", container_of(SITE), "systemctl", "is-active",
-                                         "lpse-backup-hydrate.service"], capture_output=True, text=True, check=False)
-                if active.stdout.strip() == "active":
+                # killed once it is at work (its run recorded), not before it began (ci17: a kill in the service's
+                # first second left nothing for the restart to go on from)
+                status = subprocess.run(["docker", "exec", container_of(SITE), "cat",
+                                         "/var/lib/lpse-backup/hydration.json"], capture_output=True, text=True,
+                                        check=False)
+                try:
+                    hydration = json.loads(status.stdout) if status.returncode == 0 else {}
+                except ValueError:
+                    hydration = {}
+                if hydration.get("state") == "running" and (hydration.get("runs") or 0) >= 1:
                     subprocess.run(["docker", "exec", container_of(SITE), "systemctl", "kill", "--signal=SIGKILL",
                                     "lpse-backup-hydrate.service"], check=True, capture_output=True, timeout=60)
                     self.seen["killed"] = True
