@@ -311,13 +311,21 @@ def test_a_strict_client_that_knew_only_the_ecdsa_key_still_connects_after_harde
                                str(lab_actions.lab_dir() / "id_ed25519"), "-p", str(port),
                                "lpse-admin@127.0.0.1", "true"], capture_output=True, text=True, timeout=60, check=False)
 
-    [ecdsa] = offered("ecdsa")
+    def settled(kind: str, present: bool) -> list[str]:
+        """The keys of *kind* sshd offers, once it offers some (or none), within 30 s: a reload re-executes sshd,
+        and a scan in between still meets the old configuration (ci17)."""
+        deadline = time.monotonic() + 30
+        while bool(found := offered(kind)) != present and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return found
+
+    [ecdsa] = settled("ecdsa", present=True)
     known.write_text(ecdsa + "\n")
     assert strict_login().returncode == 0  # the strict client knows SITE by its ECDSA key
     code, report, output = run_cli("harden", "-i", str(strict), "--limit", SITE, "--yes", "--json")
     assert code == 0, output
     assert report["hosts"][SITE]["changed"] >= 1, report["hosts"][SITE]  # the drop-in was written back
-    assert offered("ecdsa") == []  # sshd no longer offers ECDSA ...
+    assert settled("ecdsa", present=False) == []  # sshd no longer offers ECDSA ...
     [ed25519] = offered("ed25519")
     pinned = known.read_text().splitlines()
     assert ed25519 in pinned, pinned  # ... and the key it offers was pinned by harden, not learned by a client
