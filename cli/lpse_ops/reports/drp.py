@@ -189,8 +189,13 @@ def context(content: DrpContent) -> dict[str, Any]:
     }
 
 
+def _decimal_comma(number: float) -> str:
+    """``1,234.5`` as Indonesian writes it: ``1.234,5``."""
+    return f"{number:,.1f}".replace(",", "X").replace(".", ",").replace("X", ".")
+
+
 def _gb(value: float | None) -> str:
-    return "-" if value is None else f"{value / 1e9:,.1f}".replace(",", "X").replace(".", ",").replace("X", ".")
+    return "-" if value is None else _decimal_comma(value / 1e9)
 
 
 def rto_model_context(model: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -210,8 +215,8 @@ def rto_model_context(model: dict[str, Any] | None) -> dict[str, Any] | None:
                      ("dalam target" if target is None or rto <= target else "melebihi target")})
     return {"rates": rates and {
         "drill": rates["drill_id"], "site": rates["site"], "link": f"{rates['link_mbit']:g} Mbit/s",
-        "fixed": seconds_text(rates["fixed_s"]), "database_rate": f"{rates['database_bytes_s'] / 1e6:,.1f} MB/detik"
-        .replace(",", "X").replace(".", ",").replace("X", "."),
+        "fixed": seconds_text(rates["fixed_s"]),
+        "database_rate": f"{_decimal_comma(rates['database_bytes_s'] / 1e6)} MB/detik",
         "efficiency": f"{rates['efficiency'] * 100:.0f}%"}, "rows": rows, "target": seconds_text(target)}
 
 

@@ -298,7 +298,8 @@ def main(settings: Settings, args) -> dict:
                     ahead = pool.submit(download, settings, plan, snapshot, groups[index + 1])
                 not_placed = place(settings, batch, scratch)
                 left += not_placed
-                placed = [p for p in batch if p not in not_placed]
+                missing = {p.document.id for p in not_placed}
+                placed = [p for p in batch if p.document.id not in missing]
                 moved += sum(p.size for p in placed)
                 placed_now += len(placed)
                 status["bytes_done"] = status["bytes_total"] - sum(p.size for p in todo) + moved

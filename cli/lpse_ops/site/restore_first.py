@@ -139,7 +139,8 @@ def reconcile_first(current: Restore) -> None:
     wanted = [d for d in referenced if not documents.matches(d, docs)]
     still = documents.bring_back(wanted, aside, docs, current.documents_skipped) if aside and wanted else wanted
     from_aside = len(wanted) - len(still)
-    later = [d for d in still if d.stored_path in sizes and d not in current.first["chosen"]]
+    chosen = {d.id for d in current.first["chosen"]}  # a set: a site has tens of thousands of documents
+    later = [d for d in still if d.stored_path in sizes and d.id not in chosen]
     elsewhere = [d for d in still if d not in later]
     elsewhere = documents_from_snapshots(current, [s for s in reversed(current.snapshots)
                                                    if s.id != current.snapshot.id], elsewhere)
