@@ -32,12 +32,26 @@ def pytest_configure(config: pytest.Config) -> None:
     global _travel, _days
     config.addinivalue_line("markers", "real_clock(reason): keep the real clock under --clock-ahead-days, because "
                                        "the test needs a clock time-machine cannot move (OpenSSL's, a subprocess's)")
+    config.addinivalue_line("markers", "clock_free(reason): left out under --clock-ahead-days: nothing this process "
+                                       "runs under test reads the clock; the work is in subprocesses (Ansible, "
+                                       "javac), which keep the real clock anyway")
     _days = config.getoption("--clock-ahead-days", default=0)
     if _days:
         import time_machine
 
         _travel = time_machine.travel(datetime.now(UTC) + timedelta(days=_days), tick=True)
         _travel.start()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list) -> None:
+    """Under --clock-ahead-days, leave out the tests marked ``clock_free``: a moved clock reaches nothing they test
+    (CI's year-ahead pass is then that much shorter; they run in the main pass)."""
+    if not config.getoption("--clock-ahead-days", default=0):
+        return
+    kept = [item for item in items if item.get_closest_marker("clock_free") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+        items[:] = kept
 
 
 @pytest.fixture(autouse=True)
@@ -62,4 +76,5 @@ _days = 0
 
 def pytest_report_header(config: pytest.Config) -> str | None:
     days = config.getoption("--clock-ahead-days", default=0)
-    return f"clock: {days} days ahead, now {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (time-machine)" if days else None
+    return (f"clock: {days} days ahead, now {datetime.now(UTC):%Y-%m-%d %H:%M} UTC (time-machine); tests marked "
+            "clock_free are deselected") if days else None

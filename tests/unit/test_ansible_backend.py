@@ -13,6 +13,8 @@ import pytest
 from lpse_ops import inventory, settings
 from lpse_ops.backends import ansible
 
+pytestmark = pytest.mark.clock_free("the environment and argv handed to Ansible's own processes; no clock read")
+
 GOOD = "sites:\n  hosts:\n    site1: {ansible_host: 127.0.0.1, site_code: one}\n    site2: {site_code: two}\n"
 BROKEN = "sites:\n  hosts:\n    site1: [oops\n"
 VAULT_PASSWORD = "correct horse"  # noqa: S105 - a test fixture's password

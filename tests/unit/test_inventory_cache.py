@@ -13,6 +13,8 @@ import pytest
 from lpse_ops import config
 from lpse_ops.backends import ansible, inventory_cache
 
+pytestmark = pytest.mark.clock_free("keys from file contents and ansible-inventory output; no clock read")
+
 HOSTS = "sites:\n  hosts:\n    site1: {ansible_host: 127.0.0.1, site_code: one}\n"
 
 

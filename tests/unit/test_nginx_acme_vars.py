@@ -19,6 +19,8 @@ import yaml
 
 from lpse_ops import config
 
+pytestmark = pytest.mark.clock_free("the role's decision runs in ansible-playbook, a subprocess on the real clock")
+
 ROLE = config.PROJECT_DIR / "roles" / "nginx"
 RECORDED = (config.PROJECT_DIR / "tests" / "fixtures" / "acme" / "renewal-site1.conf").read_text()
 PEBBLE = "https://offsite/dir"

@@ -33,8 +33,11 @@ ROLE_TASKS = config.PROJECT_DIR / "roles" / "postgresql" / "tasks"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SOCKET_DIR = Path("/var/run/postgresql")
 
-pytestmark = pytest.mark.skipif(not (PG_BIN / "postgres").exists() or not shutil.which("psql") or os.geteuid() != 0,
-                                reason="needs PostgreSQL 15 (Debian) and root (to become postgres with su)")
+pytestmark = [
+    pytest.mark.clock_free("the role runs in ansible-playbook and PostgreSQL, subprocesses on the real clock"),
+    pytest.mark.skipif(not (PG_BIN / "postgres").exists() or not shutil.which("psql") or os.geteuid() != 0,
+                       reason="needs PostgreSQL 15 (Debian) and root (to become postgres with su)"),
+]
 
 
 def _free_port() -> int:

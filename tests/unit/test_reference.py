@@ -20,9 +20,11 @@ from click.testing import CliRunner
 from lpse_ops import bundle, reference
 from lpse_ops.commands.bundle import bundle as bundle_cli
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("javac") is None or shutil.which("jar") is None, reason="no JDK 17 (javac, jar) on PATH"
-)
+pytestmark = [
+    pytest.mark.clock_free("javac and the jar cache: subprocesses and file times, on the real clock"),
+    pytest.mark.skipif(shutil.which("javac") is None or shutil.which("jar") is None,
+                       reason="no JDK 17 (javac, jar) on PATH"),
+]
 
 SERVICE = "META-INF/services/com.sun.net.httpserver.spi.HttpServerProvider"
 
