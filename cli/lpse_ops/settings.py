@@ -183,10 +183,6 @@ class Settings:
         "LPSE_OPS_TEST_HOME", "Development only: the lpse-ops home kept across runs with LPSE_OPS_REUSE_LAB.",
         kind="path", shown_default="/tmp/lpse-ops-test-home",  # noqa: S108 (only shown in the docs)
         area="tests", read_by="tests/lab/labkit.py")
-    test_installed_mark: Path | None = _setting(
-        "LPSE_OPS_TEST_INSTALLED_MARK", "Development only: a file the lab tests' `installed` fixture touches once "
-        "the lab is installed (scripts/test.sh waits for it before the host-free tiers start).", kind="path",
-        shown_default="none", area="tests", read_by="tests/lab/conftest.py")
     test_lynis: bool = _setting(
         "LPSE_OPS_TEST_LYNIS", "Development only: the hardening lab test also runs Lynis before and after "
         "(minutes; bench/hardening.py sets it).", kind="bool", default=False, shown_default="no", area="tests",
