@@ -141,7 +141,8 @@ def reconcile_first(current: Restore) -> None:
     from_aside = len(wanted) - len(still)
     chosen = {d.id for d in current.first["chosen"]}  # a set: a site has tens of thousands of documents
     later = [d for d in still if d.stored_path in sizes and d.id not in chosen]
-    elsewhere = [d for d in still if d not in later]
+    hydrated_later = {d.id for d in later}
+    elsewhere = [d for d in still if d.id not in hydrated_later]
     elsewhere = documents_from_snapshots(current, [s for s in reversed(current.snapshots)
                                                    if s.id != current.snapshot.id], elsewhere)
     if elsewhere and current.latest:
