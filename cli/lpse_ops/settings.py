@@ -183,10 +183,6 @@ class Settings:
         "LPSE_OPS_TEST_HOME", "Development only: the lpse-ops home kept across runs with LPSE_OPS_REUSE_LAB.",
         kind="path", shown_default="/tmp/lpse-ops-test-home",  # noqa: S108 (only shown in the docs)
         area="tests", read_by="tests/lab/labkit.py")
-    test_busy_mark: Path | None = _setting(
-        "LPSE_OPS_TEST_BUSY_MARK", "Development only: a file a lab test stream touches once its sites are installed "
-        "and first backed up (scripts/test.sh starts the host-free tiers when both streams have).", kind="path",
-        shown_default="none", area="tests", read_by="tests/lab/labkit.py")
     test_lynis: bool = _setting(
         "LPSE_OPS_TEST_LYNIS", "Development only: the hardening lab test also runs Lynis before and after "
         "(minutes; bench/hardening.py sets it).", kind="bool", default=False, shown_default="no", area="tests",

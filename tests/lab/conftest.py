@@ -13,17 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labkit import (
-    LAB_NAME,
-    PORT_BASE,
-    REUSE_HOME,
-    SITES,
-    backup_cli,
-    busiest_minutes_over,
-    run_cli,
-    sql,
-    upload_documents,
-)
+from tests.lab.labkit import LAB_NAME, PORT_BASE, REUSE_HOME, SITES, backup_cli, run_cli, sql, upload_documents
 
 # Modules that change a shared lab host for good (drills replace a site, hardening and access rewrite sshd and
 # the firewall, a freeze holds writes) run after every other lab test, in this order; then test_secrets.py,
@@ -134,5 +124,4 @@ def backed_up(installed):
     documents = upload_documents(f"BASE{int(time.time())}", 200)
     code, report, output = backup_cli("run", "--type", "full")
     assert code == 0, output
-    busiest_minutes_over()  # stream a: installed, then this
     return {"documents": documents, "run": report}

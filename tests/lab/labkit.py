@@ -30,15 +30,6 @@ def run_cli(*args: str, check_json: bool = True, timeout: float = 1800,
     return done.returncode, data, done.stderr + done.stdout
 
 
-def busiest_minutes_over() -> None:
-    """Tell scripts/test.sh that this stream's busiest minutes are over: its sites are installed and their first
-    backups taken (CPU-bound: packages, roles, full backups); what follows mostly waits on a site. The script
-    starts the host-free tiers once both streams said so. No-op outside that script."""
-    mark = os.environ.get("LPSE_OPS_TEST_BUSY_MARK")
-    if mark:
-        Path(mark).touch()
-
-
 def remove_extra_host(lab_state: dict, name: str) -> None:
     """Remove a host :func:`extra_host` started (it carries the lab's label: left running, a later ``lab up`` would
     count it as one of the lab's sites)."""

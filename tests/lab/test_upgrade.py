@@ -24,16 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.labkit import (
-    CLI,
-    SITES,
-    busiest_minutes_over,
-    documents_not_matching,
-    on_site,
-    run_cli,
-    sql,
-    upload_documents,
-)
+from tests.lab.labkit import CLI, SITES, documents_not_matching, on_site, run_cli, sql, upload_documents
 from tests.tampering import tamper_jar
 
 ALL = [f"site{i}" for i in range(1, SITES + 1)]
@@ -80,7 +71,6 @@ def fleet(lab, installed, release, lab_home):
     for kind in ("migration-fails-halfway", "unhealthy", "partial-5xx"):
         path = reference.build_bad_release(kind, release["key"], bundles)
         built[kind] = path
-    busiest_minutes_over()  # stream b: installed, then this
     yield {"bundles": built, "trusted": release["trusted"]}
     run_cli("lab", "traffic", "stop")
 
