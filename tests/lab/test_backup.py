@@ -18,6 +18,8 @@ from tests.lab.labkit import (
     on_site,
     run_cli,
     sql,
+    start_documents_timers,
+    stop_documents_timers,
     upload_documents,
     wait_until_archived,
 )
@@ -171,6 +173,35 @@ def test_corrupted_file_in_local_repo_is_named_by_verify(backed_up):
     # module after this one (fleet status, a drill's health step, the upgrade plan) sees no critical fault.
     code, _report, output = backup_cli("verify", "--repo", "1", "--set", label)
     assert code == 0, output
+
+
+RESTIC_ENV = ("set -a; . /etc/lpse-backup/restic.env; set +a; "
+              "export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password")
+LOCAL_RESTIC = f"{RESTIC_ENV}; restic -r /var/lib/lpse-backup/restic"
+
+
+def test_a_verification_waits_out_a_documents_snapshots_restic_lock_and_passes(backed_up):
+    """ci23 saw a verification fail on a whole set because the 30-second delta held a restic lock when its
+    ``restic check`` asked for an exclusive one. Here the lock is held for real, by a restic backup reading a pipe
+    that stays open 30 s (as a delta holds one while it reads), from before the verification starts: the check is
+    sent back, waits it out, and the set verifies."""
+    label = backed_up["run"]["outputs"][SITE]["pgbackrest"]["1"]["label"]
+    stop_documents_timers()
+    try:
+        on_site("systemd-run --unit lpse-test-lock-holder --collect sh -c "
+                f"'sleep 30 | {{ {LOCAL_RESTIC} backup --stdin --stdin-filename lock-holder --tag lock-holder; }}'")
+        # the lock exists before the verification starts (bounded wait for that state)
+        on_site(f"timeout 60 sh -c 'until [ -n \"$({LOCAL_RESTIC} list locks --no-lock 2>/dev/null)\" ]; "
+                "do sleep 0.5; done'")
+        code, report, output = backup_cli("verify", "--repo", "1", "--set", label)
+        assert code == 0, output
+        check = next(c for c in report["outputs"][SITE]["checks"] if c["check"].startswith("restic check"))
+        assert check["ok"] and "lock sent it back" in check["detail"], check
+    finally:
+        on_site("timeout 120 sh -c 'while systemctl is-active --quiet lpse-test-lock-holder; do sleep 1; done'",
+                check=False)
+        on_site(f"{LOCAL_RESTIC} forget --tag lock-holder >/dev/null", check=False)
+        start_documents_timers()
 
 
 def test_restore_to_a_point_between_two_batches_gets_exactly_the_first(backed_up):

@@ -105,6 +105,13 @@ def parse_env_file(text: str) -> dict[str, str]:
 
 # --- argv ---------------------------------------------------------------------------------------
 
+def locked_by_another(output: str) -> bool:
+    """Whether a restic command that needs an exclusive lock (``check``, ``prune``) failed only because another
+    restic process holds a lock on the repository (``unable to create lock in backend: repository is already
+    locked by PID ...``): the documents' delta every 30 s and their 5-minute run do, for seconds."""
+    return "unable to create lock in backend" in output and "repository is already locked" in output
+
+
 def repo_args(url: str, ca_file: str, s3_options: tuple[str, ...] = ()) -> list[str]:
     """Return restic's repository arguments; an S3 URL also gets the CA file and the S3 options."""
     return ["--repo", url, *(["--cacert", ca_file, *s3_options] if url.startswith("s3:") else [])]

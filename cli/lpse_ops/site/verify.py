@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -199,14 +200,38 @@ def check_repository(current: Verify) -> None:
                   else "; ".join(bad[:20]) or tail(out.stderr or out.stdout, 5))
 
 
+# How long a verification waits out another restic process's lock before its check counts as failed: the
+# documents' delta (every 30 s) and 5-minute runs hold theirs for seconds.
+LOCK_RETRY_S = 600.0
+LOCK_POLL_S = 2.0
+
+
+def waiting_out_other_locks(call: Callable[[], subprocess.CompletedProcess], bound_s: float = LOCK_RETRY_S,
+                            poll_s: float = LOCK_POLL_S, sleep: Callable[[float], None] = time.sleep,
+                            clock: Callable[[], float] = time.monotonic) -> tuple[subprocess.CompletedProcess, int]:
+    """Run *call*, a restic command that needs an exclusive lock; while it fails only because another restic
+    process holds a lock (restic.locked_by_another), run it again, for at most *bound_s* seconds; return the last
+    outcome and how many times another run's lock sent it back. Without this a scheduled verification failed
+    whenever a documents delta was at work."""
+    deadline, waits = clock() + bound_s, 0
+    while True:
+        out = call()
+        if out.returncode == 0 or not restic.locked_by_another(out.stdout + out.stderr) or clock() >= deadline:
+            return out, waits
+        waits += 1
+        log("restic: the repository is locked by another run (a documents snapshot): trying again")
+        sleep(poll_s)
+
+
 def check_restic_repository(current: Verify) -> None:
     """``restic check --read-data``: every pack of the matching restic repository read and verified."""
     name = current.restic_name
-    out = engine.restic_call(current.settings, name, ["check", "--read-data"], check=False, step="restic check",
-                             timeout=engine.DAY_S)
+    out, waits = waiting_out_other_locks(lambda: engine.restic_call(
+        current.settings, name, ["check", "--read-data"], check=False, step="restic check", timeout=engine.DAY_S))
+    waited = f" (after another restic run's lock sent it back {waits} time(s))" if waits else ""
     current.check(f"restic check --read-data ({name})", out.returncode == 0,
-                  "all packs read and verified"
-                  if out.returncode == 0 else tail(out.stdout + out.stderr, 6))
+                  f"all packs read and verified{waited}"
+                  if out.returncode == 0 else tail(out.stdout + out.stderr, 6) + waited)
 
 
 def restore_files(current: Verify) -> None:
