@@ -52,25 +52,26 @@ def test_a_check_that_met_a_delta_lock_runs_again_once_the_lock_is_gone():
     assert out.returncode == 0 and answers == [] and clock.slept == [2, 2] and waits == 2
 
 
+class Restic:
+    """A restic command that answers *stderr* with exit 1 every time; counts its runs."""
+
+    def __init__(self, stderr: str) -> None:
+        self.stderr, self.runs = stderr, 0
+
+    def __call__(self) -> subprocess.CompletedProcess:
+        self.runs += 1
+        return outcome(1, self.stderr)
+
+
 def test_a_broken_repository_fails_at_once_it_is_never_retried():
-    clock, calls = Clock(), []
-
-    def broken() -> subprocess.CompletedProcess:
-        calls.append(1)
-        return outcome(1, BROKEN_PACK)
-
+    clock, broken = Clock(), Restic(BROKEN_PACK)
     out, waits = waiting_out_other_locks(broken, bound_s=60, poll_s=2, sleep=clock.sleep, clock=lambda: clock.now)
     assert out.returncode == 1 and "Pack ID does not match" in out.stderr and waits == 0
-    assert calls == [1] and clock.slept == []
+    assert broken.runs == 1 and clock.slept == []
 
 
 def test_a_lock_that_never_goes_fails_the_check_after_the_bound_with_restics_own_words():
-    clock, calls = Clock(), []
-
-    def locked() -> subprocess.CompletedProcess:
-        calls.append(1)
-        return outcome(1, LOCKED)
-
+    clock, locked = Clock(), Restic(LOCKED)
     out, waits = waiting_out_other_locks(locked, bound_s=10, poll_s=2, sleep=clock.sleep, clock=lambda: clock.now)
     assert out.returncode == 1 and "already locked by PID 12607" in out.stderr and waits == 5
-    assert clock.now == 10 and len(calls) == 6  # tried at 0, 2, 4, 6, 8 and 10 s, then no more
+    assert clock.now == 10 and locked.runs == 6  # tried at 0, 2, 4, 6, 8 and 10 s, then no more
