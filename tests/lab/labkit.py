@@ -19,6 +19,13 @@ REUSE_HOME = Path(os.environ.get("LPSE_OPS_TEST_HOME", "/tmp/lpse-ops-test-home"
 CLI = str(Path(sys.executable).with_name("lpse-ops"))
 
 
+# The site's restic environment (repository password and S3 keys from the backup role's files), for a test that
+# runs restic on a site by hand; LOCAL_RESTIC is restic on the site's local repository with it.
+RESTIC_ENV = ("set -a; . /etc/lpse-backup/restic.env; set +a; "
+              "export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password")
+LOCAL_RESTIC = f"{RESTIC_ENV}; restic -r /var/lib/lpse-backup/restic"
+
+
 def run_cli(*args: str, check_json: bool = True, timeout: float = 1800,
             answer: str | None = None) -> tuple[int, dict | list | None, str]:
     """Run the real ``lpse-ops`` command (*answer* typed at its prompt); return (exit code, JSON stdout, output)."""

@@ -9,10 +9,9 @@ import json
 import shlex
 import time
 
-from tests.lab.labkit import on_site, start_documents_timers, stop_documents_timers
+from tests.lab.labkit import LOCAL_RESTIC, on_site, start_documents_timers, stop_documents_timers
 
 DOCS = "/var/lib/spse/documents"
-ENV = "set -a; . /etc/lpse-backup/restic.env; set +a; export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password"
 
 
 def as_spse(script: str) -> str:
@@ -51,10 +50,10 @@ def test_a_newline_in_a_document_folder_name_never_backs_up_etc_shadow(backed_up
         result = delta_when_the_lock_is_free()
         assert result["ok"] and not result.get("skipped") and result["files"] >= 1, result
         snapshot = result["restic"]["local"]["snapshot_id"]
-        found = json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic find --json "
+        found = json.loads(on_site(f"{LOCAL_RESTIC} find --json "
                                    f"--snapshot {snapshot} /etc/shadow") or "[]")
         assert not any(entry.get("matches") for entry in found), f"/etc/shadow is in the delta snapshot: {found}"
-        listed = on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic ls --json {snapshot}")
+        listed = on_site(f"{LOCAL_RESTIC} ls --json {snapshot}")
         paths = [json.loads(line).get("path", "") for line in listed.splitlines() if '"path"' in line]
         assert f"{DOCS}/attack-nl\n/etc/shadow" in paths, paths
         assert not any(path.startswith("/etc") for path in paths), paths
@@ -100,7 +99,7 @@ def test_a_folder_swapped_for_a_link_to_etc_after_the_listing_is_never_read_thro
     the documents where no link is followed, so /etc/shadow never reaches a repository, and the delta
     refuses with the reason."""
     stop_documents_timers()
-    count = len(json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic snapshots --json")))
+    count = len(json.loads(on_site(f"{LOCAL_RESTIC} snapshots --json")))
     try:
         as_spse(f"mkdir -p {DOCS}/attack-swap && echo decoy > {DOCS}/attack-swap/shadow")
         as_spse(f"mv {DOCS}/attack-swap {DOCS}/attack-swap.listed && ln -s /etc {DOCS}/attack-swap")
@@ -109,9 +108,9 @@ def test_a_folder_swapped_for_a_link_to_etc_after_the_listing_is_never_read_thro
         assert refused.get("code") == "documents_unsafe", refused
         assert "became a symbolic link" in refused["message"] and "too many levels of symbolic links" in \
             refused["message"], refused
-        snapshots = json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic snapshots --json"))
+        snapshots = json.loads(on_site(f"{LOCAL_RESTIC} snapshots --json"))
         assert len(snapshots) == count, "a snapshot was stored through the link"
-        found = json.loads(on_site(f"{ENV}; restic -r /var/lib/lpse-backup/restic find --json "
+        found = json.loads(on_site(f"{LOCAL_RESTIC} find --json "
                                    f"'{DOCS}/attack-swap/*'") or "[]")
         assert not any(entry.get("matches") for entry in found), found
         # the next real delta lists the link for what it is and backs the rest up

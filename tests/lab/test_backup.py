@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.lab.labkit import (
+    LOCAL_RESTIC,
     SITE,
     backup_cli,
     database_timers_stopped,
@@ -53,8 +54,7 @@ def test_engines_by_hand_list_and_restore_the_backups(backed_up):
     on_site("rm -rf /tmp/byhand && install -d -o postgres -g postgres -m 0700 /tmp/byhand/pg && "
             "runuser -u postgres -- pgbackrest --stanza=spse --repo=2 --pg1-path=/tmp/byhand/pg restore "
             "--type=immediate --target-action=promote --archive-mode=off && test -f /tmp/byhand/pg/PG_VERSION")
-    env = "set -a; . /etc/lpse-backup/restic.env; set +a; export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password"
-    snapshots = json.loads(on_site(f"{env}; restic -r /var/lib/lpse-backup/restic snapshots --json"))
+    snapshots = json.loads(on_site(f"{LOCAL_RESTIC} snapshots --json"))
     assert snapshots, "restic lists no snapshot"
     name, digest = next(iter(backed_up["documents"].items()))
     stored = sql(f"SELECT stored_path FROM documents WHERE name = '{name}'")
@@ -64,7 +64,7 @@ def test_engines_by_hand_list_and_restore_the_backups(backed_up):
     snapshot = backed_up["run"]["outputs"][SITE]["restic"]["local"]["snapshot_id"]
     assert snapshot and len(snapshot) >= 8, backed_up["run"]["outputs"][SITE]["restic"]
     assert any(entry["id"].startswith(snapshot) for entry in snapshots), (snapshot, snapshots)
-    on_site(f"{env}; restic -r /var/lib/lpse-backup/restic restore {snapshot} --target /tmp/byhand/files "
+    on_site(f"{LOCAL_RESTIC} restore {snapshot} --target /tmp/byhand/files "
             f"--include /var/lib/spse/documents")
     restored = on_site(f"sha256sum /tmp/byhand/files{stored} 2>/dev/null || "
                        f"sha256sum /tmp/byhand/files/var/lib/spse/documents/{stored}").split()[0]
@@ -173,11 +173,6 @@ def test_corrupted_file_in_local_repo_is_named_by_verify(backed_up):
     # module after this one (fleet status, a drill's health step, the upgrade plan) sees no critical fault.
     code, _report, output = backup_cli("verify", "--repo", "1", "--set", label)
     assert code == 0, output
-
-
-RESTIC_ENV = ("set -a; . /etc/lpse-backup/restic.env; set +a; "
-              "export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password")
-LOCAL_RESTIC = f"{RESTIC_ENV}; restic -r /var/lib/lpse-backup/restic"
 
 
 def test_a_verification_waits_out_a_documents_snapshots_restic_lock_and_passes(backed_up):

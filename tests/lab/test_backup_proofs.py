@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.lab.labkit import (
+    RESTIC_ENV,
     SITE,
     archived_now,
     backup_cli,
@@ -261,9 +262,7 @@ def test_offsite_restore_replays_wal_from_the_offsite_repository_alone():
 # --- 4. faults for real leave every earlier backup restorable ------------------------------------------
 
 def restic_latest_restores(repo: str = "/var/lib/lpse-backup/restic") -> None:
-    env = ("set -a; . /etc/lpse-backup/restic.env; set +a; "
-           "export RESTIC_PASSWORD_FILE=/etc/lpse-backup/restic.password")
-    on_site(f"{env}; rm -rf /tmp/proof && restic -r {repo} restore latest --target /tmp/proof "
+    on_site(f"{RESTIC_ENV}; rm -rf /tmp/proof && restic -r {repo} restore latest --target /tmp/proof "
             "--include /var/lib/spse/documents && test -n \"$(ls -A /tmp/proof/var/lib/spse/documents)\" && "
             "rm -rf /tmp/proof")
 
