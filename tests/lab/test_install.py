@@ -47,7 +47,7 @@ def test_install_second_run_is_allowed_changes_nothing_and_puts_no_secret_on_a_c
     report = assert_no_secret_on_a_command_line(
         lambda: run_cli("install", str(release["bundles"]["1.0"]), "--trusted-keys", str(release["trusted"]),
                         "--limit", SITE, "--json"),
-        expect_on_site="BECOME-SUCCESS")  # the sudo /bin/sh -c line of a become task (pipelining)
+        expect_on_site="psql-login-probe")  # the login probe with the password on stdin (roles/postgresql)
     changed = {name: host["changed"] for name, host in report["hosts"].items()}
     assert changed == {SITE: 0}, changed
     assert report["result"] == "ok" and report["health"][SITE]["version"] == "1.0", report

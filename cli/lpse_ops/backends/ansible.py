@@ -14,6 +14,7 @@ ansible-core 2.19 trusts as a template, and which ``ps`` shows.)
 from __future__ import annotations
 
 import importlib.metadata
+import importlib.util
 import json
 import os
 import re
@@ -37,6 +38,8 @@ TIMEOUT_S = 120
 # later run, whatever that run asked for: the first run's extra vars, environment and options.
 STALE_ENV_FILES = ("envvars", "extravars", "cmdline", "passwords", "settings", "ssh_key")
 NO_HOSTS_LEFT = "leaves us with no hosts to target"
+DEFAULT_STRATEGY = "mitogen_linear"
+"""Ansible's strategy when LPSE_OPS_ANSIBLE_STRATEGY is unset (the setting's shown default)."""
 SITE_TOOL_VAR = "site_tool_zipapp"
 """The extra variable naming the site tool this process built (roles/site/tasks/tool_copy.yml installs it)."""
 
@@ -70,7 +73,8 @@ def environment(app_settings: settings_schema.Settings | None = None) -> dict[st
 
     Given the settings (default: the current ones), returns this project's ``ansible.cfg`` and roles, the
     virtualenv's ``bin`` first on PATH, no colour, an inventory that fails when any source cannot be
-    parsed, and the vault password file of ``LPSE_OPS_VAULT_PASSWORD_FILE`` (when set).
+    parsed, the vault password file of ``LPSE_OPS_VAULT_PASSWORD_FILE`` (when set), and the strategy of
+    ``LPSE_OPS_ANSIBLE_STRATEGY`` (default Mitogen's, with its plugin folder; ``linear`` is Ansible's own).
     """
     app_settings = app_settings or settings_schema.current()
     bin_dir = str(Path(sys.executable).parent)
@@ -86,7 +90,26 @@ def environment(app_settings: settings_schema.Settings | None = None) -> dict[st
     }
     if app_settings.vault_password_file:
         env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(app_settings.vault_password_file)
+    strategy = app_settings.ansible_strategy or DEFAULT_STRATEGY
+    env["ANSIBLE_STRATEGY"] = strategy
+    if strategy.startswith("mitogen"):
+        env["ANSIBLE_STRATEGY_PLUGINS"] = str(mitogen_strategy_plugins())
     return env
+
+
+def mitogen_strategy_plugins() -> Path:
+    """Return the folder of Mitogen's strategy plugins (package ``mitogen``, found without importing it).
+
+    Mitogen keeps one connection and one Python interpreter per host for a whole playbook and runs each task's
+    module in it; Ansible's own linear strategy opens an SSH session and starts a fresh Python, which compiles
+    ``module_utils`` out of AnsiballZ's zip again, for every task on every host (bench/results/mitogen.json).
+    Raises :class:`AnsibleError` with what to do when the package is missing.
+    """
+    spec = importlib.util.find_spec("ansible_mitogen")
+    if spec is None or not spec.submodule_search_locations:
+        raise AnsibleError("Mitogen is not installed (pip install mitogen), or set LPSE_OPS_ANSIBLE_STRATEGY=linear "
+                           "to run the playbooks with Ansible's own strategy")
+    return Path(next(iter(spec.submodule_search_locations))) / "plugins" / "strategy"
 
 
 def secret_names() -> tuple[str, ...]:
