@@ -119,6 +119,55 @@ def test_environment_from_settings_has_config_roles_and_vault(tmp_path: Path):
     assert "ANSIBLE_VAULT_PASSWORD_FILE" not in ansible.environment(settings.load({}))
 
 
+def test_the_strategy_is_mitogens_by_default_and_linear_when_set():
+    default = ansible.environment(settings.load({}))
+    assert default["ANSIBLE_STRATEGY"] == "mitogen_linear"
+    assert (Path(default["ANSIBLE_STRATEGY_PLUGINS"]) / "mitogen_linear.py").is_file(), default
+    linear = ansible.environment(settings.load({"LPSE_OPS_ANSIBLE_STRATEGY": "linear"}))
+    assert linear["ANSIBLE_STRATEGY"] == "linear" and "ANSIBLE_STRATEGY_PLUGINS" not in linear
+    with pytest.raises(settings.SettingsError, match="LPSE_OPS_ANSIBLE_STRATEGY"):
+        settings.load({"LPSE_OPS_ANSIBLE_STRATEGY": "free"})
+
+
+LOCAL_INVENTORY = """sites:
+  hosts:
+    site1:
+      ansible_connection: local
+      ansible_python_interpreter: {python}
+"""
+
+# The module's own process (the shell's parent): Mitogen runs modules in the interpreter it started once for the
+# host, whose argv[0] names it "(mitogen:...)"; linear starts a bare interpreter for the task.
+MODULE_PROCESS_PLAYBOOK = """- name: Show the process that runs a task's module
+  hosts: sites
+  gather_facts: false
+  tasks:
+    - name: Read the module process's command line
+      ansible.builtin.shell: tr '\\0' ' ' < /proc/$PPID/cmdline
+      changed_when: false
+"""
+
+
+@pytest.mark.parametrize(("strategy", "in_mitogen"), [(None, True), ("linear", False)])
+def test_a_playbook_runs_its_modules_under_the_strategy_the_setting_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, strategy: str | None, in_mitogen: bool):
+    """Real ansible-runner and ansible-playbook (connection local): by default a task's module runs inside
+    Mitogen's interpreter; with LPSE_OPS_ANSIBLE_STRATEGY=linear, in a Python of its own, as AWX runs it."""
+    if strategy:
+        monkeypatch.setenv("LPSE_OPS_ANSIBLE_STRATEGY", strategy)
+    hosts = tmp_path / "hosts.yml"
+    hosts.write_text(LOCAL_INVENTORY.format(python=sys.executable))
+    playbook = tmp_path / "module-process.yml"
+    playbook.write_text(MODULE_PROCESS_PLAYBOOK)
+    events: list[dict] = []
+
+    done = ansible.run_playbook(str(playbook), hosts, events.append)
+
+    assert (done.status, done.rc) == ("successful", 0), done
+    lines = [event["event_data"]["res"]["stdout"] for event in events if event.get("event") == "runner_on_ok"]
+    assert len(lines) == 1 and ("(mitogen:" in lines[0]) is in_mitogen, lines
+
+
 ENV_INVENTORY = """#!{python}
 # An inventory script: real ansible-inventory, ansible and ansible-playbook run it in their own process, so
 # it records the environment each of them got (and which tool it was) before printing the inventory.
