@@ -75,6 +75,8 @@ def one_run(strategy: str, args: argparse.Namespace, number: int) -> dict:
     run = {"strategy": strategy, "ok": done.returncode == 0, "rc": done.returncode, "wall_s": round(wall, 1),
            "machine_cpu_s": round(machine_cpu_s() - cpu0, 1), "control_cpu_s": round(children_cpu_s() - children0, 1),
            "summary": (done.stdout.strip().splitlines() or [""])[-1]}
+    if done.returncode:
+        run["failures"] = [line for line in done.stdout.splitlines() if line.startswith(("FAILED", "ERROR", "E "))][:40]
     state_db = base / "lpse-ops-home0" / "state.db"
     run["installs"] = operations(state_db) if state_db.exists() else []
     return run
