@@ -102,7 +102,7 @@ def mitogen_strategy_plugins() -> Path:
 
     Mitogen keeps one connection and one Python interpreter per host for a whole playbook and runs each task's
     module in it; Ansible's own linear strategy opens an SSH session and starts a fresh Python, which compiles
-    ``module_utils`` out of AnsiballZ's zip again, for every task on every host (bench/results/mitogen.json).
+    ``module_utils`` out of AnsiballZ's zip again, for every task on every host (bench/results/ansible_strategy.json).
     Raises :class:`AnsibleError` with what to do when the package is missing.
     """
     spec = importlib.util.find_spec("ansible_mitogen")
